@@ -1,0 +1,50 @@
+"""orchestrator: Jina-style Deployments (head + shards x replicas) on one Docker engine."""
+
+from orchestrator.errors import (
+    ControlAuthError,
+    DeploymentNotFound,
+    EndpointNotFound,
+    EngineError,
+    EngineUnavailable,
+    ExecutorError,
+    HealthCheckTimeout,
+    ImageBuildError,
+    ImageNotFound,
+    NotManaged,
+    OrchestratorError,
+    PodStartError,
+    PortAllocated,
+    RequestError,
+    ResourceConflict,
+    ResourceNotFound,
+    RolloutError,
+    RolloutInProgress,
+    ServiceUnavailable,
+    SpecError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ControlAuthError",
+    "DeploymentNotFound",
+    "EndpointNotFound",
+    "EngineError",
+    "EngineUnavailable",
+    "ExecutorError",
+    "HealthCheckTimeout",
+    "ImageBuildError",
+    "ImageNotFound",
+    "NotManaged",
+    "OrchestratorError",
+    "PodStartError",
+    "PortAllocated",
+    "RequestError",
+    "ResourceConflict",
+    "ResourceNotFound",
+    "RolloutError",
+    "RolloutInProgress",
+    "ServiceUnavailable",
+    "SpecError",
+    "__version__",
+]

@@ -1,0 +1,214 @@
+"""The container engine seam: a narrow protocol and the value types it speaks.
+
+Everything above this module talks to an engine only through `ContainerEngine`,
+and only in these frozen dataclasses: never docker-py objects. Two
+implementations exist: `DockerEngine` (the only module that imports `docker`)
+and `MemoryEngine` (a stateful, deterministic fake with fault injection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+MANAGED_LABEL = "orchestrator.managed"
+"""Every resource the project creates carries `orchestrator.managed=true`."""
+
+RestartPolicy = Literal["no", "on-failure", "always", "unless-stopped"]
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    """Publish `container_port/tcp` on `host_ip:host_port` (None: the engine picks a free one)."""
+
+    container_port: int
+    host_ip: str = "127.0.0.1"
+    host_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount of a host path into the container."""
+
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create and start one container."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None
+    aliases: tuple[str, ...] = ()
+    hostname: str | None = None
+    ports: tuple[PortBinding, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    user: str | None = None
+    working_dir: str | None = None
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    gpus: int | None = None  # None: none; -1: all
+    cap_drop: tuple[str, ...] = ("ALL",)
+    security_opt: tuple[str, ...] = ("no-new-privileges",)
+    restart_policy: RestartPolicy = "no"
+    restart_max_retries: int = 0
+    extra_hosts: Mapping[str, str] = field(default_factory=dict)
+    stop_signal: str = "SIGTERM"
+    stop_timeout: int | None = None
+
+
+ContainerStatus = Literal[
+    "created", "running", "paused", "restarting", "removing", "exited", "dead"
+]
+HealthStatus = Literal["starting", "healthy", "unhealthy"]
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A snapshot of one container, as the engine reports it."""
+
+    id: str
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    status: ContainerStatus
+    exit_code: int | None = None
+    health: HealthStatus | None = None
+    ip_addresses: Mapping[str, str] = field(default_factory=dict)  # network name -> IP
+    ports: Mapping[int, tuple[str, int]] = field(default_factory=dict)  # container -> host
+    started_at: datetime | None = None
+    hostname: str = ""
+    restart_count: int = 0
+    oom_killed: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """A user-defined network."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """One engine event: `type` is 'container' or 'network', `action` e.g. 'start', 'die'."""
+
+    type: str
+    action: str
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    time: float
+    exit_code: int | None = None
+
+
+@runtime_checkable
+class ContainerEngine(Protocol):
+    """What the orchestrator needs from a container engine.
+
+    Methods that stop, kill or remove a resource refuse (`NotManaged`) one
+    that lacks the `orchestrator.managed=true` label. Label filters are exact
+    `key=value` matches, all of which must hold.
+    """
+
+    def ping(self) -> None:
+        """Raise `EngineUnavailable` unless the engine answers."""
+
+    def engine_id(self) -> str:
+        """A stable id of this engine (Docker's `Info.ID`)."""
+
+    # -- images ---------------------------------------------------------------------
+    def image_exists(self, ref: str) -> bool: ...
+
+    def image_labels(self, ref: str) -> Mapping[str, str]:
+        """Labels of a local image. Raises `ImageNotFound`."""
+
+    def pull_image(self, ref: str) -> None:
+        """Pull an image. Raises `ImageNotFound` when no registry has it."""
+
+    def build_image(
+        self,
+        context: Path,
+        *,
+        tag: str,
+        dockerfile: str = "Dockerfile",
+        labels: Mapping[str, str] | None = None,
+        buildargs: Mapping[str, str] | None = None,
+    ) -> str:
+        """Build an image and return its id. Raises `ImageBuildError` with the log tail."""
+
+    def import_image(
+        self, tarball: Path, *, tag: str, changes: tuple[str, ...] = ()
+    ) -> str:
+        """`docker import` a root filesystem tarball. Returns the image id."""
+
+    def tag_image(self, ref: str, tag: str) -> None: ...
+
+    # -- networks -------------------------------------------------------------------
+    def create_network(self, name: str, *, labels: Mapping[str, str]) -> NetworkInfo:
+        """Create a bridge network. Raises `ResourceConflict` if the name is taken."""
+
+    def remove_network(self, name_or_id: str) -> None:
+        """Remove a managed network. Missing networks are ignored (idempotent)."""
+
+    def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]: ...
+
+    # -- containers -----------------------------------------------------------------
+    def run_container(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create and start a container.
+
+        Raises `ImageNotFound`, `ResourceConflict` (name taken), `PortAllocated`,
+        or `EngineError`. A container that was created but failed to start is
+        removed before the error is raised.
+        """
+
+    def inspect_container(self, name_or_id: str) -> ContainerInfo:
+        """Raises `ResourceNotFound`."""
+
+    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """All containers (running or not) whose labels match."""
+
+    def logs(self, name_or_id: str, *, tail: int | None = None) -> str:
+        """stdout and stderr, interleaved; the last `tail` lines if given."""
+
+    def follow_logs(self, name_or_id: str, *, tail: int | None = None) -> Iterator[str]:
+        """Yield log lines as they are written, until the container stops."""
+
+    def wait_container(self, name_or_id: str, *, timeout: float | None = None) -> int:
+        """Block until the container exits; return its exit code."""
+
+    def stop_container(self, name_or_id: str, *, grace: float = 10.0) -> None:
+        """SIGTERM, wait `grace` seconds, then SIGKILL. Missing containers are ignored."""
+
+    def kill_container(self, name_or_id: str, *, signal: str = "SIGKILL") -> None: ...
+
+    def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
+        """Remove a managed container. Missing containers are ignored (idempotent)."""
+
+    # -- events ---------------------------------------------------------------------
+    def events(
+        self,
+        *,
+        labels: Mapping[str, str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[EngineEvent]:
+        """Container and network events, filtered by label. Blocks when `until` is None."""
+
+    def close(self) -> None: ...
