@@ -160,6 +160,9 @@ class ContainerEngine(Protocol):
 
     def tag_image(self, ref: str, tag: str) -> None: ...
 
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        """Remove a local image or one of its tags. Missing images are ignored."""
+
     # -- networks -------------------------------------------------------------------
     def create_network(self, name: str, *, labels: Mapping[str, str]) -> NetworkInfo:
         """Create a bridge network. Raises `ResourceConflict` if the name is taken."""
@@ -197,6 +200,15 @@ class ContainerEngine(Protocol):
         """SIGTERM, wait `grace` seconds, then SIGKILL. Missing containers are ignored."""
 
     def kill_container(self, name_or_id: str, *, signal: str = "SIGKILL") -> None: ...
+
+    def set_restart_policy(
+        self, name_or_id: str, policy: RestartPolicy, *, max_retries: int = 0
+    ) -> None:
+        """Change a managed container's restart policy in place.
+
+        Pods start with policy "no", so a crash at start-up is reported with its exit
+        code at once; the spec's policy applies once the pod is ready.
+        """
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
         """Remove a managed container. Missing containers are ignored (idempotent)."""

@@ -1,0 +1,178 @@
+"""Benchmark: the head's overhead against a direct call to one worker, in one run.
+
+    .venv/bin/python bench/bench_head.py [--requests 2000] [--seconds 3] [--concurrency 16]
+
+Starts worker and head processes through the real entry point
+(`python -m orchestrator.runtime ...`) on loopback and measures, for the same call:
+  (a) direct to one worker, (b1) through a head with 1 replica, (b3) with 3 replicas.
+Latency: sequential unary calls (p50/p99), interleaved in rounds so machine noise hits all
+targets alike. Throughput: `--concurrency` calls in flight from one asyncio client.
+Two workloads: `/echo` (one small doc; pure overhead) and `/block` (a sync handler that
+blocks `--block-ms`, like a model call: replicas exist for this). Prints ratios b/a.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator import AsyncClient, Client, Executor, requests  # noqa: E402
+
+
+class Bench(Executor):
+    """Workloads of this benchmark (loaded by the workers from this file)."""
+
+    @requests(on="/echo")
+    def echo(self, docs: list[dict[str, Any]], **kwargs: Any) -> None:
+        for d in docs:
+            d["replica"] = self.runtime_args.replica_id
+
+    @requests(on="/block")
+    def block(self, docs: list[dict[str, Any]], parameters: dict[str, Any], **kw: Any) -> None:
+        time.sleep(float(parameters.get("ms", 5)) / 1000)  # a blocking model call
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def spawn(procs: list[subprocess.Popen[bytes]], *args: str) -> None:
+    env = {**os.environ, "ORCHESTRATOR_TOKEN": "bench", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "orchestrator.runtime", *args, "--host", "127.0.0.1"]
+    procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT))
+
+
+def wait_ready(addresses: list[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    for address in addresses:
+        with Client(address) as c:
+            while not c.is_ready(timeout=0.5):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{address} not ready after {timeout}s")
+                time.sleep(0.05)
+
+
+def latency(clients: dict[str, Client], n: int, rounds: int = 10) -> dict[str, list[float]]:
+    docs = [{"text": "hello world", "i": 1}]
+    samples: dict[str, list[float]] = {k: [] for k in clients}
+    for c in clients.values():  # warm-up: connections, caches
+        for _ in range(100):
+            c.post("/echo", docs)
+    for _ in range(rounds):
+        for name, c in clients.items():
+            for _ in range(n // rounds):
+                t = time.perf_counter()
+                c.post("/echo", docs)
+                samples[name].append(time.perf_counter() - t)
+    return samples
+
+
+async def throughput(address: str, endpoint: str, params: dict[str, Any], seconds: float,
+                     concurrency: int) -> float:
+    docs = [{"text": "hello world", "i": 1}]
+    done = 0
+    async with AsyncClient(address) as client:
+        await client.post(endpoint, docs, params)
+        stop = time.perf_counter() + seconds
+
+        async def loop() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                await client.post(endpoint, docs, params)
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))] * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--block-ms", type=float, default=5.0)
+    args = ap.parse_args()
+    uses = f"{Path(__file__).resolve()}:Bench"
+    w = [free_port() for _ in range(3)]
+    h1, h3 = free_port(), free_port()
+    with processes() as procs:
+        for i, port in enumerate(w):
+            spawn(procs, "worker", "--uses", uses, "--port", str(port), "--replica-id", str(i))
+        workers = [f"127.0.0.1:{p}" for p in w]
+        spawn(procs, "head", "--shards", "1", "--port", str(h1), "--worker", f"0={workers[0]}")
+        spawn(procs, "head", "--shards", "1", "--port", str(h3),
+              *[a for x in workers for a in ("--worker", f"0={x}")])
+        targets = {"a direct": workers[0], "b1 head x1": f"127.0.0.1:{h1}",
+                   "b3 head x3": f"127.0.0.1:{h3}"}
+        wait_ready(list(targets.values()))
+        clients = {k: Client(v) for k, v in targets.items()}
+        try:
+            lat = latency(clients, args.requests)
+        finally:
+            for c in clients.values():
+                c.close()
+        report_latency(lat)
+        for endpoint, params in (("/echo", {}), ("/block", {"ms": args.block_ms})):
+            rps = {k: asyncio.run(throughput(v, endpoint, params, args.seconds, args.concurrency))
+                   for k, v in targets.items()}
+            report_throughput(endpoint, rps, args.concurrency)
+
+
+def report_latency(lat: dict[str, list[float]]) -> None:
+    base50, base99 = pct(lat["a direct"], 0.5), pct(lat["a direct"], 0.99)
+    print(f"\nlatency, sequential unary /echo ({len(lat['a direct'])} calls each)")
+    for name, xs in lat.items():
+        p50, p99 = pct(xs, 0.5), pct(xs, 0.99)
+        print(f"  {name:12s} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  mean "
+              f"{statistics.mean(xs) * 1000:6.3f} ms   ratio b/a p50 {p50 / base50:4.2f}  "
+              f"p99 {p99 / base99:4.2f}")
+
+
+def report_throughput(endpoint: str, rps: dict[str, float], concurrency: int) -> None:
+    base = rps["a direct"]
+    print(f"\nthroughput {endpoint} ({concurrency} in flight)")
+    for name, value in rps.items():
+        print(f"  {name:12s} {value:8.0f} req/s   ratio b/a {value / base:4.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Sample executors used by the docs, the demo and the integration tests."""

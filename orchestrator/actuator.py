@@ -1,0 +1,155 @@
+"""Runs pod plans against an engine and a health probe: where planning meets I/O.
+
+Pods start concurrently in two phases. First every container is created and
+started (so a failure never races a half-created container), then every pod is
+waited on concurrently until it serves. Any failure removes the pods of that
+batch, waits for the others to notice, and re-raises the first error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+from orchestrator.engine.base import ContainerEngine, ContainerInfo
+from orchestrator.errors import (
+    EngineError,
+    ImageNotFound,
+    OrchestratorError,
+    PodStartError,
+    PortAllocated,
+    ResourceConflict,
+    ResourceNotFound,
+    SpecError,
+)
+from orchestrator.health import GrpcHealthProbe, HealthProbe, container_address, wait_ready
+from orchestrator.planning.pods import PodPlan
+from orchestrator.spec import CONTAINER_PORT
+
+Ready = Callable[[PodPlan, ContainerInfo], bool]
+
+
+class _Aborted(OrchestratorError):
+    """Internal: another pod of the batch failed, stop waiting for this one."""
+
+
+@dataclass
+class Actuator:
+    """Pod-level operations on one deployment network."""
+
+    engine: ContainerEngine
+    network: str
+    probe: HealthProbe = field(default_factory=GrpcHealthProbe)
+    max_parallel: int = 16
+
+    def address(self, info: ContainerInfo) -> str:
+        """host:port at which this process reaches a pod (its IP on the network)."""
+        addr = container_address(info, self.network, CONTAINER_PORT)
+        if addr is None:
+            raise PodStartError(f"pod {info.name} has no address on network {self.network}",
+                                pod=info.name)
+        return addr
+
+    def serving(self, info: ContainerInfo, service: str = "") -> bool:
+        return self.probe.serving(self.address(info), service)
+
+    def check_images(self, images: Iterable[tuple[str, str]]) -> None:
+        """Make sure every image is present (pulling if possible) before creating anything.
+
+        Raises:
+            SpecError: naming the field whose image is missing.
+        """
+        for field_name, image in images:
+            if self.engine.image_exists(image):
+                continue
+            try:
+                self.engine.pull_image(image)
+            except ImageNotFound as exc:
+                hint = ""
+                if field_name == "image":
+                    hint = " (build it with `orchestrator images build` or scripts/setup)"
+                raise SpecError(f"image {image!r} is not available locally and cannot be "
+                                f"pulled{hint}", field=field_name) from exc
+
+    def start(
+        self, plans: Sequence[PodPlan], ready: Ready, *, timeout: float
+    ) -> dict[str, ContainerInfo]:
+        """Create, start and wait for every pod concurrently.
+
+        On any failure every pod of `plans` is removed before the first error is raised.
+
+        Raises:
+            PodStartError, HealthCheckTimeout, SpecError (port or name taken), EngineError.
+        """
+        if not plans:
+            return {}
+        workers = min(self.max_parallel, len(plans))
+        with ThreadPoolExecutor(workers, thread_name_prefix="pod-start") as pool:
+            launched = list(pool.map(self._launch, plans))
+            errors = [e for e in launched if isinstance(e, BaseException)]
+            if errors:
+                self.remove([p.name for p in plans], grace=0)
+                raise errors[0]
+            abort = threading.Event()
+
+            def wait(plan: PodPlan) -> ContainerInfo | BaseException:
+                def check(info: ContainerInfo) -> bool:
+                    if abort.is_set():
+                        raise _Aborted(plan.name)
+                    return ready(plan, info)
+
+                try:
+                    return wait_ready(self.engine, plan.name, check, timeout=timeout)
+                except BaseException as exc:
+                    abort.set()
+                    return exc
+
+            results = list(pool.map(wait, plans))
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            self.remove([p.name for p in plans], grace=0)
+            first = next((f for f in failures if not isinstance(f, _Aborted)), failures[0])
+            raise first
+        for plan in plans:
+            if plan.container.restart_policy != "no":
+                self.engine.set_restart_policy(plan.name, plan.container.restart_policy,
+                                               max_retries=plan.container.restart_max_retries)
+        return {plan.name: info for plan, info in zip(plans, results, strict=True)
+                if isinstance(info, ContainerInfo)}
+
+    def _launch(self, plan: PodPlan) -> ContainerInfo | BaseException:
+        # Start with no restart policy, so a crash at start-up is reported at once with
+        # its exit code instead of disappearing into a restart loop.
+        spec = replace(plan.container, restart_policy="no", restart_max_retries=0)
+        try:
+            return self.engine.run_container(spec)
+        except PortAllocated as exc:
+            return SpecError(f"{exc}; choose another port or leave it unset for a free one",
+                             field="port")
+        except ResourceConflict as exc:
+            return SpecError(
+                f"a container named {plan.name!r} already exists ({exc}); is another "
+                f"deployment with this name running? Remove it with `orchestrator down`",
+                field="name",
+            )
+        except ImageNotFound as exc:
+            return SpecError(f"image {exc.image!r} not found", field="image")
+        except EngineError as exc:
+            return PodStartError(f"pod {plan.name} could not be created: {exc}", pod=plan.name)
+
+    def stop(self, name: str, *, grace: float) -> None:
+        """SIGTERM, grace, SIGKILL, then remove. Missing containers are fine."""
+        with contextlib.suppress(ResourceNotFound):
+            self.engine.stop_container(name, grace=grace)
+        self.engine.remove_container(name, force=True)
+
+    def remove(self, names: Sequence[str], *, grace: float) -> None:
+        """Stop and remove several containers concurrently."""
+        if not names:
+            return
+        with ThreadPoolExecutor(min(self.max_parallel, len(names)),
+                                thread_name_prefix="pod-stop") as pool:
+            list(pool.map(lambda n: self.stop(n, grace=grace), names))

@@ -1,0 +1,598 @@
+"""The public Deployment API: a head plus shards x replicas of one executor, on Docker.
+
+    with Deployment(uses="executors/echo.py:Echo", replicas=3, shards=2, polling="ALL") as dep:
+        docs = dep.post("/echo", docs=[{"text": "hi"}])
+
+Leaving the block (normally, on an exception, or on Ctrl-C) removes every
+container and the network. Labels on the engine are the source of truth, so a
+later process can find the deployment again (`Deployment.attach(name)`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import enum
+import secrets
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from orchestrator.actuator import Actuator
+from orchestrator.engine.base import ContainerEngine, ContainerInfo
+from orchestrator.errors import (
+    OrchestratorError,
+    PodStartError,
+    ResourceNotFound,
+    RolloutError,
+    RolloutInProgress,
+    SpecError,
+)
+from orchestrator.health import GrpcHealthProbe, HealthProbe, wait_ready
+from orchestrator.planning import labels as L
+from orchestrator.planning import names
+from orchestrator.planning.hosts import Placement, resolve_worker_address
+from orchestrator.planning.pods import PodContext, PodPlan, executor_pod, initial_pods
+from orchestrator.progress import ProgressCallback, ProgressEvent
+from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UpdatePolicy
+
+if TYPE_CHECKING:
+    from orchestrator.client import Client
+    from orchestrator.control import HeadControl
+
+
+class DeploymentRoleType(enum.Enum):
+    """What a deployment is for, as in Jina."""
+
+    DEPLOYMENT = "deployment"
+    GATEWAY = "gateway"
+
+
+class BaseDeployment(ExitStack):
+    """An immutable set of pods with one stable gRPC address: the head."""
+
+    role: DeploymentRoleType = DeploymentRoleType.DEPLOYMENT
+
+    def __enter__(self) -> BaseDeployment:
+        super().__enter__()
+        try:
+            self.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        try:
+            self._teardown()
+        finally:
+            super().__exit__(exc_type, exc, tb)
+        return False
+
+    def close(self) -> None:
+        """Tear every pod down and unwind anything else entered on this stack."""
+        self.__exit__(None, None, None)
+
+    # The members every deployment offers (implemented below).
+    def start(self) -> BaseDeployment:
+        raise NotImplementedError
+
+    def _teardown(self) -> None:
+        raise NotImplementedError
+
+    def join(self) -> None:
+        raise NotImplementedError
+
+    async def rolling_update(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+    async def scale(self, replicas: int, *, policy: UpdatePolicy | None = None,
+                    on_progress: ProgressCallback | None = None) -> None:
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def head_host(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def head_port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def head_args(self) -> argparse.Namespace:
+        raise NotImplementedError
+
+    @property
+    def deployments(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+def _raw_fields(args: argparse.Namespace | Mapping[str, Any] | None,
+                kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    if args is None:
+        raw: dict[str, Any] = {}
+    elif isinstance(args, argparse.Namespace):
+        raw = {k: v for k, v in vars(args).items() if v is not None}
+    elif isinstance(args, Mapping):
+        raw = dict(args)
+    else:
+        raise SpecError(f"must be an argparse.Namespace or a dict, not {type(args).__name__}",
+                        field="args")
+    raw.update(kwargs)
+    return raw
+
+
+class Deployment(BaseDeployment):
+    """A head plus `shards x replicas` workers (and optional uses_before / uses_after pods),
+    every pod a Docker container on the deployment's own network.
+
+    Raises (construction): SpecError naming the field at fault.
+    """
+
+    def __init__(
+        self,
+        args: argparse.Namespace | Mapping[str, Any] | None = None,
+        needs: str | set[str] | frozenset[str] | list[str] | None = None,
+        *,
+        engine: ContainerEngine | None = None,
+        probe: HealthProbe | None = None,
+        base_dir: Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        raw = _raw_fields(args, kwargs)
+        if needs is not None:
+            raw["needs"] = sorted(needs) if not isinstance(needs, str) else needs
+        self.spec = DeploymentSpec.from_fields(base_dir=base_dir, **raw)
+        self._engine = engine
+        self._owns_engine = engine is None  # an engine we opened is ours to close
+        self._probe = probe or GrpcHealthProbe()
+        self._ctx = PodContext(owner=uuid.uuid4().hex[:12], token=secrets.token_urlsafe(24))
+        self._pods: dict[str, PodPlan] = {}
+        self._infos: dict[str, ContainerInfo] = {}
+        self._control: HeadControl | None = None
+        self._client: Client | None = None
+        self._rollout_lock = asyncio.Lock()
+        self._rollout_busy = False
+        self._started = False
+        self.pod_args: dict[str, Any] = {}
+        self.update_pod_args()
+
+    # -- engine plumbing ------------------------------------------------------------
+    @property
+    def engine(self) -> ContainerEngine:
+        if self._engine is None:
+            from orchestrator.engine.docker_engine import DockerEngine
+
+            self._engine = DockerEngine.from_env()
+        return self._engine
+
+    @property
+    def network(self) -> str:
+        return names.network_name(self.spec.name)
+
+    def _actuator(self) -> Actuator:
+        return Actuator(self.engine, self.network, self._probe)
+
+    # -- properties -----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def is_sandbox(self) -> bool:
+        return False
+
+    @property
+    def external(self) -> bool:
+        return self.spec.external
+
+    @property
+    def protocol(self) -> str:
+        return self.spec.protocol
+
+    @property
+    def host(self) -> str:
+        return self.spec.host
+
+    @property
+    def port(self) -> int | None:
+        """The head port published on the host (known once started, unless given)."""
+        if self.spec.external:
+            return self.spec.port
+        head = self._infos.get(names.head_name(self.name))
+        if head and CONTAINER_PORT in head.ports:
+            return head.ports[CONTAINER_PORT][1]
+        return self.spec.port
+
+    @property
+    def head_host(self) -> str:
+        host = self.spec.host
+        return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+    @property
+    def head_port(self) -> int:
+        port = self.port
+        if port is None:
+            raise OrchestratorError(f"deployment {self.name} is not started: no head port yet")
+        return port
+
+    @property
+    def address(self) -> str:
+        return f"{self.head_host}:{self.head_port}"
+
+    @property
+    def deployments(self) -> list[dict[str, Any]]:
+        return [{
+            "name": self.name,
+            "head_host": self.head_host,
+            "head_port": self.port,
+            "needs": sorted(self.spec.needs),
+        }]
+
+    @property
+    def num_pods(self) -> int:
+        """How many of this deployment's containers are running right now."""
+        if self.spec.external:
+            return 0
+        pods = self.engine.list_containers(L.for_deployment(self.name))
+        return sum(1 for p in pods if p.running)
+
+    @property
+    def is_ready(self) -> bool:
+        """True only when every pod of every shard is running and serving."""
+        if self.spec.external:
+            return self._probe.serving(f"{self.head_host}:{self.head_port}")
+        if not self._started:
+            return False
+        act = self._actuator()
+        try:
+            for name, plan in self._pods.items():
+                info = self.engine.inspect_container(name)
+                ok = self._head_up(info) if plan.role == "head" else act.serving(info)
+                if not (info.running and ok):
+                    return False
+            head = self.engine.inspect_container(names.head_name(self.name))
+        except (ResourceNotFound, PodStartError):
+            return False
+        return act.serving(head)
+
+    # -- pod arguments (Namespaces are views, built from the spec) ------------------
+    def _planned(self) -> list[PodPlan]:
+        return list(self._pods.values()) if self._pods else initial_pods(self.spec, self._ctx)
+
+    def update_pod_args(self) -> None:
+        """Rebuild every pod's argument Namespace from the spec and the running pods."""
+        plans = self._planned()
+        by_role = {p.role: p for p in plans if p.role != "worker"}
+        self.pod_args = {
+            "head": self._ns(by_role.get("head")),
+            "uses_before": self._ns(by_role.get("uses_before")),
+            "uses_after": self._ns(by_role.get("uses_after")),
+            "pods": {},
+        }
+        self.update_worker_pod_args()
+
+    def update_worker_pod_args(self) -> None:
+        """Rebuild only the workers' Namespaces, grouped by shard, in replica order."""
+        workers = sorted((p for p in self._planned() if p.role == "worker"),
+                         key=lambda p: (p.shard or 0, p.replica or 0))
+        pods: dict[int, list[argparse.Namespace]] = {s: [] for s in range(self.spec.shards)}
+        for plan in workers:
+            ns = self._ns(plan)
+            assert ns is not None and plan.shard is not None
+            pods.setdefault(plan.shard, []).append(ns)
+        self.pod_args["pods"] = pods
+
+    def _ns(self, plan: PodPlan | None) -> argparse.Namespace | None:
+        if plan is None:
+            return None
+        values = plan.args(self.spec)
+        info = self._infos.get(plan.name)
+        values["container_id"] = info.id if info else None
+        return argparse.Namespace(**values)
+
+    @property
+    def head_args(self) -> argparse.Namespace:
+        ns = self.pod_args["head"]
+        assert isinstance(ns, argparse.Namespace)
+        return ns
+
+    @property
+    def uses_before_args(self) -> argparse.Namespace | None:
+        return self.pod_args["uses_before"]  # type: ignore[no-any-return]
+
+    @property
+    def uses_after_args(self) -> argparse.Namespace | None:
+        return self.pod_args["uses_after"]  # type: ignore[no-any-return]
+
+    @property
+    def first_pod_args(self) -> argparse.Namespace:
+        """Arguments of the first replica of the first shard."""
+        first: argparse.Namespace = self.pod_args["pods"][0][0]
+        return first
+
+    @property
+    def all_args(self) -> list[argparse.Namespace]:
+        """Every pod's Namespace: head, uses_before, uses_after, then workers."""
+        out = [self.head_args]
+        out += [ns for ns in (self.uses_before_args, self.uses_after_args) if ns is not None]
+        for shard in sorted(self.pod_args["pods"]):
+            out += self.pod_args["pods"][shard]
+        return out
+
+    # -- host resolution ------------------------------------------------------------
+    @staticmethod
+    def get_worker_host(
+        pod_args: argparse.Namespace, pod: Placement, head_pod: Placement,
+        orchestrator: Placement | None = None,
+    ) -> str:
+        """The host the head must dial to reach the worker described by `pod_args`/`pod`.
+
+        `pod_args.host`/`pod_args.port` override the placement's host and port when set.
+        """
+        return Deployment.get_worker_address(pod_args, pod, head_pod, orchestrator)[0]
+
+    @staticmethod
+    def get_worker_address(
+        pod_args: argparse.Namespace, pod: Placement, head_pod: Placement,
+        orchestrator: Placement | None = None,
+    ) -> tuple[str, int]:
+        from dataclasses import replace
+
+        host = getattr(pod_args, "host", None) or pod.host
+        port = getattr(pod_args, "port", None) or pod.port
+        if pod.containerized:
+            host = pod.host  # a container's own name is not where the host reaches it
+        return resolve_worker_address(replace(pod, host=host, port=port), head_pod,
+                                      orchestrator)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> Deployment:
+        """Create every pod concurrently and block until all serve (see wait_start_success).
+
+        Raises:
+            SpecError: bad input found at start (missing image, port taken, name in use).
+            PodStartError: a pod exited; names it with its exit code and last log lines.
+            HealthCheckTimeout: a pod never reported SERVING within `timeout_ready`.
+            EngineUnavailable: no Docker engine answers.
+        """
+        if self._started:
+            return self
+        if self.spec.external:
+            self._started = True
+            return self
+        try:
+            self._launch()
+            self.wait_start_success()
+        except BaseException:
+            self._teardown()
+            raise
+        return self
+
+    def _launch(self) -> None:
+        engine = self.engine
+        engine.ping()
+        existing = engine.list_containers(L.for_deployment(self.name))
+        if existing:
+            raise SpecError(
+                f"a deployment named {self.name!r} is already running "
+                f"({len(existing)} containers); pick another name or remove it with "
+                f"`orchestrator down {self.name}`",
+                field="name",
+            )
+        plans = initial_pods(self.spec, self._ctx)
+        images = [("image", self.spec.image)]
+        for field_name, uses in (("uses", self.spec.uses), ("uses_before", self.spec.uses_before),
+                                 ("uses_after", self.spec.uses_after)):
+            if uses is not None and uses.kind == "docker":
+                images.append((field_name, uses.image))
+        self._actuator().check_images(images)
+        for stale in engine.list_networks(L.for_deployment(self.name)):
+            engine.remove_network(stale.id)
+        engine.create_network(
+            self.network, labels={**L.for_deployment(self.name), L.OWNER: self._ctx.owner}
+        )
+        self._pods = {p.name: p for p in plans}
+        self._started = True
+
+    def wait_start_success(self) -> None:
+        """Block until every pod serves and every worker is registered at the head.
+
+        On failure everything is removed before the error is raised.
+        """
+        if self.spec.external or self._infos:
+            return
+        plans = list(self._pods.values())
+        try:
+            self._infos = self._actuator().start(
+                plans, self._pod_ready, timeout=self.spec.timeout_ready
+            )
+            self.activate()
+            head = names.head_name(self.name)
+            act = self._actuator()
+            wait_ready(self.engine, head, act.serving, timeout=self.spec.timeout_ready)
+        except BaseException:
+            self._teardown()
+            raise
+        self.update_pod_args()
+
+    def _pod_ready(self, plan: PodPlan, info: ContainerInfo) -> bool:
+        if plan.role == "head":
+            return self._head_up(info)
+        return self._actuator().serving(info)
+
+    def _head_up(self, info: ContainerInfo) -> bool:
+        """The head is up when its control service answers our token."""
+        try:
+            self.control(info).list_workers()
+        except OrchestratorError:
+            return False
+        return True
+
+    def control(self, head_info: ContainerInfo | None = None) -> HeadControl:
+        """The head's control client (one channel, kept open)."""
+        if self._control is None:
+            from orchestrator.control import HeadControl
+
+            info = head_info or self.engine.inspect_container(names.head_name(self.name))
+            address = self._actuator().address(info)
+            self._control = HeadControl(address, self._ctx.token)
+        return self._control
+
+    def activate(self) -> None:
+        """Register every worker with the head (idempotent)."""
+        control = self.control()
+        known = {(w.shard, w.address) for w in control.list_workers()}
+        for plan in self._pods.values():
+            if plan.role == "worker" and plan.shard is not None \
+                    and (plan.shard, plan.address) not in known:
+                control.add_worker(plan.shard, plan.address, plan.name)
+
+    def _teardown(self) -> None:
+        """Stop and remove every pod and the network. Idempotent, label-based."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self.spec.external or self._engine is None:
+            self._started = False
+            return
+        # Only what this instance owns: a second Deployment that was refused the
+        # same name must never tear down the one already running.
+        mine = {**L.for_deployment(self.name), L.OWNER: self._ctx.owner}
+        live = [c.name for c in self.engine.list_containers(mine)]
+        self._actuator().remove(live, grace=self.spec.stop_grace)
+        for net in self.engine.list_networks(mine):
+            self.engine.remove_network(net.id)
+        self._pods.clear()
+        self._infos.clear()
+        self._started = False
+        if self._owns_engine:
+            self._engine.close()
+            self._engine = None
+
+    def join(self) -> None:
+        """Block until every pod of the deployment has exited."""
+        for info in self.engine.list_containers(L.for_deployment(self.name)):
+            with contextlib.suppress(ResourceNotFound):
+                self.engine.wait_container(info.id)
+
+    # -- requests ---------------------------------------------------------------------
+    def client(self) -> Client:
+        if self._client is None:
+            from orchestrator.client import Client
+
+            self._client = Client(self.head_host, self.head_port)
+        return self._client
+
+    def post(self, endpoint: str, docs: list[dict[str, Any]] | None = None,
+             parameters: dict[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+        """Send a request through the head and return the resulting docs."""
+        result: list[dict[str, Any]] = self.client().post(
+            endpoint, docs=docs, parameters=parameters, **kwargs
+        )
+        return result
+
+    # -- updates ----------------------------------------------------------------------
+    def _begin_rollout(self) -> None:
+        if self._rollout_busy:
+            raise RolloutInProgress(
+                f"deployment {self.name} is already being updated or scaled; wait for it "
+                "to finish", failed="refused: another rollout is running")
+        if not self._started or self.spec.external:
+            raise RolloutError(f"deployment {self.name} is not running (or is external)")
+        self._rollout_busy = True
+
+    async def rolling_update(
+        self,
+        uses_with: Mapping[str, Any] | None = None,
+        *,
+        uses: str | None = None,
+        env: Mapping[str, str] | None = None,
+        policy: UpdatePolicy | None = None,
+        on_progress: ProgressCallback | None = None,
+        **changes: Any,
+    ) -> None:
+        """Replace every worker replica, one batch at a time, with zero failed requests.
+
+        Raises:
+            SpecError: the new fields are invalid (nothing was changed).
+            RolloutInProgress: another update or scale is running.
+            RolloutError: a new replica failed; what was done and whether it rolled back.
+        """
+        if uses_with is not None:
+            changes["uses_with"] = dict(uses_with)
+        if uses is not None:
+            changes["uses"] = uses
+        if env is not None:
+            changes["env"] = dict(env)
+        new_spec = self.spec.evolve(**changes)
+        await self._rollout(new_spec, policy, on_progress, replace_all=True)
+
+    async def scale(
+        self, replicas: int, *, policy: UpdatePolicy | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        """Change the replica count of every shard; removed replicas are drained first.
+
+        Raises:
+            SpecError: `replicas < 1`.
+            RolloutInProgress, RolloutError: as for `rolling_update`.
+        """
+        new_spec = self.spec.with_replicas(replicas)
+        await self._rollout(new_spec, policy, on_progress, replace_all=False)
+
+    async def _rollout(self, new_spec: DeploymentSpec, policy: UpdatePolicy | None,
+                       on_progress: ProgressCallback | None, *, replace_all: bool) -> None:
+        from orchestrator.rollout import Rollout
+
+        self._begin_rollout()
+        try:
+            self._actuator().check_images(
+                [("uses", new_spec.uses.image)] if new_spec.uses.kind == "docker"
+                else [("image", new_spec.image)]
+            )
+            rollout = Rollout(self, new_spec, policy or new_spec.policy,
+                              on_progress or (lambda _e: None), replace_all=replace_all)
+            await rollout.run()
+        finally:
+            self._rollout_busy = False
+            self.update_pod_args()
+
+    def rolling_update_sync(self, *args: Any, **kwargs: Any) -> None:
+        """Blocking `rolling_update`, for callers without an event loop."""
+        asyncio.run(self.rolling_update(*args, **kwargs))
+
+    def scale_sync(self, replicas: int, **kwargs: Any) -> None:
+        """Blocking `scale`, for callers without an event loop."""
+        asyncio.run(self.scale(replicas, **kwargs))
+
+    # -- internals shared with the rollout -------------------------------------------
+    def _worker_plan(self, spec: DeploymentSpec, shard: int, slot: int, generation: int
+                     ) -> PodPlan:
+        return executor_pod(spec, self._ctx, role="worker", uses=spec.uses, shard=shard,
+                            replica=slot, generation=generation)
+
+    def _next_generation(self) -> int:
+        gens = [p.generation for p in self._pods.values()] + [self._ctx.generation]
+        return max(gens) + 1
+
+    def _emit(self, callback: Callable[[ProgressEvent], None], event: ProgressEvent) -> None:
+        with contextlib.suppress(Exception):  # a progress bar must never break a rollout
+            callback(event)

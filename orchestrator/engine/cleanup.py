@@ -1,0 +1,84 @@
+"""Find and remove what the project created, by its ownership labels.
+
+Labels are the source of truth, so this works after a crash and from another
+process. Only resources carrying `orchestrator.managed=true` are ever listed,
+and the engine itself refuses to remove anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.engine.base import ContainerEngine, ContainerInfo, NetworkInfo
+from orchestrator.errors import EngineError, ResourceNotFound
+from orchestrator.planning import labels as L
+
+
+@dataclass(frozen=True)
+class Owned:
+    """Containers and networks carrying our labels."""
+
+    containers: tuple[ContainerInfo, ...] = ()
+    networks: tuple[NetworkInfo, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.containers or self.networks)
+
+    def names(self) -> list[str]:
+        """Container then network names, for messages."""
+        return [c.name for c in self.containers] + [n.name for n in self.networks]
+
+
+def _filter(deployment: str | None) -> dict[str, str]:
+    return L.for_deployment(deployment) if deployment is not None else L.managed()
+
+
+def list_owned(engine: ContainerEngine, deployment: str | None = None) -> Owned:
+    """Everything managed (of one deployment when `deployment` is given).
+
+    Raises:
+        EngineUnavailable: the engine does not answer.
+    """
+    wanted = _filter(deployment)
+    return Owned(
+        containers=tuple(engine.list_containers(wanted)),
+        networks=tuple(engine.list_networks(wanted)),
+    )
+
+
+def remove_owned(
+    engine: ContainerEngine, deployment: str | None = None, *, grace: float = 5.0
+) -> Owned:
+    """Stop and remove managed containers, then managed networks; return what went.
+
+    Every resource is attempted even when one fails; the first failure is
+    raised at the end (the rest are not lost: `list_owned` shows them).
+
+    Raises:
+        EngineUnavailable: the engine does not answer.
+        EngineError: a resource could not be removed (e.g. a network still has
+            an endpoint of a container we do not own).
+    """
+    found = list_owned(engine, deployment)
+    first_error: EngineError | None = None
+    removed_containers: list[ContainerInfo] = []
+    for container in found.containers:
+        try:
+            if container.running:
+                engine.stop_container(container.id, grace=grace)
+            engine.remove_container(container.id, force=True)
+            removed_containers.append(container)
+        except ResourceNotFound:
+            continue  # raced with another remover: already gone
+        except EngineError as exc:
+            first_error = first_error or exc
+    removed_networks: list[NetworkInfo] = []
+    for network in found.networks:
+        try:
+            engine.remove_network(network.id)
+            removed_networks.append(network)
+        except EngineError as exc:
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    return Owned(tuple(removed_containers), tuple(removed_networks))

@@ -1,0 +1,778 @@
+"""The Docker adapter: `ContainerEngine` on a real Docker engine.
+
+This is the only module in the project that imports `docker`. It speaks the
+SDK's low-level `APIClient` (plain dicts, one HTTP call per method), and every
+docker-py / requests exception crosses into the project's own hierarchy at one
+choke point, `_translate`, chained with `raise ... from ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import docker
+import docker.errors
+import docker.types
+import requests.exceptions
+from docker.utils import parse_repository_tag
+
+from orchestrator.engine.base import (
+    MANAGED_LABEL,
+    ContainerInfo,
+    ContainerSpec,
+    ContainerStatus,
+    EngineEvent,
+    HealthStatus,
+    NetworkInfo,
+    RestartPolicy,
+)
+from orchestrator.errors import (
+    EngineError,
+    EngineUnavailable,
+    ImageBuildError,
+    ImageNotFound,
+    NotManaged,
+    PortAllocated,
+    ResourceConflict,
+    ResourceNotFound,
+)
+
+_Subject = Literal["image", "container", "network", "engine"]
+
+_HOW_TO_FIX = (
+    "start a Docker engine (e.g. `sudo systemctl start docker`, or `sudo dockerd &`) "
+    "or point DOCKER_HOST at a running one (e.g. DOCKER_HOST=unix:///var/run/docker.sock)"
+)
+_PORT_RE = re.compile(
+    r"(?:Bind for|listen tcp\d?)\s+\S*:(\d+)(?:\s+failed)?:\s*"
+    r"(?:port is already allocated|bind: address already in use)"
+)
+_PORT_TAKEN = ("port is already allocated", "address already in use")
+_BUILD_TAIL_LINES = 30
+_HEALTH_STATES = ("starting", "healthy", "unhealthy")
+_DEFAULT_HOST = "unix:///var/run/docker.sock"
+# Keys Docker puts into a container event's attributes next to the labels.
+_EVENT_NON_LABELS = frozenset({"name", "image", "exitCode", "signal", "execID", "execDuration"})
+
+
+class DockerEngine:
+    """`ContainerEngine` on a Docker engine reached through docker-py.
+
+    Use `DockerEngine.from_env()` to honour DOCKER_HOST, DOCKER_TLS_VERIFY and
+    DOCKER_CERT_PATH exactly as `docker.from_env` does, or pass a ready
+    `docker.DockerClient` (tests point one at a bogus socket).
+    """
+
+    def __init__(self, client: docker.DockerClient, *, where: str | None = None) -> None:
+        """Wrap `client`; `where` is the DOCKER_HOST it talks to, for error messages."""
+        self._client = client
+        self._api = client.api
+        self._where = where or os.environ.get("DOCKER_HOST", _DEFAULT_HOST)
+        self._socket = _unix_socket_path(self._where)
+
+    @classmethod
+    def from_env(
+        cls,
+        environment: Mapping[str, str] | None = None,
+        *,
+        timeout: int = 60,
+        version: str | None = None,
+    ) -> DockerEngine:
+        """Connect like `docker.from_env`.
+
+        `version=None` negotiates the API version, which contacts the engine
+        at once; pass e.g. "1.41" to defer the first contact to the first call.
+
+        Raises:
+            EngineUnavailable: no engine answers at DOCKER_HOST / the default socket.
+            EngineError: the environment is malformed (e.g. bad TLS settings).
+        """
+        env = dict(environment) if environment is not None else None
+        where = (env if env is not None else os.environ).get("DOCKER_HOST", _DEFAULT_HOST)
+        if version is None:
+            _check_socket(_unix_socket_path(where), where)
+        with _translate("engine", where, where=where):
+            client = docker.from_env(environment=env, timeout=timeout, version=version or "auto")
+        return cls(client, where=where)
+
+    @property
+    def where(self) -> str:
+        """The engine address (DOCKER_HOST) this adapter talks to."""
+        return self._where
+
+    def ping(self) -> None:
+        """Raises `EngineUnavailable` unless the engine answers."""
+        with self._call("engine", self.where):
+            self._api.ping()
+
+    def engine_id(self) -> str:
+        """Docker's `Info.ID`. Raises `EngineUnavailable`."""
+        with self._call("engine", self.where):
+            return str(self._api.info()["ID"])
+
+    def close(self) -> None:
+        self._client.close()
+
+    @contextmanager
+    def _call(self, subject: _Subject, name: str) -> Iterator[None]:
+        # docker-py leaks the socket of a failed unix connect (a ResourceWarning),
+        # so a missing socket file is reported before any connection attempt.
+        _check_socket(self._socket, self._where)
+        with _translate(subject, name, where=self._where):
+            yield
+
+    # -- images ---------------------------------------------------------------------
+    def image_exists(self, ref: str) -> bool:
+        """Whether the image is present locally. Raises `EngineUnavailable`."""
+        try:
+            self._inspect_image(ref)
+        except ImageNotFound:
+            return False
+        return True
+
+    def image_labels(self, ref: str) -> Mapping[str, str]:
+        """Labels of a local image. Raises `ImageNotFound`, `EngineUnavailable`."""
+        config = self._inspect_image(ref).get("Config") or {}
+        return dict(config.get("Labels") or {})
+
+    def image_id(self, ref: str) -> str:
+        """The id (sha256:...) of a local image. Raises `ImageNotFound`."""
+        return str(self._inspect_image(ref)["Id"])
+
+    def _inspect_image(self, ref: str) -> dict[str, Any]:
+        with self._call("image", ref):
+            return cast(dict[str, Any], self._api.inspect_image(ref))  # type: ignore[no-untyped-call]
+
+    def pull_image(self, ref: str) -> None:
+        """Pull `ref` (tag `latest` when none is given).
+
+        Raises:
+            ImageNotFound: no reachable registry has the image (the engine's reason is kept).
+            EngineUnavailable: the engine does not answer.
+        """
+        repo, tag = parse_repository_tag(ref)
+        with self._call("image", ref):
+            try:
+                stream = self._api.pull(repo, tag=tag or "latest", stream=True, decode=True)
+                for chunk in stream:
+                    if "error" in chunk:
+                        raise ImageNotFound(
+                            f"cannot pull image {ref!r}: {chunk['error']}", image=ref
+                        )
+            except docker.errors.APIError as exc:
+                # Any registry-side failure (no such repo, no network) means the
+                # image is not obtainable from here.
+                raise ImageNotFound(
+                    f"cannot pull image {ref!r}: {exc.explanation or exc}", image=ref
+                ) from exc
+
+    def build_image(
+        self,
+        context: Path,
+        *,
+        tag: str,
+        dockerfile: str = "Dockerfile",
+        labels: Mapping[str, str] | None = None,
+        buildargs: Mapping[str, str] | None = None,
+    ) -> str:
+        """Build an image from `context` and return its id.
+
+        Raises:
+            ImageBuildError: the build failed; carries the last lines of the build log.
+            EngineUnavailable: the engine does not answer.
+        """
+        if not (context / dockerfile).is_file():
+            raise ImageBuildError(f"no {dockerfile} in build context {context}")
+        log: list[str] = []
+        image_id = ""
+        with self._call("image", tag):
+            try:
+                stream = self._api.build(
+                    path=str(context),
+                    tag=tag,
+                    dockerfile=dockerfile,
+                    labels=dict(labels or {}),
+                    buildargs=dict(buildargs or {}),
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                )
+                failed = False
+                # Read the stream to its end even after an error: leaving it half-read
+                # leaks the engine connection (a ResourceWarning under pytest).
+                for chunk in stream:
+                    error, found = _consume_build_chunk(chunk, log)
+                    failed = failed or error
+                    image_id = found or image_id
+                if failed:
+                    raise ImageBuildError(f"building {tag!r} failed", log_tail=_tail(log))
+            except docker.errors.APIError as exc:
+                log.append(str(exc.explanation or exc))
+                raise ImageBuildError(
+                    f"building {tag!r} failed", log_tail=_tail(log)
+                ) from exc
+        return image_id or self.image_id(tag)
+
+    def import_image(self, tarball: Path, *, tag: str, changes: tuple[str, ...] = ()) -> str:
+        """`docker import` a root filesystem tarball as `tag`; return the image id.
+
+        Raises:
+            ImageBuildError: the tarball is missing or the engine rejected it.
+            EngineUnavailable: the engine does not answer.
+        """
+        if not tarball.is_file():
+            raise ImageBuildError(f"cannot import {tarball}: no such file")
+        repo, image_tag = parse_repository_tag(tag)
+        with self._call("image", tag):
+            try:
+                out = self._api.import_image_from_file(
+                    str(tarball), repository=repo, tag=image_tag or "latest",
+                    changes=list(changes) or None,
+                )
+            except docker.errors.APIError as exc:
+                raise ImageBuildError(
+                    f"importing {tarball} as {tag!r} failed",
+                    log_tail=str(exc.explanation or exc),
+                ) from exc
+        error = _import_error(out)
+        if error:
+            raise ImageBuildError(f"importing {tarball} as {tag!r} failed", log_tail=error)
+        return self.image_id(tag)
+
+    def tag_image(self, ref: str, tag: str) -> None:
+        """Give image `ref` the extra name `tag`. Raises `ImageNotFound`."""
+        repo, image_tag = parse_repository_tag(tag)
+        with self._call("image", ref):
+            self._api.tag(ref, repo, image_tag or "latest", force=True)
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        """Remove a local image (or one of its tags). Missing images are ignored.
+
+        Raises:
+            ResourceConflict: a container still uses it (and `force` is False).
+        """
+        with self._call("image", ref):
+            try:
+                self._api.remove_image(ref, force=force)
+            except docker.errors.NotFound:
+                return
+
+    # -- networks -------------------------------------------------------------------
+    def create_network(self, name: str, *, labels: Mapping[str, str]) -> NetworkInfo:
+        """Create a bridge network.
+
+        Raises:
+            ResourceConflict: a network with this name exists.
+            EngineUnavailable: the engine does not answer.
+        """
+        with self._call("network", name):
+            created = self._api.create_network(
+                name, driver="bridge", labels=dict(labels), check_duplicate=True
+            )
+        return NetworkInfo(id=str(created["Id"]), name=name, labels=dict(labels))
+
+    def remove_network(self, name_or_id: str) -> None:
+        """Remove a managed network; a missing one is ignored.
+
+        Raises:
+            NotManaged: the network lacks `orchestrator.managed=true`.
+            ResourceConflict: containers are still attached.
+        """
+        with self._call("network", name_or_id):
+            try:
+                net = self._api.inspect_network(name_or_id)
+                _require_managed("network", name_or_id, net.get("Labels"))
+                self._api.remove_network(net["Id"])
+            except docker.errors.NotFound:
+                return
+
+    def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
+        """Networks whose labels match all of `labels`. Raises `EngineUnavailable`."""
+        with self._call("network", "*"):
+            nets = self._api.networks(filters={"label": _label_filter(labels)})
+        return sorted(
+            (_network_info(n) for n in nets if _matches(n.get("Labels"), labels)),
+            key=lambda n: n.name,
+        )
+
+    # -- containers -----------------------------------------------------------------
+    def run_container(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create and start a container; a created one that fails to start is removed.
+
+        Raises:
+            ImageNotFound: the image is not local (we never pull implicitly).
+            ResourceConflict: the name is taken.
+            PortAllocated: a requested host port is already bound.
+            EngineError: any other refusal by the engine.
+        """
+        with self._call("container", spec.name):
+            created = self._api.create_container(**self._create_kwargs(spec))
+        cid = str(created["Id"])
+        try:
+            with self._call("container", spec.name):
+                self._api.start(cid)
+        except EngineError:
+            self._discard(cid)
+            raise
+        return self.inspect_container(cid)
+
+    def _discard(self, cid: str) -> None:
+        """Best-effort removal of a container we just created (no orphans)."""
+        try:
+            with self._call("container", cid):
+                self._api.remove_container(cid, force=True, v=True)
+        except (ResourceNotFound, EngineError):
+            pass
+
+    def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
+        networking = None
+        if spec.network:
+            endpoint = self._api.create_endpoint_config(aliases=list(spec.aliases) or None)
+            # The stub says EndpointConfig, the SDK wants {network: EndpointConfig}.
+            networking = self._api.create_networking_config(
+                {spec.network: endpoint}  # type: ignore[arg-type]
+            )
+        return {
+            "image": spec.image,
+            "name": spec.name,
+            "command": list(spec.command) or None,
+            "entrypoint": list(spec.entrypoint) if spec.entrypoint is not None else None,
+            "environment": dict(spec.env),
+            "labels": dict(spec.labels),
+            "hostname": spec.hostname,
+            "user": spec.user or "",
+            "working_dir": spec.working_dir,
+            "ports": [p.container_port for p in spec.ports] or None,  # tcp is implied
+            "stop_signal": spec.stop_signal,
+            "stop_timeout": spec.stop_timeout,
+            "host_config": self._api.create_host_config(**_host_config(spec)),
+            "networking_config": networking,
+        }
+
+    def inspect_container(self, name_or_id: str) -> ContainerInfo:
+        """A fresh snapshot. Raises `ResourceNotFound`, `EngineUnavailable`."""
+        with self._call("container", name_or_id):
+            return _container_info(self._api.inspect_container(name_or_id))
+
+    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """All containers (running or not) whose labels match, sorted by name."""
+        with self._call("container", "*"):
+            rows = self._api.containers(all=True, filters={"label": _label_filter(labels)})
+        infos = []
+        for row in rows:
+            try:
+                infos.append(self.inspect_container(str(row["Id"])))
+            except ResourceNotFound:
+                continue  # removed between the listing and the inspect
+        return sorted(infos, key=lambda c: c.name)
+
+    def logs(self, name_or_id: str, *, tail: int | None = None) -> str:
+        """stdout and stderr, interleaved. Raises `ResourceNotFound`."""
+        with self._call("container", name_or_id):
+            raw = self._api.logs(
+                name_or_id, stdout=True, stderr=True, tail="all" if tail is None else tail
+            )
+        return raw.decode("utf-8", "replace")
+
+    def follow_logs(self, name_or_id: str, *, tail: int | None = None) -> Iterator[str]:
+        """Yield log lines (without newline) until the container stops.
+
+        Raises:
+            ResourceNotFound: no such container.
+        """
+        with self._call("container", name_or_id):
+            stream = self._api.logs(
+                name_or_id, stdout=True, stderr=True, stream=True, follow=True,
+                tail="all" if tail is None else tail,
+            )
+        return self._lines(name_or_id, stream)
+
+    def _lines(self, name: str, stream: Any) -> Iterator[str]:
+        buffer = b""
+        try:
+            with self._call("container", name):
+                for chunk in stream:
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", "replace")
+            if buffer:
+                yield buffer.decode("utf-8", "replace")
+        finally:
+            stream.close()
+
+    def wait_container(self, name_or_id: str, *, timeout: float | None = None) -> int:
+        """Block until the container exits; return its exit code.
+
+        Raises:
+            ResourceNotFound: no such container.
+            TimeoutError: it was still running after `timeout` seconds.
+        """
+        with self._call("container", name_or_id):
+            try:
+                wait_s = None if timeout is None else max(1, math.ceil(timeout))
+                result = self._api.wait(name_or_id, timeout=wait_s)
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+                if timeout is None or not _is_timeout(exc):
+                    raise
+                raise TimeoutError(f"{name_or_id} still running after {timeout}s") from exc
+        return int(result["StatusCode"])
+
+    def stop_container(self, name_or_id: str, *, grace: float = 10.0) -> None:
+        """SIGTERM, wait `grace` seconds, then SIGKILL. Missing containers are ignored.
+
+        Raises:
+            NotManaged: the container lacks `orchestrator.managed=true`.
+        """
+        cid = self._managed_container(name_or_id)
+        if cid is None:
+            return
+        with self._call("container", name_or_id):
+            try:
+                # Docker's own stop does exactly TERM -> wait -> KILL, in whole seconds.
+                self._api.stop(cid, timeout=max(0, math.ceil(grace)))
+            except docker.errors.NotFound:
+                return
+
+    def kill_container(self, name_or_id: str, *, signal: str = "SIGKILL") -> None:
+        """Send `signal`. Missing or already-stopped containers are ignored.
+
+        Raises:
+            NotManaged: the container lacks `orchestrator.managed=true`.
+        """
+        cid = self._managed_container(name_or_id)
+        if cid is None:
+            return
+        with self._call("container", name_or_id):
+            try:
+                self._api.kill(cid, signal=signal)
+            except docker.errors.APIError as exc:
+                if exc.status_code not in (404, 409):  # gone, or not running
+                    raise
+
+    def set_restart_policy(
+        self, name_or_id: str, policy: RestartPolicy, *, max_retries: int = 0
+    ) -> None:
+        """Change a managed container's restart policy in place (`docker update --restart`).
+
+        Raises:
+            NotManaged, ResourceNotFound.
+        """
+        cid = self._managed_container(name_or_id)
+        if cid is None:
+            raise ResourceNotFound(f"container {name_or_id} does not exist")
+        config: dict[str, Any] = {"Name": "" if policy == "no" else policy}
+        if policy == "on-failure":
+            config["MaximumRetryCount"] = max_retries
+        with self._call("container", name_or_id):
+            self._api.update_container(cid, restart_policy=cast(Any, config))
+
+    def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
+        """Remove a managed container; a missing one is ignored.
+
+        Raises:
+            NotManaged: the container lacks `orchestrator.managed=true`.
+            ResourceConflict: it is running and `force` is False.
+        """
+        cid = self._managed_container(name_or_id)
+        if cid is None:
+            return
+        with self._call("container", name_or_id):
+            try:
+                self._api.remove_container(cid, force=force, v=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if "already in progress" not in str(exc.explanation or ""):
+                    raise
+
+    def _managed_container(self, name_or_id: str) -> str | None:
+        """The container's id, None if it is missing. Raises `NotManaged`."""
+        with self._call("container", name_or_id):
+            try:
+                raw = self._api.inspect_container(name_or_id)
+            except docker.errors.NotFound:
+                return None
+        _require_managed("container", name_or_id, (raw.get("Config") or {}).get("Labels"))
+        return str(raw["Id"])
+
+    # -- events ---------------------------------------------------------------------
+    def events(
+        self,
+        *,
+        labels: Mapping[str, str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[EngineEvent]:
+        """Container and network events. Blocks when `until` is None.
+
+        Docker attaches labels to container events only, so a label filter
+        passes container events (network events carry no labels).
+
+        Raises:
+            EngineUnavailable: the engine does not answer.
+        """
+        filters: dict[str, Any] = {"type": ["container", "network"]}
+        if labels:
+            filters["label"] = _label_filter(labels)
+        with self._call("engine", self.where):
+            stream = self._api.events(
+                since=_docker_time(since), until=_docker_time(until), filters=filters,
+                decode=True,
+            )
+        return self._event_stream(stream)
+
+    def _event_stream(self, stream: Any) -> Iterator[EngineEvent]:
+        try:
+            with self._call("engine", self.where):
+                for raw in stream:
+                    yield _event(raw)
+        finally:
+            stream.close()
+
+
+# -- the choke point ----------------------------------------------------------------
+
+
+@contextmanager
+def _translate(subject: _Subject, name: str, *, where: str) -> Iterator[None]:
+    """Map docker-py / requests exceptions to the project's errors.
+
+    Raises:
+        EngineUnavailable, ImageNotFound, ResourceNotFound, PortAllocated,
+        ResourceConflict, EngineError: see `_api_error`.
+    """
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise _api_error(exc, subject, name) from exc
+    except requests.exceptions.ConnectionError as exc:
+        if _is_timeout(exc):
+            raise
+        raise _unavailable(where, exc) from exc
+    except requests.exceptions.Timeout:
+        raise  # callers with a deadline handle their own timeouts
+    except docker.errors.DockerException as exc:
+        # from_env wraps a failed version negotiation in a bare DockerException.
+        if "Error while fetching server API version" in str(exc):
+            raise _unavailable(where, exc) from exc
+        raise EngineError(f"docker: {exc}") from exc
+
+
+def _unix_socket_path(where: str) -> str | None:
+    return where.removeprefix("unix://") if where.startswith("unix://") else None
+
+
+def _check_socket(socket_path: str | None, where: str) -> None:
+    """Raises `EngineUnavailable` when the engine's unix socket does not exist."""
+    if socket_path is not None and not os.path.exists(socket_path):
+        raise _unavailable(where, FileNotFoundError(socket_path))
+
+
+def _unavailable(where: str, exc: BaseException) -> EngineUnavailable:
+    return EngineUnavailable(
+        f"no Docker engine answers at {where}: {_HOW_TO_FIX} ({type(exc).__name__})"
+    )
+
+
+def _api_error(exc: docker.errors.APIError, subject: _Subject, name: str) -> EngineError:
+    text = str(exc.explanation or exc)
+    if "No such image" in text or (subject == "image" and exc.status_code == 404):
+        return ImageNotFound(
+            f"image {name!r} is not available locally ({text}); build or import it first",
+            image=_image_in(text) or name,
+        )
+    if exc.status_code == 404:
+        return ResourceNotFound(f"{subject} {name!r} not found: {text}")
+    if any(marker in text for marker in _PORT_TAKEN):
+        match = _PORT_RE.search(text)
+        port = int(match.group(1)) if match else None
+        return PortAllocated(
+            f"host port {port if port else '?'} is already allocated; "
+            f"free it or let the engine choose one (host_port=None): {text}",
+            port=port,
+        )
+    if exc.status_code == 409 or "active endpoints" in text:
+        return ResourceConflict(f"{subject} {name!r} conflicts: {text}")
+    return EngineError(f"docker refused ({exc.status_code}) for {subject} {name!r}: {text}")
+
+
+def _image_in(text: str) -> str | None:
+    match = re.search(r"No such image: (\S+)", text)
+    return match.group(1) if match else None
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc)
+
+
+# -- pure helpers: dicts in, project values out ----------------------------------------
+
+
+def _host_config(spec: ContainerSpec) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "port_bindings": {
+            f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in spec.ports
+        },
+        "mounts": [
+            docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
+            for m in spec.mounts
+        ],
+        "cap_drop": list(spec.cap_drop) or None,
+        "security_opt": list(spec.security_opt) or None,
+        "extra_hosts": dict(spec.extra_hosts) or None,
+        "network_mode": spec.network,
+    }
+    if spec.cpus is not None:
+        config["nano_cpus"] = int(spec.cpus * 1e9)
+    if spec.memory_bytes is not None:
+        config["mem_limit"] = spec.memory_bytes
+    if spec.gpus is not None:
+        config["device_requests"] = [
+            docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])
+        ]
+    if spec.restart_policy != "no":
+        policy: dict[str, Any] = {"Name": spec.restart_policy}
+        if spec.restart_policy == "on-failure":
+            policy["MaximumRetryCount"] = spec.restart_max_retries
+        config["restart_policy"] = policy
+    return config
+
+
+def _container_info(raw: Mapping[str, Any]) -> ContainerInfo:
+    state = raw.get("State") or {}
+    config = raw.get("Config") or {}
+    settings = raw.get("NetworkSettings") or {}
+    status = cast(ContainerStatus, state.get("Status", "dead"))
+    health = (state.get("Health") or {}).get("Status")
+    return ContainerInfo(
+        id=str(raw["Id"]),
+        name=str(raw.get("Name", "")).lstrip("/"),
+        image=str(config.get("Image", "")),
+        labels=dict(config.get("Labels") or {}),
+        status=status,
+        # A crash-looping container (restart policy) is "restarting" or running again
+        # with RestartCount > 0; its last exit code is what explains the crash.
+        exit_code=int(state.get("ExitCode", 0))
+        if status in ("exited", "dead", "restarting") or int(raw.get("RestartCount", 0)) > 0
+        else None,
+        health=cast(HealthStatus, health) if health in _HEALTH_STATES else None,
+        ip_addresses={
+            net: str(ep.get("IPAddress", ""))
+            for net, ep in (settings.get("Networks") or {}).items()
+            if ep.get("IPAddress")
+        },
+        ports=_published_ports(settings.get("Ports") or {}),
+        started_at=_parse_time(str(state.get("StartedAt", ""))),
+        hostname=str(config.get("Hostname", "")),
+        restart_count=int(raw.get("RestartCount", 0)),
+        oom_killed=bool(state.get("OOMKilled", False)),
+    )
+
+
+def _published_ports(ports: Mapping[str, Any]) -> dict[int, tuple[str, int]]:
+    out: dict[int, tuple[str, int]] = {}
+    for key, bindings in ports.items():
+        port, _, proto = key.partition("/")
+        if proto != "tcp" or not bindings:
+            continue
+        first = bindings[0]  # IPv4 comes first; an IPv6 twin repeats the port
+        out[int(port)] = (str(first.get("HostIp", "")), int(first["HostPort"]))
+    return out
+
+
+def _parse_time(text: str) -> datetime | None:
+    """Docker's RFC 3339 with nanoseconds -> aware datetime; the zero time -> None."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if not match:
+        return None
+    whole, frac, zone = match.groups()
+    micro = (frac or ".0")[:7].ljust(7, "0")
+    return datetime.fromisoformat(f"{whole}{micro}{'+00:00' if zone == 'Z' else zone}")
+
+
+def _network_info(raw: Mapping[str, Any]) -> NetworkInfo:
+    return NetworkInfo(
+        id=str(raw["Id"]), name=str(raw["Name"]), labels=dict(raw.get("Labels") or {})
+    )
+
+
+def _event(raw: Mapping[str, Any]) -> EngineEvent:
+    actor = raw.get("Actor") or {}
+    attrs: dict[str, str] = dict(actor.get("Attributes") or {})
+    kind = str(raw.get("Type", ""))
+    labels = (
+        {k: v for k, v in attrs.items() if k not in _EVENT_NON_LABELS}
+        if kind == "container"
+        else {}
+    )
+    exit_code = attrs.get("exitCode")
+    return EngineEvent(
+        type=kind,
+        action=str(raw.get("Action", "")),
+        id=str(actor.get("ID", "")),
+        name=attrs.get("name", ""),
+        labels=labels,
+        time=int(raw.get("timeNano", 0)) / 1e9 or float(raw.get("time", 0)),
+        exit_code=int(exit_code) if exit_code is not None else None,
+    )
+
+
+def _docker_time(value: float | None) -> Any:
+    # Docker parses "seconds.nanoseconds"; docker-py passes a string through untouched
+    # (its stub says int, which would cut events off at whole seconds).
+    return None if value is None else f"{value:.9f}"
+
+
+def _label_filter(labels: Mapping[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted(labels.items())]
+
+
+def _matches(have: Mapping[str, str] | None, want: Mapping[str, str]) -> bool:
+    have = have or {}
+    return all(have.get(k) == v for k, v in want.items())
+
+
+def _require_managed(kind: str, name: str, labels: Mapping[str, str] | None) -> None:
+    if (labels or {}).get(MANAGED_LABEL) != "true":
+        raise NotManaged(
+            f"refusing to touch {kind} {name!r}: it lacks the label {MANAGED_LABEL}=true, "
+            "so this project did not create it"
+        )
+
+
+def _consume_build_chunk(chunk: Mapping[str, Any], log: list[str]) -> tuple[bool, str]:
+    """Record one build stream message; return (failed, image id if it carries one)."""
+    if "error" in chunk:
+        log.append(str(chunk["error"]))
+        return True, ""
+    text = chunk.get("stream") or chunk.get("status") or ""
+    log.extend(line for line in str(text).splitlines() if line.strip())
+    aux = chunk.get("aux") or {}
+    return False, str(aux.get("ID", "")) if isinstance(aux, dict) else ""
+
+
+def _tail(log: list[str]) -> str:
+    return "\n".join(log[-_BUILD_TAIL_LINES:])
+
+
+def _import_error(out: Any) -> str:
+    """docker import answers with JSON lines; an `error` key means it failed."""
+    for line in str(out).splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and "error" in msg:
+            return str(msg["error"])
+    return ""

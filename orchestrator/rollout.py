@@ -1,0 +1,240 @@
+"""Executes rollout and scale plans on a running Deployment.
+
+Per replica, start-first: start the new container -> wait until it serves (and
+keeps serving for `policy.monitor`) -> add it to the head -> drain the old
+replica at the head (no new requests, in-flight ones finish) -> stop it
+(SIGTERM, grace, kill) -> remove it. The plan itself comes from the pure
+`planning.rollout.plan_shard`; this module only carries it out and undoes it
+when a new replica fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from orchestrator.engine.base import ContainerInfo
+from orchestrator.errors import OrchestratorError, PodStartError, RolloutError
+from orchestrator.planning.pods import PodPlan
+from orchestrator.planning.rollout import Replica, Start, Step, plan_shard
+from orchestrator.progress import EventKind, ProgressEvent
+from orchestrator.spec import DeploymentSpec, UpdatePolicy
+
+if TYPE_CHECKING:
+    from orchestrator.deployment import Deployment
+
+MONITOR_POLL = 0.2
+
+
+class Rollout:
+    """One rolling update or scale of one deployment."""
+
+    def __init__(
+        self,
+        dep: Deployment,
+        target: DeploymentSpec,
+        policy: UpdatePolicy,
+        on_progress: Callable[[ProgressEvent], None],
+        *,
+        replace_all: bool,
+    ) -> None:
+        self.dep = dep
+        self.old_spec = dep.spec
+        self.target = target
+        self.policy = policy
+        self.on_progress = on_progress
+        self.replace_all = replace_all
+        self.generation = dep._next_generation() if replace_all else dep._ctx.generation
+        self.done: list[str] = []
+        self.started: list[PodPlan] = []  # new replicas added by this operation
+        self.failed = False
+        self.count = 0
+        self.total = 0
+
+    # -- planning -------------------------------------------------------------------
+    def _shard_pods(self, shard: int) -> list[PodPlan]:
+        return [p for p in self.dep._pods.values() if p.role == "worker" and p.shard == shard]
+
+    def _replicas(self, shard: int, spec: DeploymentSpec, everything_old: bool
+                  ) -> dict[Replica, PodPlan]:
+        wanted = spec.worker_hash()
+        out: dict[Replica, PodPlan] = {}
+        for pod in self._shard_pods(shard):
+            assert pod.replica is not None
+            outdated = everything_old or pod.spec_hash != wanted
+            out[Replica(pod.replica, pod.generation, outdated)] = pod
+        return out
+
+    def _plan(self, spec: DeploymentSpec, everything_old: bool) -> dict[int, list[Step]]:
+        return {
+            shard: plan_shard(list(self._replicas(shard, spec, everything_old)), spec.replicas,
+                              self.policy)
+            for shard in range(spec.shards)
+        }
+
+    # -- running --------------------------------------------------------------------
+    async def run(self) -> None:
+        """Raises: RolloutError saying what was done, what failed, and whether it rolled back."""
+        plans = self._plan(self.target, self.replace_all)
+        self.total = sum(_weight(s) for steps in plans.values() for s in steps)
+        self._emit("plan", message=f"{self.total} replica steps")
+        try:
+            await self._run_shards(plans, self.target, self.generation)
+        except OrchestratorError as exc:
+            await self._recover(exc)
+            raise AssertionError("unreachable") from exc  # _recover always raises
+        self.dep.spec = self.target
+        self.dep._ctx = replace(self.dep._ctx, generation=self.generation)
+        self._emit("done", message="rollout complete")
+
+    async def _run_shards(self, plans: dict[int, list[Step]], spec: DeploymentSpec,
+                          generation: int) -> None:
+        gate = asyncio.Semaphore(self.policy.shard_parallelism)
+
+        async def one(shard: int) -> None:
+            async with gate:
+                await self._run_shard(shard, plans[shard], spec, generation)
+
+        results = await asyncio.gather(*(one(s) for s in plans), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _run_shard(self, shard: int, steps: list[Step], spec: DeploymentSpec,
+                         generation: int) -> None:
+        for step in steps:
+            if self.failed:
+                return  # another shard failed: stop so it can be undone
+            replicas = self._replicas(shard, spec, False)
+            try:
+                if isinstance(step, Start):
+                    new = [self.dep._worker_plan(spec, shard, slot, generation)
+                           for slot in step.slots]
+                    await asyncio.to_thread(self._start_batch, shard, new)
+                else:
+                    old = [self._find(shard, r, replicas) for r in step.replicas]
+                    await asyncio.to_thread(self._retire_batch, old)
+            except BaseException:
+                self.failed = True
+                raise
+
+    def _find(self, shard: int, replica: Replica, replicas: dict[Replica, PodPlan]) -> PodPlan:
+        for key, pod in replicas.items():
+            if key.slot == replica.slot and key.generation == replica.generation:
+                return pod
+        raise RolloutError(f"replica {replica.slot} of shard {shard} vanished during the update")
+
+    def _start_batch(self, shard: int, plans: list[PodPlan]) -> None:
+        dep = self.dep
+        act = dep._actuator()
+        for plan in plans:
+            self._emit("starting", plan)
+        infos = act.start(plans, lambda _p, info: act.serving(info),
+                          timeout=self.target.timeout_ready)
+        try:
+            self._monitor(plans, infos)
+            control = dep.control()
+            for plan in plans:
+                assert plan.shard is not None
+                control.add_worker(plan.shard, plan.address, plan.name)
+                dep._pods[plan.name] = plan
+                dep._infos[plan.name] = infos[plan.name]
+                self.started.append(plan)
+                self.done.append(f"started {plan.name}")
+                self._emit("added", plan, advance=True)
+        except BaseException:
+            for plan in plans:
+                if plan.name not in dep._pods:
+                    act.stop(plan.name, grace=0)
+            raise
+
+    def _monitor(self, plans: list[PodPlan], infos: dict[str, ContainerInfo]) -> None:
+        """New replicas must keep serving for `policy.monitor` seconds."""
+        act = self.dep._actuator()
+        deadline = time.monotonic() + self.policy.monitor
+        while True:
+            for plan in plans:
+                info = self.dep.engine.inspect_container(plan.name)
+                if not info.running or info.restart_count > 0 or not act.serving(info):
+                    raise PodStartError(
+                        f"pod {plan.name} stopped serving during the {self.policy.monitor:g}s "
+                        f"monitor window (status {info.status}, exit code {info.exit_code})",
+                        pod=plan.name, exit_code=info.exit_code,
+                    )
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(min(MONITOR_POLL, max(0.0, deadline - time.monotonic())))
+
+    def _retire_batch(self, plans: list[PodPlan]) -> None:
+        dep = self.dep
+        control = dep.control()
+        act = dep._actuator()
+        for plan in plans:
+            assert plan.shard is not None
+            self._emit("draining", plan)
+            control.drain_worker(plan.shard, plan.address, self.policy.drain_timeout)
+        for plan in plans:
+            assert plan.shard is not None
+            control.remove_worker(plan.shard, plan.address)
+        act.remove([p.name for p in plans], grace=self.policy.stop_grace)
+        for plan in plans:
+            dep._pods.pop(plan.name, None)
+            dep._infos.pop(plan.name, None)
+            self.done.append(f"retired {plan.name}")
+            self._emit("stopped", plan, advance=True)
+
+    # -- failure --------------------------------------------------------------------
+    async def _recover(self, exc: OrchestratorError) -> None:
+        failed = str(exc)
+        self._emit("failed", message=failed)
+        what = "rolling update" if self.replace_all else "scale"
+        if self.policy.failure_action == "pause":
+            raise RolloutError(
+                f"{what} of {self.dep.name} paused after a failure: {failed}",
+                done=self.done, failed=failed, rolled_back=False,
+            ) from exc
+        self.failed = False
+        try:
+            if self.replace_all:
+                await self._roll_back()
+            else:
+                await asyncio.to_thread(self._retire_batch, list(self.started))
+        except OrchestratorError as undo:
+            raise RolloutError(
+                f"{what} of {self.dep.name} failed ({failed}) and undoing it failed too "
+                f"({undo}); the deployment may run mixed versions",
+                done=self.done, failed=failed, rolled_back=False,
+            ) from exc
+        undone = "rolled back to the previous spec" if self.replace_all \
+            else f"the {len(self.started)} new replicas were removed"
+        raise RolloutError(
+            f"{what} of {self.dep.name} failed and was undone ({undone}): {failed}",
+            done=self.done, failed=failed, rolled_back=True,
+        ) from exc
+
+    async def _roll_back(self) -> None:
+        """Replace every replica that already runs the new spec with the old spec."""
+        self._emit("rollback", message="rolling back replaced replicas")
+        generation = self.dep._next_generation()
+        plans = self._plan(self.old_spec, everything_old=False)
+        self.total += sum(_weight(s) for steps in plans.values() for s in steps)
+        await self._run_shards(plans, self.old_spec, generation)
+        self.dep._ctx = replace(self.dep._ctx, generation=generation)
+
+    def _emit(self, kind: EventKind, plan: PodPlan | None = None, *, advance: bool = False,
+              message: str = "") -> None:
+        if advance:
+            self.count += 1
+        event = ProgressEvent(
+            kind=kind, deployment=self.dep.name, done=self.count, total=self.total,
+            shard=plan.shard if plan else None, replica=plan.replica if plan else None,
+            pod=plan.name if plan else "", message=message,
+        )
+        self.dep._emit(self.on_progress, event)
+
+
+def _weight(step: Step) -> int:
+    return len(step.slots) if isinstance(step, Start) else len(step.replicas)

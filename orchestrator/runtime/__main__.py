@@ -1,0 +1,153 @@
+"""Entry point run inside every pod: `python -m orchestrator.runtime worker|head|probe`.
+
+Exit codes: 0 clean (also after SIGTERM), 1 runtime failure (e.g. port in use),
+2 bad arguments, 3 executor failed to load. Imports stay lazy so `probe` (the Docker
+HEALTHCHECK) pays only for grpc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_LOAD = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.runtime",
+                                     description="Run a pod of an orchestrator Deployment.")
+    sub = parser.add_subparsers(dest="role", required=True)
+    worker = sub.add_parser("worker", help="serve one executor")
+    worker.add_argument("--uses", help="pkg.module:Class or path/file.py:Class "
+                        "(default: env ORCHESTRATOR_USES)")
+    worker.add_argument("--uses-with", help="JSON object of __init__ kwargs "
+                        "(default: env ORCHESTRATOR_USES_WITH)")
+    worker.add_argument("--shard-id", type=int, default=0)
+    worker.add_argument("--replica-id", type=int, default=0)
+    worker.add_argument("--workspace")
+    _common(worker, "executor")
+
+    head = sub.add_parser("head", help="route requests to worker replicas "
+                          "(control token: env ORCHESTRATOR_TOKEN)")
+    head.add_argument("--shards", type=int, required=True)
+    head.add_argument("--polling", default="ANY",
+                      help='ANY, ALL or a JSON map like \'{"/index":"ALL","*":"ANY"}\'')
+    head.add_argument("--uses-before", metavar="HOST:PORT")
+    head.add_argument("--uses-after", metavar="HOST:PORT")
+    head.add_argument("--worker", action="append", default=[], metavar="SHARD=HOST:PORT",
+                      help="initial worker (repeatable)")
+    head.add_argument("--health-interval", type=float, default=0.5, metavar="SECONDS")
+    _common(head, "head")
+
+    probe = sub.add_parser("probe", help="one gRPC health check on 127.0.0.1: exit 0 if SERVING")
+    probe.add_argument("--port", type=int, default=50051)
+    probe.add_argument("--timeout", type=float, default=2.0)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--name", default=name)
+    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                   help="how long in-flight requests may run after SIGTERM")
+    p.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse argv and run the chosen role; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.role == "probe":
+        return _probe(args.port, args.timeout)
+    from orchestrator.errors import OrchestratorError, SpecError
+
+    try:
+        return _worker(args) if args.role == "worker" else _head(args)
+    except SpecError as exc:
+        _fail(f"{args.role}: invalid argument: {exc}")
+        return EXIT_USAGE
+    except OrchestratorError as exc:
+        _fail(f"{args.role}: {exc}")
+        return EXIT_RUNTIME
+
+
+def _fail(line: str) -> None:
+    print(f"orchestrator.runtime: {line}", file=sys.stderr, flush=True)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from orchestrator.errors import SpecError
+    from orchestrator.runtime.config import WorkerConfig
+    from orchestrator.runtime.executor import RuntimeArgs
+    from orchestrator.runtime.loader import ExecutorInitError, load_executor, parse_uses_with
+    from orchestrator.runtime.serve import serve_until_signalled
+    from orchestrator.runtime.worker import WorkerServer
+
+    uses = args.uses or os.environ.get("ORCHESTRATOR_USES")
+    if not uses:
+        _fail("worker: no executor given: pass --uses or set ORCHESTRATOR_USES")
+        return EXIT_USAGE
+    uses_with = parse_uses_with(args.uses_with or os.environ.get("ORCHESTRATOR_USES_WITH"))
+    cfg = WorkerConfig(uses=uses, uses_with=uses_with, host=args.host, port=args.port,
+                       name=args.name, shard_id=args.shard_id, replica_id=args.replica_id,
+                       workspace=args.workspace, grace=args.grace,
+                       max_message_bytes=args.max_message_bytes)
+    runtime_args = RuntimeArgs(cfg.name, cfg.shard_id, cfg.replica_id, cfg.workspace)
+    try:
+        executor = load_executor(cfg.uses, dict(cfg.uses_with), runtime_args)
+    except ExecutorInitError as exc:
+        traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
+        _fail(f"worker: cannot load executor: {exc}")
+        return EXIT_LOAD
+    except SpecError as exc:
+        _fail(f"worker: cannot load executor: {exc}")
+        return EXIT_LOAD
+    server = WorkerServer(executor, host=cfg.host, port=cfg.port,
+                          max_message_bytes=cfg.max_message_bytes)
+    asyncio.run(serve_until_signalled(server, cfg.grace, f"worker {cfg.name}"))
+    return 0
+
+
+def _head(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from orchestrator.runtime.config import HeadConfig, PollingPolicy, WorkerAddress
+    from orchestrator.runtime.head import HeadServer
+    from orchestrator.runtime.serve import serve_until_signalled
+
+    cfg = HeadConfig(
+        shards=args.shards, host=args.host, port=args.port, name=args.name,
+        polling=PollingPolicy.parse(args.polling), uses_before=args.uses_before,
+        uses_after=args.uses_after, workers=tuple(WorkerAddress.parse(w) for w in args.worker),
+        grace=args.grace, health_interval=args.health_interval,
+        max_message_bytes=args.max_message_bytes,
+        token=os.environ.get("ORCHESTRATOR_TOKEN") or None,
+    )
+    if cfg.token is None:
+        _fail("head: ORCHESTRATOR_TOKEN is unset: control RPCs will be refused")
+    asyncio.run(serve_until_signalled(HeadServer(cfg), cfg.grace, f"head {cfg.name}"))
+    return 0
+
+
+def _probe(port: int, timeout: float) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return 1
+    return 0 if resp.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Frozen, validated configuration of the runtime servers (built by `__main__` from argv)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+from orchestrator.errors import SpecError
+from orchestrator.runtime import wire
+
+
+class Polling(Enum):
+    """How a head spreads one request over shards."""
+
+    ANY = "ANY"  # one replica of one shard
+    ALL = "ALL"  # one replica of every shard, results merged
+
+
+def _polling(value: Any, where: str) -> Polling:
+    try:
+        return Polling(str(value).upper())
+    except ValueError:
+        raise SpecError(f"{value!r} is not ANY or ALL", field=where) from None
+
+
+@dataclass(frozen=True)
+class PollingPolicy:
+    """Polling per endpoint; `default` covers endpoints not in `per_endpoint`."""
+
+    default: Polling = Polling.ANY
+    per_endpoint: Mapping[str, Polling] = field(default_factory=lambda: MappingProxyType({}))
+
+    def mode_for(self, endpoint: str) -> Polling:
+        """The polling mode of `endpoint`."""
+        return self.per_endpoint.get(endpoint, self.default)
+
+    @property
+    def uniform(self) -> bool:
+        """True when every endpoint polls the same way (the head then skips metadata)."""
+        return not self.per_endpoint
+
+    @classmethod
+    def parse(cls, text: str) -> PollingPolicy:
+        """Parse `ANY`, `ALL` or a JSON map such as '{"/index": "ALL", "*": "ANY"}'.
+
+        Raises:
+            SpecError: unknown mode, or a map that is not a JSON object of strings.
+        """
+        text = text.strip()
+        if not text.startswith("{"):
+            return cls(_polling(text, "polling"))
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"not valid JSON ({exc})", field="polling") from exc
+        if not isinstance(raw, dict):
+            raise SpecError("must be ANY, ALL or a JSON object", field="polling")
+        modes = {str(k): _polling(v, f"polling[{k!r}]") for k, v in raw.items()}
+        default = modes.pop("*", Polling.ANY)
+        return cls(default, MappingProxyType(modes))
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything `python -m orchestrator.runtime worker` needs."""
+
+    uses: str
+    uses_with: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    host: str = "0.0.0.0"
+    port: int = 50051
+    name: str = "executor"
+    shard_id: int = 0
+    replica_id: int = 0
+    workspace: str | None = None
+    grace: float = 10.0
+    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        _check_common(self.port, self.grace, self.max_message_bytes)
+        if self.shard_id < 0 or self.replica_id < 0:
+            raise SpecError("shard and replica ids must be >= 0", field="shard_id")
+
+
+@dataclass(frozen=True)
+class WorkerAddress:
+    """One worker replica as the head sees it."""
+
+    shard: int
+    address: str
+    worker_id: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> WorkerAddress:
+        """Parse `SHARD=HOST:PORT`.
+
+        Raises:
+            SpecError: not of that form.
+        """
+        shard, sep, address = text.partition("=")
+        if not sep or not shard.strip().isdigit() or ":" not in address:
+            raise SpecError(f"{text!r} must look like SHARD=HOST:PORT", field="worker")
+        return cls(int(shard), address.strip())
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Everything `python -m orchestrator.runtime head` needs."""
+
+    shards: int
+    host: str = "0.0.0.0"
+    port: int = 50051
+    name: str = "head"
+    polling: PollingPolicy = field(default_factory=PollingPolicy)
+    uses_before: str | None = None
+    uses_after: str | None = None
+    workers: tuple[WorkerAddress, ...] = ()
+    grace: float = 10.0
+    health_interval: float = 0.5
+    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
+    token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_common(self.port, self.grace, self.max_message_bytes)
+        if self.shards < 1:
+            raise SpecError(f"must be >= 1, got {self.shards}", field="shards")
+        if self.health_interval <= 0:
+            raise SpecError("must be > 0", field="health_interval")
+        for w in self.workers:
+            if w.shard >= self.shards:
+                raise SpecError(f"shard {w.shard} of {w.address} >= shards ({self.shards})",
+                                field="worker")
+
+
+def _check_common(port: int, grace: float, max_message_bytes: int) -> None:
+    if not 0 <= port <= 65535:
+        raise SpecError(f"{port} is not a TCP port", field="port")
+    if grace < 0:
+        raise SpecError("must be >= 0", field="grace")
+    if max_message_bytes < 1024:
+        raise SpecError("must be >= 1024", field="max_message_bytes")

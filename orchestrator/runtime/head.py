@@ -1,0 +1,424 @@
+"""The head server: the stable address of a Deployment.
+
+It forwards the raw request bytes (never decoded on the ANY fast path) to worker replicas
+over one reused channel per worker, retries on another replica when one is unavailable,
+watches every worker's gRPC health, and exposes token-protected control RPCs.
+
+Data flow of one request: [uses_before] -> ANY: one replica of one shard
+                                         | ALL: one replica of every shard, in parallel,
+                                           docs concatenated in shard order -> [uses_after]
+uses_after receives ONE request whose docs are the concatenation of all shards' docs (in
+shard order) and whose parameters/header are the client's; its response is the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from orchestrator.proto import orchestrator_pb2 as pb
+from orchestrator.proto import orchestrator_pb2_grpc as pb_grpc
+from orchestrator.runtime import wire
+from orchestrator.runtime.config import HeadConfig, Polling
+from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State
+from orchestrator.runtime.serve import bind
+
+# A stopping server answers CANCELLED; a dead one UNAVAILABLE: both mean "try another".
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+STREAM_PREFETCH = 32  # batches of one stream routed concurrently
+CHECK_TIMEOUT = 1.0
+
+
+class Unroutable(Exception):
+    """A request cannot be served; carries the gRPC code to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class HeadServer:
+    """gRPC head: data plane (Executor service), Control service and Health."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        self.config = config
+        self.pool = Pool(config.shards)
+        self._opts = wire.channel_options(config.max_message_bytes)
+        # The head retries on another replica itself; gRPC's transparent retries would only
+        # add per-call buffering (measurably slower) and could duplicate a request.
+        self._worker_opts = [*self._opts, ("grpc.enable_retries", 0)]
+        self._health = health.aio.HealthServicer()
+        self._serving: bool | None = None
+        self._server: grpc.aio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Upstream channels are made in start(): aio channels bind to the running loop.
+        self._before: tuple[Any, Any] = (None, None)
+        self._after: tuple[Any, Any] = (None, None)
+        self._fast_any = (
+            config.polling.uniform and config.polling.default is Polling.ANY
+            and not config.uses_before
+        )
+        self.port = config.port
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Register initial workers, listen, start health polling; returns the bound port.
+
+        Raises:
+            OrchestratorError: the address cannot be bound.
+        """
+        server = grpc.aio.server(options=self._opts)
+        server.add_generic_rpc_handlers((self._rpc_handler(),))
+        pb_grpc.add_ControlServicer_to_server(_Control(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self.port = bind(server, f"{self.config.host}:{self.config.port}")
+        self._before = self._upstream(self.config.uses_before)
+        self._after = self._upstream(self.config.uses_after)
+        await asyncio.gather(*(self.add_worker(w.shard, w.address, w.worker_id)
+                               for w in self.config.workers))
+        await server.start()
+        self._server = server
+        await self._refresh_health()
+        self._spawn(self._poll_health())
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first, refuse new RPCs, let in-flight ones finish within `grace`."""
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        channels = [r.channel for r in self.pool] + [c for c, _ in (self._before, self._after) if c]
+        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+
+    async def wait_for_termination(self) -> None:
+        """Block until the server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- membership (used by the Control service) ------------------------------------
+
+    async def add_worker(self, shard: int, address: str, worker_id: str = "") -> None:
+        """Register (or re-admit) a worker; it is routable once its health says SERVING.
+
+        Raises:
+            ValueError: shard out of range or empty address.
+        """
+        if not 0 <= shard < self.config.shards or not address:
+            raise ValueError(f"bad worker shard={shard} address={address!r} "
+                             f"(shards: {self.config.shards})")
+        replica = self.pool.get(shard, address)
+        if replica is None:
+            channel = grpc.aio.insecure_channel(address, options=self._worker_opts)
+            call = channel.unary_unary(wire.METHOD_CALL, request_serializer=wire.identity,
+                                       response_deserializer=wire.identity)
+            replica = Replica(shard, address, worker_id, channel, call)
+            self.pool.add(replica)
+        elif worker_id:
+            replica.worker_id = worker_id
+        replica.state = State.READY if await self._check(replica) else State.UNHEALTHY
+        await self._refresh_health()
+
+    async def remove_worker(self, shard: int, address: str) -> bool:
+        """Unregister a worker; its in-flight calls may finish (channel closed with grace)."""
+        replica = self.pool.get(shard, address)
+        if replica is None:
+            return False
+        self.pool.remove(replica)
+        await self._refresh_health()
+        self._spawn(replica.channel.close(self.config.grace))
+        return True
+
+    async def drain_worker(self, shard: int, address: str, timeout: float) -> bool:
+        """Stop routing to a worker now; wait until its in-flight requests end or `timeout`.
+
+        Raises:
+            KeyError: no such worker.
+        """
+        replica = self.pool.get(shard, address)
+        if replica is None:
+            raise KeyError(f"no worker {address} in shard {shard}")
+        replica.state = State.DRAINING
+        await self._refresh_health()
+        try:
+            await asyncio.wait_for(replica.idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # ---- health ----------------------------------------------------------------------
+
+    async def _check(self, replica: Replica) -> bool:
+        stub = health_pb2_grpc.HealthStub(replica.channel)
+        timeout = min(CHECK_TIMEOUT, self.config.health_interval * 2)
+        try:
+            resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def _poll_health(self) -> None:
+        """Keep routing in step with each worker's own health, continuously."""
+        while True:
+            await asyncio.sleep(self.config.health_interval)
+            replicas = [r for r in self.pool if r.state is not State.DRAINING]
+            results = await asyncio.gather(*(self._check(r) for r in replicas))
+            for replica, ok in zip(replicas, results, strict=True):
+                if replica.state is not State.DRAINING:  # a drain may have begun meanwhile
+                    replica.state = State.READY if ok else State.UNHEALTHY
+            await self._refresh_health()
+
+    async def _refresh_health(self) -> None:
+        serving = self.pool.serving()
+        if serving != self._serving:
+            self._serving = serving
+            status = (health_pb2.HealthCheckResponse.SERVING if serving
+                      else health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self._health.set("", status)
+            await self._health.set(wire.SERVICE, status)
+
+    # ---- data plane ------------------------------------------------------------------
+
+    def _rpc_handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            wire.SERVICE,
+            {
+                "Call": grpc.unary_unary_rpc_method_handler(
+                    self._call, request_deserializer=wire.identity,
+                    response_serializer=wire.identity,
+                ),
+                "Stream": grpc.stream_stream_rpc_method_handler(
+                    self._stream, request_deserializer=wire.identity,
+                    response_serializer=wire.identity,
+                ),
+            },
+        )
+
+    async def _call(self, raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        timeout = context.time_remaining()
+        try:
+            if self._fast_any:  # no metadata lookup, no decoding: the hot path
+                return await self._forward_any(raw, timeout)
+            return await self.route(raw, _endpoint_of(context), timeout)
+        except Unroutable as exc:
+            await _abort(context, exc)
+
+    async def _stream(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
+        endpoint = _endpoint_of(context)
+        pending: asyncio.Queue[asyncio.Task[bytes] | None] = asyncio.Queue(STREAM_PREFETCH)
+
+        async def feed() -> None:
+            async for raw in requests:
+                await pending.put(asyncio.ensure_future(
+                    self.route(raw, endpoint, context.time_remaining())))
+            await pending.put(None)
+
+        feeder = asyncio.ensure_future(feed())
+        try:
+            while (task := await pending.get()) is not None:
+                try:
+                    yield await task
+                except Unroutable as exc:
+                    await _abort(context, exc)
+            await feeder  # surfaces a failure of the request iterator
+        finally:
+            feeder.cancel()
+            while not pending.empty():
+                if (left := pending.get_nowait()) is not None:
+                    left.cancel()
+                    left.add_done_callback(_retrieve)
+
+    async def route(self, raw: bytes, endpoint: str | None, timeout: float | None) -> bytes:
+        """Serve one serialized DataRequest; returns a serialized DataResponse.
+
+        Raises:
+            Unroutable: no replica could serve, or a worker failed in a non-retryable way.
+        """
+        if endpoint is None:
+            endpoint = _parse(raw).header.endpoint
+        if self._before[1] is not None:
+            raw, failed = await self._through_before(raw, timeout)
+            if failed is not None:
+                return failed
+        if self.config.polling.mode_for(endpoint) is Polling.ANY:
+            return await self._forward_any(raw, timeout)
+        return await self._forward_all(raw, timeout)
+
+    async def _through_before(
+        self, raw: bytes, timeout: float | None
+    ) -> tuple[bytes, bytes | None]:
+        out = await _call_upstream(self._before[1], "uses_before", raw, timeout)
+        resp = wire.parse_response(out)
+        if resp.status.code != wire.OK:
+            return raw, out
+        req = _parse(raw)
+        req.docs = resp.docs
+        return req.SerializeToString(), None
+
+    async def _forward_any(self, raw: bytes, timeout: float | None) -> bytes:
+        return await self._forward(raw, timeout, None)
+
+    async def _forward_all(self, raw: bytes, timeout: float | None) -> bytes:
+        tasks = [asyncio.ensure_future(self._forward(raw, timeout, s))
+                 for s in range(self.config.shards)]
+        try:
+            outs = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one shard failed: the others' answers are useless now
+                task.cancel()
+            raise
+        responses = [wire.parse_response(out) for out in outs]
+        failed = next((r for r in responses if r.status.code != wire.OK), None)
+        if failed is not None:
+            return failed.SerializeToString()
+        merged = wire.concat_doc_arrays([r.docs for r in responses])
+        if self._after[1] is None:
+            return wire.response(responses[0].header, merged)
+        req = _parse(raw)
+        req.docs = merged
+        return await _call_upstream(self._after[1], "uses_after", req.SerializeToString(), timeout)
+
+    async def _forward(self, raw: bytes, timeout: float | None, shard: int | None) -> bytes:
+        """Send to one replica (of `shard`, or of any shard); retry elsewhere if unavailable."""
+        tried: set[ReplicaKey] = set()
+        last: grpc.aio.AioRpcError | None = None
+        while True:
+            replica = self.pool.pick_any(tried) if shard is None else self.pool.pick(shard, tried)
+            if replica is None:
+                raise _no_replica(shard, last)
+            tried.add(replica.key)
+            replica.begin()
+            ok = False
+            try:
+                out: bytes = await replica.call(raw, timeout=timeout)
+                ok = True
+                return out
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise Unroutable(exc.code(), f"worker {replica.address}: {exc.details()}"
+                                     ) from exc
+                last = exc
+                if replica.state is State.READY:  # the health poll re-admits it
+                    replica.state = State.UNHEALTHY
+                    await self._refresh_health()
+            finally:
+                replica.end(ok)
+
+    def _upstream(self, address: str | None) -> tuple[Any, Any]:
+        if not address:
+            return None, None
+        channel = grpc.aio.insecure_channel(address, options=self._opts)
+        return channel, channel.unary_unary(wire.METHOD_CALL, request_serializer=wire.identity,
+                                            response_deserializer=wire.identity)
+
+
+async def _call_upstream(call: Any, role: str, raw: bytes, timeout: float | None) -> bytes:
+    try:
+        out: bytes = await call(raw, timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        code = grpc.StatusCode.UNAVAILABLE if exc.code() in RETRYABLE else exc.code()
+        raise Unroutable(code, f"{role} pod failed: {exc.details()}") from exc
+    return out
+
+
+def _retrieve(task: asyncio.Task[bytes]) -> None:
+    """Mark an abandoned task's outcome as seen (no 'exception never retrieved' noise)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _no_replica(shard: int | None, last: grpc.aio.AioRpcError | None) -> Unroutable:
+    which = "any shard" if shard is None else f"shard {shard}"
+    cause = f" (last error: {last.code().name}: {last.details()})" if last else ""
+    return Unroutable(grpc.StatusCode.UNAVAILABLE, f"no live replica of {which} could serve{cause}")
+
+
+def _parse(raw: bytes) -> pb.DataRequest:
+    try:
+        return wire.parse_request(raw)
+    except wire.WireError as exc:
+        raise Unroutable(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+
+
+def _endpoint_of(context: grpc.aio.ServicerContext[bytes, bytes]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == wire.ENDPOINT_KEY:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+async def _abort(context: grpc.aio.ServicerContext[bytes, bytes], exc: Unroutable) -> NoReturn:
+    await context.abort(exc.code, str(exc))
+    raise AssertionError("unreachable: abort raises")
+
+
+class _Control(pb_grpc.ControlServicer):
+    """Control RPCs; every call must carry the deployment token in metadata."""
+
+    def __init__(self, head: HeadServer) -> None:
+        self._head = head
+
+    async def _auth(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        expected = self._head.config.token
+        if not expected:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "control RPCs are disabled: the head has no ORCHESTRATOR_TOKEN")
+        got = next((v for k, v in context.invocation_metadata() or () if k == wire.TOKEN_KEY), "")
+        got_text = got if isinstance(got, str) else got.decode()
+        if not hmac.compare_digest(got_text.encode(), expected.encode()):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong control token")
+
+    async def AddWorker(
+        self, request: pb.AddWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.Empty:
+        await self._auth(context)
+        try:
+            await self._head.add_worker(request.shard, request.address, request.id)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.Empty()
+
+    async def RemoveWorker(
+        self, request: pb.RemoveWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.Empty:
+        await self._auth(context)
+        await self._head.remove_worker(request.shard, request.address)
+        return pb.Empty()
+
+    async def DrainWorker(
+        self, request: pb.DrainWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DrainWorkerResponse:
+        await self._auth(context)
+        try:
+            drained = await self._head.drain_worker(request.shard, request.address,
+                                                    request.timeout)
+        except KeyError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc.args[0]))
+        return pb.DrainWorkerResponse(drained=drained)
+
+    async def ListWorkers(
+        self, request: pb.Empty, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListWorkersResponse:
+        await self._auth(context)
+        infos = [
+            pb.WorkerInfo(shard=r.shard, address=r.address, id=r.worker_id, state=r.state.value,
+                          outstanding=r.outstanding, served=r.served, failed=r.failed)
+            for r in sorted(self._head.pool, key=lambda r: r.key)
+        ]
+        return pb.ListWorkersResponse(workers=infos)
+

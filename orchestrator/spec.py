@@ -1,0 +1,469 @@
+"""Frozen, validated specs: what a Deployment is and how it is updated.
+
+Everything here is a value. Construction validates and raises `SpecError`
+naming the field at fault, so nothing downstream ever sees a bad spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrator.errors import SpecError
+
+DEFAULT_RUNTIME_IMAGE = "orchestrator-runtime:latest"
+CONTAINER_PORT = 50051
+"""Every pod's gRPC server listens on this port inside its own container."""
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+MAX_NAME = 40
+POLLING_MODES = ("ANY", "ALL")
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+PROTOCOLS = ("grpc",)
+_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def validate_name(name: object, *, field_name: str = "name") -> str:
+    """Return `name` if it is a DNS-safe deployment name, else raise `SpecError`."""
+    if not isinstance(name, str) or not name:
+        raise SpecError("must be a non-empty string", field=field_name)
+    if len(name) > MAX_NAME or not NAME_RE.match(name):
+        raise SpecError(
+            f"{name!r} is not a valid name: use at most {MAX_NAME} lowercase letters, digits "
+            "and '-', starting and ending with a letter or digit",
+            field=field_name,
+        )
+    return name
+
+
+def parse_memory(value: object, *, field_name: str = "memory") -> int | None:
+    """'512m', '1g', '1GiB' or a byte count -> bytes."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise SpecError("must be a size such as '512m' or a byte count", field=field_name)
+    if isinstance(value, int):
+        number, unit = float(value), ""
+    elif isinstance(value, str) and (m := _MEMORY_RE.match(value.strip())):
+        number, unit = float(m.group(1)), m.group(2).lower()
+    else:
+        raise SpecError(f"{value!r} is not a size such as '512m' or '1g'", field=field_name)
+    size = int(number * _MEMORY_UNITS[unit])
+    if size < 6 * 1024**2:
+        raise SpecError(f"{value!r} is below Docker's 6 MiB minimum", field=field_name)
+    return size
+
+
+@dataclass(frozen=True)
+class UsesRef:
+    """A parsed `uses`: a docker image, an installed class, or a local file."""
+
+    kind: Literal["docker", "module", "file"]
+    image: str = ""
+    module: str = ""
+    path: str = ""  # absolute host path of the .py file
+    cls: str = ""
+
+    @classmethod
+    def parse(cls, value: object, *, field_name: str, base_dir: Path | None = None) -> UsesRef:
+        """Raises: SpecError when the form is wrong or a local file is missing."""
+        if not isinstance(value, str) or not value.strip():
+            raise SpecError("must be 'docker://image:tag', 'pkg.module:Class' or "
+                            "'path/to/file.py:Class'", field=field_name)
+        value = value.strip()
+        if value.startswith("docker://"):
+            image = value.removeprefix("docker://")
+            if not image or any(c.isspace() for c in image):
+                raise SpecError(f"{value!r} names no image", field=field_name)
+            return cls(kind="docker", image=image)
+        target, sep, klass = value.rpartition(":")
+        if not sep or not target or not klass.isidentifier():
+            raise SpecError(
+                f"{value!r}: expected 'pkg.module:Class', 'path/to/file.py:Class' or "
+                "'docker://image:tag'",
+                field=field_name,
+            )
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_absolute():
+                path = (base_dir or Path.cwd()) / path
+            if not path.is_file():
+                raise SpecError(f"file {str(path)!r} does not exist", field=field_name)
+            return cls(kind="file", path=str(path.resolve()), cls=klass)
+        if not all(part.isidentifier() for part in target.split(".")):
+            raise SpecError(f"{target!r} is not a module path", field=field_name)
+        return cls(kind="module", module=target, cls=klass)
+
+    def __str__(self) -> str:
+        if self.kind == "docker":
+            return f"docker://{self.image}"
+        if self.kind == "file":
+            return f"{self.path}:{self.cls}"
+        return f"{self.module}:{self.cls}"
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """`host:container[:ro|rw]` bind mount for worker pods."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    @classmethod
+    def parse(cls, value: object, *, field_name: str) -> VolumeSpec:
+        if not isinstance(value, str):
+            raise SpecError("must be 'host_path:container_path[:ro|rw]'", field=field_name)
+        parts = value.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
+            raise SpecError(
+                f"{value!r} is not 'host_path:/container/path[:ro|rw]'", field=field_name
+            )
+        mode = parts[2] if len(parts) == 3 else "rw"
+        if mode not in ("ro", "rw"):
+            raise SpecError(f"mode {mode!r} must be 'ro' or 'rw'", field=field_name)
+        source = str(Path(parts[0]).expanduser().resolve())
+        return cls(source=source, target=parts[1], read_only=mode == "ro")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdatePolicy:
+    """How a rolling update or scale proceeds. Validated on construction.
+
+    The default is start-first, one at a time: a new replica starts and must be
+    healthy (and stay healthy for `monitor` seconds) before an old one is drained
+    and stopped, so capacity never dips.
+    """
+
+    max_surge: int = 1
+    max_unavailable: int = 0
+    order: Literal["start-first", "stop-first"] = "start-first"
+    monitor: float = 0.0
+    failure_action: Literal["rollback", "pause"] = "rollback"
+    drain_timeout: float = 30.0
+    stop_grace: float = 10.0
+    shard_parallelism: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_surge", "max_unavailable", "shard_parallelism"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise SpecError("must be an integer >= 0", field=f"policy.{name}")
+        if self.shard_parallelism < 1:
+            raise SpecError("must be >= 1", field="policy.shard_parallelism")
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise SpecError(
+                "max_surge and max_unavailable cannot both be 0: the update could never "
+                "make progress",
+                field="policy",
+            )
+        if self.order not in ("start-first", "stop-first"):
+            raise SpecError(f"{self.order!r}: use 'start-first' or 'stop-first'",
+                            field="policy.order")
+        if self.order == "start-first" and self.max_surge == 0:
+            raise SpecError("start-first needs max_surge >= 1", field="policy.max_surge")
+        if self.order == "stop-first" and self.max_unavailable == 0:
+            raise SpecError("stop-first needs max_unavailable >= 1",
+                            field="policy.max_unavailable")
+        if self.failure_action not in ("rollback", "pause"):
+            raise SpecError(f"{self.failure_action!r}: use 'rollback' or 'pause'",
+                            field="policy.failure_action")
+        for name in ("monitor", "drain_timeout", "stop_grace"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0 \
+                    or not math.isfinite(value):
+                raise SpecError("must be a number of seconds >= 0", field=f"policy.{name}")
+
+
+def _polling(value: object) -> str | Mapping[str, str]:
+    if isinstance(value, str):
+        mode = value.upper()
+        if mode not in POLLING_MODES:
+            raise SpecError(f"{value!r} is not a polling mode; use ANY or ALL", field="polling")
+        return mode
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for endpoint, mode in value.items():
+            if not isinstance(endpoint, str) or not isinstance(mode, str) \
+                    or mode.upper() not in POLLING_MODES:
+                raise SpecError(f"{endpoint!r}: {mode!r} is not ANY or ALL",
+                                field=f"polling.{endpoint}")
+            out[endpoint] = mode.upper()
+        return out
+    raise SpecError("must be 'ANY', 'ALL' or a map of endpoint to mode", field="polling")
+
+
+def _positive_int(value: object, field_name: str, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise SpecError(f"must be an integer >= {minimum}, got {value!r}", field=field_name)
+    return value
+
+
+def _port(value: object, field_name: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise SpecError(f"must be a TCP port 1..65535, got {value!r}", field=field_name)
+    return value
+
+
+def _str_map(value: object, field_name: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError("must be a mapping of names to values", field=field_name)
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise SpecError(f"key {key!r} must be a non-empty string", field=field_name)
+        out[key] = item if isinstance(item, str) else json.dumps(item)
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentSpec:
+    """A validated Deployment. Build it with `DeploymentSpec.from_fields(**fields)`."""
+
+    name: str
+    uses: UsesRef
+    uses_with: Mapping[str, Any] = field(default_factory=dict)
+    replicas: int = 1
+    shards: int = 1
+    polling: str | Mapping[str, str] = "ANY"
+    uses_before: UsesRef | None = None
+    uses_after: UsesRef | None = None
+    port: int | None = None
+    host: str = "127.0.0.1"
+    env: Mapping[str, str] = field(default_factory=dict)
+    volumes: tuple[VolumeSpec, ...] = ()
+    timeout_ready: float = 60.0
+    external: bool = False
+    protocol: str = "grpc"
+    image: str = DEFAULT_RUNTIME_IMAGE
+    cpus: float | None = None
+    memory: int | None = None
+    gpus: int | None = None
+    restart_policy: str = "on-failure"
+    health_interval: float = 0.5
+    stop_grace: float = 10.0
+    needs: frozenset[str] = frozenset()
+    policy: UpdatePolicy = field(default_factory=UpdatePolicy)
+
+    @classmethod
+    def from_fields(cls, *, base_dir: Path | None = None, **raw: Any) -> DeploymentSpec:
+        """Validate raw user fields (kwargs, a dict, parsed YAML).
+
+        Raises:
+            SpecError: naming the first field at fault.
+        """
+        known = {f.name for f in fields(cls)} | {"sandbox", "workspace"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise SpecError(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+        if raw.pop("sandbox", False):
+            raise SpecError("sandbox deployments are not supported; run it locally",
+                            field="sandbox")
+        raw.pop("workspace", None)
+        external = bool(raw.get("external", False))
+        name = validate_name(raw.get("name"))
+        uses_raw = raw.get("uses")
+        if uses_raw is None and external:
+            uses_raw = "docker://external"
+        uses = UsesRef.parse(uses_raw, field_name="uses", base_dir=base_dir)
+        spec = cls(
+            name=name,
+            uses=uses,
+            uses_with=_uses_with(raw.get("uses_with")),
+            replicas=_positive_int(raw.get("replicas", 1), "replicas"),
+            shards=_positive_int(raw.get("shards", 1), "shards"),
+            polling=_polling(raw.get("polling", "ANY")),
+            uses_before=_optional_uses(raw.get("uses_before"), "uses_before", base_dir),
+            uses_after=_optional_uses(raw.get("uses_after"), "uses_after", base_dir),
+            port=_port(raw.get("port"), "port"),
+            host=_host(raw.get("host", "127.0.0.1")),
+            env=_str_map(raw.get("env"), "env"),
+            volumes=tuple(
+                VolumeSpec.parse(v, field_name=f"volumes[{i}]")
+                for i, v in enumerate(_list(raw.get("volumes"), "volumes"))
+            ),
+            timeout_ready=_seconds(raw.get("timeout_ready", 60.0), "timeout_ready"),
+            external=external,
+            protocol=_protocol(raw.get("protocol", "grpc")),
+            image=_image(raw.get("image", DEFAULT_RUNTIME_IMAGE)),
+            cpus=_cpus(raw.get("cpus")),
+            memory=parse_memory(raw.get("memory")),
+            gpus=_gpus(raw.get("gpus")),
+            restart_policy=_restart(raw.get("restart_policy", "on-failure")),
+            health_interval=_seconds(raw.get("health_interval", 0.5), "health_interval"),
+            stop_grace=_seconds(raw.get("stop_grace", 10.0), "stop_grace", zero_ok=True),
+            needs=_needs(raw.get("needs")),
+            policy=_policy(raw.get("policy")),
+        )
+        if external and spec.port is None:
+            raise SpecError("an external deployment needs the port of the running service",
+                            field="port")
+        return spec
+
+    def worker_hash(self) -> str:
+        """A short hash of everything that makes a worker what it is."""
+        material = {
+            "uses": str(self.uses),
+            "uses_with": self.uses_with,
+            "env": dict(self.env),
+            "image": self.image,
+            "volumes": [asdict(v) for v in self.volumes],
+            "cpus": self.cpus,
+            "memory": self.memory,
+            "gpus": self.gpus,
+        }
+        blob = json.dumps(material, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def to_fields(self) -> dict[str, Any]:
+        """A JSON-able dict of user fields that `from_fields` accepts back."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "uses": str(self.uses),
+            "uses_with": dict(self.uses_with),
+            "replicas": self.replicas,
+            "shards": self.shards,
+            "polling": self.polling if isinstance(self.polling, str) else dict(self.polling),
+            "host": self.host,
+            "env": dict(self.env),
+            "volumes": [
+                f"{v.source}:{v.target}:{'ro' if v.read_only else 'rw'}" for v in self.volumes
+            ],
+            "timeout_ready": self.timeout_ready,
+            "external": self.external,
+            "protocol": self.protocol,
+            "image": self.image,
+            "restart_policy": self.restart_policy,
+            "health_interval": self.health_interval,
+            "stop_grace": self.stop_grace,
+            "needs": sorted(self.needs),
+            "policy": asdict(self.policy),
+        }
+        for key in ("port", "cpus", "memory", "gpus"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.uses_before:
+            out["uses_before"] = str(self.uses_before)
+        if self.uses_after:
+            out["uses_after"] = str(self.uses_after)
+        return out
+
+    def evolve(self, **changes: Any) -> DeploymentSpec:
+        """A copy with some fields changed, validated again."""
+        merged = {**self.to_fields(), **changes}
+        return DeploymentSpec.from_fields(**merged)
+
+    def with_replicas(self, replicas: int) -> DeploymentSpec:
+        return replace(self, replicas=_positive_int(replicas, "replicas"))
+
+
+def _uses_with(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise SpecError("must be a mapping of argument names to values", field="uses_with")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"values must be JSON-serialisable: {exc}", field="uses_with") from exc
+    return dict(value)
+
+
+def _optional_uses(value: object, field_name: str, base_dir: Path | None) -> UsesRef | None:
+    if value is None:
+        return None
+    return UsesRef.parse(value, field_name=field_name, base_dir=base_dir)
+
+
+def _list(value: object, field_name: str) -> list[object]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise SpecError("must be a list", field=field_name)
+    return list(value)
+
+
+def _host(value: object) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise SpecError(f"must be a host address such as 127.0.0.1, got {value!r}", field="host")
+    return value
+
+
+def _seconds(value: object, field_name: str, *, zero_ok: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value < 0 if zero_ok else value <= 0):  # type: ignore[operator]
+        bound = ">= 0" if zero_ok else "> 0"
+        raise SpecError(f"must be a number of seconds {bound}, got {value!r}", field=field_name)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _protocol(value: object) -> str:
+    if not isinstance(value, str) or value.lower() not in PROTOCOLS:
+        raise SpecError(f"{value!r} is not supported; only 'grpc' is", field="protocol")
+    return value.lower()
+
+
+def _image(value: object) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise SpecError(f"{value!r} is not an image reference", field="image")
+    return value
+
+
+def _cpus(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1024:
+        raise SpecError(f"must be a positive number of CPUs, got {value!r}", field="cpus")
+    return float(value)
+
+
+def _gpus(value: object) -> int | None:
+    if value is None or value == 0:
+        return None
+    if value == "all":
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SpecError(f"must be a GPU count or 'all', got {value!r}", field="gpus")
+    return value
+
+
+def _restart(value: object) -> str:
+    if value not in RESTART_POLICIES:
+        raise SpecError(f"{value!r}: use one of {', '.join(RESTART_POLICIES)}",
+                        field="restart_policy")
+    return str(value)
+
+
+def _needs(value: object) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    items = [value] if isinstance(value, str) else _list(value, "needs")
+    return frozenset(validate_name(v, field_name="needs") for v in items)
+
+
+def _policy(value: object) -> UpdatePolicy:
+    if value is None:
+        return UpdatePolicy()
+    if isinstance(value, UpdatePolicy):
+        return value
+    if not isinstance(value, Mapping):
+        raise SpecError("must be a mapping of update-policy fields", field="policy")
+    known = {f.name for f in fields(UpdatePolicy)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise SpecError(f"unknown field(s): {', '.join(unknown)}", field=f"policy.{unknown[0]}")
+    try:
+        return UpdatePolicy(**value)
+    except TypeError as exc:
+        raise SpecError(str(exc), field="policy") from exc

@@ -1,0 +1,354 @@
+"""One behaviour suite, run against MemoryEngine and the real Docker engine."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.engine.base import ContainerEngine, PortBinding
+from orchestrator.engine.cleanup import list_owned, remove_owned
+from orchestrator.engine.memory import MemoryEngine
+from orchestrator.errors import (
+    EngineUnavailable,
+    ImageBuildError,
+    ImageNotFound,
+    NotManaged,
+    PortAllocated,
+    ResourceConflict,
+    ResourceNotFound,
+)
+from tests.contract.conftest import Ours
+from tests.support.images import TEST_IMAGE
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.contract, pytest.mark.timeout(60)]
+
+SCRIPT = ("sh", "-c")
+KILLED = 137  # 128 + SIGKILL: PID 1 ignores an untrapped SIGTERM, so stop ends in a kill
+
+
+# -- containers -----------------------------------------------------------------------
+
+
+def test_run_inspect_stop_remove(engine: ContainerEngine, ours: Ours) -> None:
+    info = engine.run_container(ours.spec("a", hostname="pod-a"))
+
+    assert info.running and info.status == "running"
+    assert info.name == ours.name("a") and info.image == TEST_IMAGE
+    assert info.labels == ours.labels()
+    assert info.exit_code is None and info.started_at is not None
+    assert info.hostname == "pod-a"
+    assert engine.inspect_container(info.id).name == info.name
+    assert engine.inspect_container(info.name).id == info.id
+
+    engine.stop_container(info.name, grace=0)
+    stopped = engine.inspect_container(info.id)
+    assert stopped.status == "exited" and stopped.exit_code == KILLED
+
+    engine.remove_container(info.name)
+    with pytest.raises(ResourceNotFound):
+        engine.inspect_container(info.id)
+    engine.remove_container(info.name)  # idempotent
+    engine.stop_container(info.name)  # missing: ignored
+
+
+def test_stop_lets_a_trapping_process_exit_in_its_grace_period(
+    engine: ContainerEngine, ours: Ours
+) -> None:
+    script = "trap 'exit 0' TERM; echo ready; sleep 300 & wait"
+    info = engine.run_container(ours.spec("t", (*SCRIPT, script)))
+    wait_until(lambda: "ready" in engine.logs(info.id), what="trap installed")
+
+    engine.stop_container(info.id, grace=10)
+
+    assert engine.inspect_container(info.id).exit_code == 0
+
+
+def test_kill_then_kill_again_is_harmless(engine: ContainerEngine, ours: Ours) -> None:
+    info = engine.run_container(ours.spec("k"))
+    engine.kill_container(info.id)
+    assert engine.wait_container(info.id, timeout=10) == KILLED
+    engine.kill_container(info.id)  # not running any more: ignored
+    assert engine.inspect_container(info.id).exit_code == KILLED
+
+
+def test_exit_code_and_logs(engine: ContainerEngine, ours: Ours) -> None:
+    info = engine.run_container(ours.spec("x", (*SCRIPT, "echo hello; echo world; exit 3")))
+
+    assert engine.wait_container(info.id, timeout=10) == 3
+    done = engine.inspect_container(info.id)
+    assert (done.status, done.exit_code, done.running) == ("exited", 3, False)
+    assert done.ports == {} and done.ip_addresses == {}
+    assert engine.logs(info.id) == "hello\nworld\n"
+    assert engine.logs(info.id, tail=1) == "world\n"
+
+
+def test_follow_logs_yields_lines_until_the_container_stops(
+    engine: ContainerEngine, ours: Ours
+) -> None:
+    script = "echo one; sleep 0.3; echo two; sleep 0.3; echo three"
+    info = engine.run_container(ours.spec("f", (*SCRIPT, script)))
+
+    assert list(engine.follow_logs(info.id)) == ["one", "two", "three"]
+    assert list(engine.follow_logs(info.id, tail=1)) == ["three"]
+
+
+def test_missing_container_raises_resource_not_found(engine: ContainerEngine) -> None:
+    missing = f"ct-missing-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ResourceNotFound):
+        engine.inspect_container(missing)
+    with pytest.raises(ResourceNotFound):
+        engine.logs(missing)
+
+
+def test_list_containers_by_label(engine: ContainerEngine, ours: Ours) -> None:
+    engine.run_container(ours.spec("w0", extra_labels={L_ROLE: "worker"}))
+    engine.run_container(ours.spec("h", extra_labels={L_ROLE: "head"}))
+    other = Ours(engine, ours.deployment + "-other")
+    try:
+        engine.run_container(other.spec("w0", extra_labels={L_ROLE: "worker"}))
+
+        mine = engine.list_containers(ours.labels())
+        workers = engine.list_containers(ours.labels(**{L_ROLE: "worker"}))
+
+        assert [c.name for c in mine] == [ours.name("h"), ours.name("w0")]
+        assert [c.name for c in workers] == [ours.name("w0")]
+    finally:
+        remove_owned(engine, other.deployment, grace=0)
+
+
+# -- bad input ------------------------------------------------------------------------
+
+
+def test_name_conflict(engine: ContainerEngine, ours: Ours) -> None:
+    engine.run_container(ours.spec("dup"))
+    with pytest.raises(ResourceConflict, match="dup"):
+        engine.run_container(ours.spec("dup"))
+
+
+def test_published_port_is_chosen_by_the_engine_and_read_back(
+    engine: ContainerEngine, ours: Ours
+) -> None:
+    info = engine.run_container(ours.spec("p", ports=(PortBinding(8080),)))
+    host_ip, host_port = info.ports[8080]
+    assert host_ip == "127.0.0.1" and host_port > 0
+
+    with pytest.raises(PortAllocated) as caught:
+        engine.run_container(ours.spec("p2", ports=(PortBinding(8080, host_port=host_port),)))
+
+    assert caught.value.port == host_port
+    assert [c.name for c in engine.list_containers(ours.labels())] == [ours.name("p")]
+
+
+def test_missing_image(engine: ContainerEngine, ours: Ours) -> None:
+    spec = ours.spec("m")
+    missing = f"orchestrator-test-missing-{uuid.uuid4().hex[:6]}:1"
+    with pytest.raises(ImageNotFound) as caught:
+        engine.run_container(dataclasses.replace(spec, image=missing))
+    assert caught.value.image == missing
+    assert engine.list_containers(ours.labels()) == []
+
+
+def test_unmanaged_resources_are_refused(
+    engine: ContainerEngine, unmanaged: tuple[str, str]
+) -> None:
+    container, network = unmanaged
+    for touch in (engine.stop_container, engine.kill_container, engine.remove_container):
+        with pytest.raises(NotManaged):
+            touch(container)
+    with pytest.raises(NotManaged):
+        engine.remove_network(network)
+    assert container not in list_owned(engine).names()
+    assert engine.inspect_container(container).name == container
+
+
+def test_engine_down_raises_engine_unavailable(down_engine: ContainerEngine) -> None:
+    for call in (
+        down_engine.ping,
+        lambda: down_engine.list_containers({}),
+        lambda: down_engine.image_exists(TEST_IMAGE),
+        lambda: down_engine.create_network("ct-down", labels={}),
+    ):
+        with pytest.raises(EngineUnavailable, match="DOCKER_HOST"):
+            call()
+
+
+# -- networks -------------------------------------------------------------------------
+
+
+def test_networks(engine: ContainerEngine, ours: Ours) -> None:
+    net = engine.create_network(ours.name("net"), labels=ours.labels())
+    assert net.name == ours.name("net") and net.labels == ours.labels()
+    assert [n.name for n in engine.list_networks(ours.labels())] == [net.name]
+    with pytest.raises(ResourceConflict):
+        engine.create_network(net.name, labels=ours.labels())
+
+    info = engine.run_container(ours.spec("c", network=net.name, aliases=("svc",)))
+    assert set(info.ip_addresses) == {net.name} and info.ip_addresses[net.name]
+    with pytest.raises(ResourceConflict):
+        engine.remove_network(net.name)  # a container is attached
+
+    engine.remove_container(info.id)
+    engine.remove_network(net.name)
+    assert engine.list_networks(ours.labels()) == []
+    engine.remove_network(net.name)  # idempotent
+
+
+def test_unknown_network_is_resource_not_found(engine: ContainerEngine, ours: Ours) -> None:
+    with pytest.raises(ResourceNotFound):
+        engine.run_container(ours.spec("n", network=ours.name("no-such-net")))
+    assert engine.list_containers(ours.labels()) == []
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+def test_events_follow_a_container_life(engine: ContainerEngine, ours: Ours) -> None:
+    since = time.time() - 1
+    info = engine.run_container(ours.spec("e", (*SCRIPT, "exit 4")))
+    engine.wait_container(info.id, timeout=10)
+    engine.remove_container(info.id)
+    until = time.time() + 1
+
+    events = [e for e in engine.events(labels=ours.labels(), since=since, until=until)
+              if e.type == "container"]
+
+    actions = [e.action for e in events]
+    wanted = ["create", "start", "die", "destroy"]
+    assert [a for a in actions if a in wanted] == wanted
+    die = next(e for e in events if e.action == "die")
+    assert die.exit_code == 4 and die.id == info.id and die.name == info.name
+    assert all(e.labels[L_DEPLOYMENT] == ours.deployment for e in events)
+
+
+def test_network_events_are_unlabelled(engine: ContainerEngine, ours: Ours) -> None:
+    since = time.time() - 1
+    net = engine.create_network(ours.name("evnet"), labels=ours.labels())
+    engine.remove_network(net.id)
+    until = time.time() + 0.5
+
+    labelled = list(engine.events(labels=ours.labels(), since=since, until=until))
+    unfiltered = [(e.type, e.action) for e in engine.events(since=since, until=until)
+                  if e.name == net.name]
+
+    assert labelled == []  # Docker puts no labels on network events
+    assert ("network", "create") in unfiltered and ("network", "destroy") in unfiltered
+
+
+# -- images ---------------------------------------------------------------------------
+
+
+def test_images(engine: ContainerEngine, built_tag: str, tmp_path: Path) -> None:
+    assert engine.image_exists(TEST_IMAGE)
+    assert not engine.image_exists("orchestrator-test-missing:0")
+    with pytest.raises(ImageNotFound):
+        engine.image_labels("orchestrator-test-missing:0")
+    with pytest.raises(ImageNotFound):
+        engine.pull_image("orchestrator-test-missing:0")
+
+    (tmp_path / "Dockerfile").write_text(f"FROM {TEST_IMAGE}\nLABEL from.file=yes\n")
+    image_id = engine.build_image(tmp_path, tag=built_tag, labels={"orchestrator.hash": "abc"})
+    assert image_id.startswith("sha256:")
+    assert engine.image_labels(built_tag) == {"from.file": "yes", "orchestrator.hash": "abc"}
+
+    engine.tag_image(built_tag, built_tag + "-alias")
+    assert engine.image_labels(built_tag + "-alias")["orchestrator.hash"] == "abc"
+    with pytest.raises(ImageNotFound):
+        engine.tag_image("orchestrator-test-missing:0", built_tag + "-x")
+
+
+def test_failed_build_carries_the_log_tail(
+    engine: ContainerEngine, built_tag: str, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM orchestrator-test-missing-base:0\n")
+    with pytest.raises(ImageBuildError) as caught:
+        engine.build_image(tmp_path, tag=built_tag)
+    assert "orchestrator-test-missing-base" in caught.value.log_tail
+    with pytest.raises(ImageBuildError):
+        engine.build_image(tmp_path / "nowhere", tag=built_tag)
+
+
+# -- cleanup --------------------------------------------------------------------------
+
+
+def test_cleanup_by_deployment_then_all(engine: ContainerEngine, ours: Ours) -> None:
+    second = Ours(engine, ours.deployment + "-b")
+    for scope in (ours, second):
+        engine.create_network(scope.name("net"), labels=scope.labels())
+        engine.run_container(scope.spec("c", network=scope.name("net")))
+        engine.run_container(scope.spec("x", (*SCRIPT, "exit 0")))
+    try:
+        removed = remove_owned(engine, ours.deployment, grace=0)
+
+        assert sorted(removed.names()) == sorted(
+            [ours.name("c"), ours.name("x"), ours.name("net")]
+        )
+        assert not list_owned(engine, ours.deployment)
+        assert len(list_owned(engine, second.deployment).containers) == 2
+    finally:
+        remove_owned(engine, second.deployment, grace=0)
+    assert not list_owned(engine, second.deployment)
+
+
+# -- fixtures local to this module ------------------------------------------------------
+
+L_ROLE = "orchestrator.role"
+L_DEPLOYMENT = "orchestrator.deployment"
+
+
+@pytest.fixture
+def built_tag(engine: ContainerEngine) -> Iterator[str]:
+    """A unique tag for a test build; the images are removed afterwards."""
+    tag = f"orchestrator-test-build-{uuid.uuid4().hex[:8]}:1"
+    yield tag
+    for ref in (tag, tag + "-alias"):
+        engine.remove_image(ref)
+
+
+@pytest.fixture
+def unmanaged(engine: ContainerEngine, engine_kind: str) -> Iterator[tuple[str, str]]:
+    """A container and a network WITHOUT our label, made behind the engine's back."""
+    suffix = uuid.uuid4().hex[:8]
+    container, network = f"ct-foreign-{suffix}", f"ct-foreign-net-{suffix}"
+    if isinstance(engine, MemoryEngine):
+        engine.add_unmanaged_container(container, TEST_IMAGE)
+        engine.add_unmanaged_network(network)
+        yield container, network
+        return
+    import docker  # the raw SDK, only to create what the project must not touch
+
+    client = docker.from_env()
+    try:
+        client.containers.create(TEST_IMAGE, ["sleep", "300"], name=container)
+        client.networks.create(network)
+        yield container, network
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.containers.get(container).remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            client.networks.get(network).remove()
+        client.close()
+
+
+@pytest.fixture
+def down_engine(engine_kind: str) -> Iterator[ContainerEngine]:
+    """An engine that does not answer."""
+    if engine_kind == "memory":
+        memory = MemoryEngine()
+        memory.faults.engine_down = True
+        yield memory
+        return
+    from orchestrator.engine.docker_engine import DockerEngine
+
+    bogus = {"DOCKER_HOST": "unix:///nonexistent.sock"}
+    with pytest.raises(EngineUnavailable, match="DOCKER_HOST"):
+        DockerEngine.from_env(bogus)
+    lazy = DockerEngine.from_env(bogus, version="1.41")  # connects on first call only
+    yield lazy
+    lazy.close()

@@ -1,0 +1,35 @@
+"""Fixtures for tests against the real Docker engine: images, names, leak checks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from orchestrator.engine.cleanup import list_owned, remove_owned
+
+if TYPE_CHECKING:
+    from orchestrator.engine.docker_engine import DockerEngine
+
+
+
+@pytest.fixture(scope="session")
+def runtime_image(docker_engine: DockerEngine) -> str:
+    """The runtime image for the current sources (a cache hit after scripts/setup)."""
+    from orchestrator.images import ensure_runtime_image
+
+    return ensure_runtime_image(docker_engine)
+
+
+@pytest.fixture
+def dep_name(docker_engine: DockerEngine) -> Iterator[str]:
+    """A unique deployment name; after the test nothing labelled with it may remain."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    left = list_owned(docker_engine, name)
+    if left:
+        remove_owned(docker_engine, name, grace=0)
+        pytest.fail(f"deployment {name} left resources behind: {', '.join(left.names())}",
+                    pytrace=False)

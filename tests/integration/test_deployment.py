@@ -1,0 +1,237 @@
+"""Deployment on the real Docker engine: members, routing, merging, bad input."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from orchestrator import Client
+from orchestrator.deployment import BaseDeployment, Deployment, DeploymentRoleType
+from orchestrator.engine.cleanup import list_owned
+from orchestrator.errors import HealthCheckTimeout, PodStartError, SpecError
+from orchestrator.planning import labels as L
+from tests.support.paths import ECHO, ROOT, TEST_EXECUTORS
+
+if TYPE_CHECKING:
+    from orchestrator.engine.docker_engine import DockerEngine
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sharded(runtime_image: str, dep_name: str) -> Iterator[Deployment]:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", uses_with={"tag": "v1"}, replicas=2,
+                    shards=2, polling="ALL", image=runtime_image) as dep:
+        yield dep
+
+
+def test_every_public_member(sharded: Deployment, docker_engine: DockerEngine) -> None:
+    dep = sharded
+    assert isinstance(dep, BaseDeployment)
+    assert dep.role is DeploymentRoleType.DEPLOYMENT
+    assert dep.is_sandbox is False and dep.external is False
+    assert dep.protocol == "grpc" and dep.host == "127.0.0.1"
+    assert dep.head_host == "127.0.0.1" and dep.port == dep.head_port > 0
+    assert dep.num_pods == 1 + 2 * 2
+    assert dep.is_ready
+    assert dep.deployments == [{"name": dep.name, "head_host": "127.0.0.1",
+                                "head_port": dep.head_port, "needs": []}]
+    head = dep.head_args
+    assert isinstance(head, argparse.Namespace) and head.role == "head"
+    assert head.container_id == docker_engine.inspect_container(head.name).id
+    assert dep.first_pod_args.shard_id == 0 and dep.first_pod_args.replica_id == 0
+    assert dep.uses_before_args is None and dep.uses_after_args is None
+    assert len(dep.all_args) == 5
+    assert {(a.shard_id, a.replica_id) for a in dep.all_args[1:]} == {
+        (0, 0), (0, 1), (1, 0), (1, 1)}
+    dep.update_pod_args()
+    dep.update_worker_pod_args()
+    assert [len(v) for v in dep.pod_args["pods"].values()] == [2, 2]
+    dep.activate()  # idempotent: every worker is already registered
+    assert len(dep.control().list_workers()) == 4
+    dep.wait_start_success()  # already started: returns at once
+    # Only the head publishes a port, on 127.0.0.1; every pod is locked down.
+    for info in docker_engine.list_containers(L.for_deployment(dep.name)):
+        role = info.labels[L.ROLE]
+        assert bool(info.ports) == (role == "head")
+        if role == "head":
+            assert info.ports[50051][0] == "127.0.0.1"
+    docs = dep.post("/echo", docs=[{"text": "hi", "i": 1}])
+    assert sorted(d["shard"] for d in docs) == [0, 1]
+    assert all(d["tag"] == "v1" and d["i"] == 1 and isinstance(d["i"], int) for d in docs)
+
+
+def test_security_defaults_on_every_container(sharded: Deployment) -> None:
+    import docker
+
+    client = docker.from_env()
+    try:
+        for c in client.containers.list(filters={"label": f"{L.DEPLOYMENT}={sharded.name}"}):
+            host = c.attrs["HostConfig"]
+            assert host["CapDrop"] == ["ALL"]
+            assert "no-new-privileges" in host["SecurityOpt"]
+            assert c.attrs["Config"]["User"] not in ("", "0", "root")
+            binds = host.get("Binds") or []
+            assert not any("docker.sock" in b for b in binds)
+            mounts = c.attrs.get("Mounts") or []
+            assert all(not m.get("RW", False) for m in mounts if "/opt/uses" in m["Destination"])
+    finally:
+        client.close()
+
+
+def test_requests_reach_every_replica(runtime_image: str, dep_name: str) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=3, image=runtime_image) as dep:
+        seen = set()
+        for _ in range(30):
+            [doc] = dep.post("/echo", docs=[{"n": 1}])
+            seen.add(doc["pod"])
+        workers = {a.name for a in dep.all_args if a.role == "worker"}
+        assert seen == workers
+
+
+def test_uses_before_and_uses_after(runtime_image: str, dep_name: str) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", shards=2, polling="ALL",
+                    uses_before=f"{ECHO}:Stamp", uses_after=f"{ECHO}:Sum",
+                    image=runtime_image) as dep:
+        assert dep.num_pods == 1 + 2 + 2
+        assert dep.uses_before_args is not None and dep.uses_after_args is not None
+        docs = dep.post("/echo", docs=[{"x": 1}, {"x": 2}])
+        assert docs == [{"count": 4, "shards": [0, 1]}]
+
+
+def test_client_reaches_the_head_from_outside(sharded: Deployment) -> None:
+    with Client(sharded.head_host, sharded.head_port) as client:
+        docs = client.post("/echo", docs=[{"k": v} for v in range(5)])
+    assert len(docs) == 10  # ALL: every shard answers every doc
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"replicas": 0}, "replicas"),
+        ({"shards": 0}, "shards"),
+        ({"name": "Not A Name"}, "name"),
+        ({"polling": "MOST"}, "polling"),
+        ({"uses": "executors/nope.py:Echo"}, "uses"),
+    ],
+)
+def test_bad_spec_fails_before_anything_starts(
+    fields: dict[str, object], field: str, dep_name: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        Deployment(**{"name": dep_name, "uses": f"{ECHO}:Echo", **fields})
+    assert info.value.field == field
+
+
+def test_missing_image_is_a_spec_error(dep_name: str, docker_engine: DockerEngine) -> None:
+    dep = Deployment(name=dep_name, uses=f"{ECHO}:Echo", image="orchestrator-nope:0")
+    with pytest.raises(SpecError, match="orchestrator-nope:0") as info:
+        dep.start()
+    assert info.value.field == "image"
+    assert not list_owned(docker_engine, dep_name)
+
+
+@pytest.mark.parametrize(
+    ("uses", "needle"),
+    [
+        (f"{ECHO}:NoSuchClass", "NoSuchClass"),
+        ("no_such_module.deep:Thing", "no_such_module"),
+        (f"{ECHO}:Broken", "broken on purpose"),
+    ],
+)
+def test_executor_that_cannot_load_names_pod_exit_code_and_logs(
+    uses: str, needle: str, runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    dep = Deployment(name=dep_name, uses=uses, replicas=2, image=runtime_image)
+    with pytest.raises(PodStartError) as info:
+        dep.start()
+    err = info.value
+    assert err.pod.startswith(f"{dep_name}-s0-r")
+    assert err.exit_code not in (None, 0)
+    assert needle in err.log_tail and needle in str(err)
+    assert not list_owned(docker_engine, dep_name)
+
+
+def test_container_that_exits_at_once(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    # The runtime refuses a worker with no executor: it exits at once with a usage error.
+    dep = Deployment(name=dep_name, uses=f"docker://{runtime_image}", image=runtime_image)
+    with pytest.raises(PodStartError) as info:
+        dep.start()
+    assert info.value.exit_code not in (None, 0)
+    assert "ORCHESTRATOR_USES" in info.value.log_tail
+    assert not list_owned(docker_engine, dep_name)
+
+
+def test_pod_that_never_gets_healthy_times_out(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    dep = Deployment(name=dep_name, uses=f"{TEST_EXECUTORS}/hang.py:NeverReady",
+                     timeout_ready=4, image=runtime_image)
+    with pytest.raises(HealthCheckTimeout) as info:
+        dep.start()
+    assert info.value.pod == f"{dep_name}-s0-r0-g1"
+    assert not list_owned(docker_engine, dep_name)
+
+
+def test_port_already_taken(runtime_image: str, dep_name: str,
+                            docker_engine: DockerEngine) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        dep = Deployment(name=dep_name, uses=f"{ECHO}:Echo", port=port, image=runtime_image)
+        with pytest.raises(SpecError) as info:
+            dep.start()
+    assert info.value.field == "port" and str(port) in str(info.value)
+    assert not list_owned(docker_engine, dep_name)
+
+
+def test_same_name_twice_is_refused(sharded: Deployment, runtime_image: str) -> None:
+    twin = Deployment(name=sharded.name, uses=f"{ECHO}:Echo", image=runtime_image)
+    with pytest.raises(SpecError, match="already running") as info:
+        twin.start()
+    assert info.value.field == "name"
+    assert sharded.is_ready  # the first one is untouched
+
+
+RUNNER = """
+import sys
+from orchestrator.deployment import Deployment
+dep = Deployment(name=sys.argv[1], uses=sys.argv[2], replicas=2, image=sys.argv[3])
+with dep:
+    print("READY", dep.head_port, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_ctrl_c_leaves_nothing_behind(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, dep_name, f"{ECHO}:Echo", runtime_image],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("READY"), proc.stderr.read() if proc.stderr else line
+        assert len(list_owned(docker_engine, dep_name).containers) == 3
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not list_owned(docker_engine, dep_name)

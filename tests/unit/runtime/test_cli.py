@@ -1,0 +1,134 @@
+"""`python -m orchestrator.runtime` as the image runs it: real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import Client
+from tests.unit.runtime.harness import ROOT, free_port, wait_until
+
+TIMEOUT = 30
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.runtime", *args], cwd=ROOT, text=True,
+        capture_output=True, timeout=TIMEOUT, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def spawn() -> Iterator[Any]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.runtime", *args], cwd=ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+        )
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("role", ["worker", "head", "probe"])
+def test_help(role: str) -> None:
+    res = run(role, "--help")
+    assert res.returncode == 0
+    assert "--port" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("uses", "needle"),
+    [
+        ("no_such_module_xyz:Echo", "cannot import 'no_such_module_xyz'"),
+        ("executors.echo:Nope", "has no class 'Nope'"),
+        ("executors.echo:Broken", "__init__ raised RuntimeError: broken on purpose"),
+        ("executors/missing.py:Echo", "no such file"),
+        ("executors.echo", "must look like"),
+    ],
+)
+def test_executor_load_failure_exits_3_with_one_clear_line(uses: str, needle: str) -> None:
+    res = run("worker", "--uses", uses, "--port", str(free_port()))
+    assert res.returncode == 3, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("orchestrator.runtime: worker: cannot load executor:")
+    assert uses in last and needle in last
+
+
+def test_usage_errors_exit_2() -> None:
+    no_uses = run("worker", env={"ORCHESTRATOR_USES": ""})
+    assert no_uses.returncode == 2 and "ORCHESTRATOR_USES" in no_uses.stderr
+    bad_polling = run("head", "--shards", "1", "--polling", "SOME")
+    assert bad_polling.returncode == 2 and "'SOME' is not ANY or ALL" in bad_polling.stderr
+    bad_with = run("worker", "--uses", "executors.echo:Echo", "--uses-with", "[1]")
+    assert bad_with.returncode == 2 and "uses_with" in bad_with.stderr
+
+
+GATE = """
+import time
+from pathlib import Path
+from orchestrator import Executor, requests
+
+class Gate(Executor):
+    def __init__(self, marker: str, **kwargs):
+        super().__init__(**kwargs)
+        self.marker = Path(marker)
+
+    @requests
+    def hold(self, docs, **kwargs):
+        self.marker.write_text("started")
+        time.sleep(1.0)
+        return [{"done": True, "name": self.runtime_args.name}]
+"""
+
+
+def test_sigterm_lets_in_flight_finish_then_exits_0(spawn: Any, tmp_path: Path) -> None:
+    (tmp_path / "gate.py").write_text(GATE)
+    marker = tmp_path / "started"
+    port = free_port()
+    p = spawn("worker", "--port", str(port), "--host", "127.0.0.1", "--name", "gate-0",
+              "--grace", "10", env={"ORCHESTRATOR_USES": f"{tmp_path}/gate.py:Gate",
+                                    "ORCHESTRATOR_USES_WITH": f'{{"marker": "{marker}"}}'})
+    out: list[Any] = []
+    with Client("127.0.0.1", port) as c:
+        wait_until(lambda: c.is_ready(timeout=0.5) or p.poll() is not None, TIMEOUT, "ready")
+        assert run("probe", "--port", str(port)).returncode == 0
+        t = threading.Thread(target=lambda: out.extend(c.post("/x", [{}], timeout=TIMEOUT)))
+        t.start()
+        wait_until(marker.exists, TIMEOUT, "call in flight")
+        p.send_signal(signal.SIGTERM)
+        wait_until(lambda: not c.is_ready(timeout=0.2), TIMEOUT, "NOT_SERVING after SIGTERM")
+        assert p.poll() is None  # still finishing the in-flight call
+        t.join(TIMEOUT)
+    assert p.wait(TIMEOUT) == 0
+    assert out == [{"done": True, "name": "gate-0"}]
+    assert run("probe", "--port", str(port), "--timeout", "0.5").returncode == 1
+
+
+def test_head_cli_routes_to_initial_workers(spawn: Any) -> None:
+    wport, hport = free_port(), free_port()
+    spawn("worker", "--uses", "executors.echo:Echo", "--port", str(wport), "--host", "127.0.0.1",
+          "--uses-with", '{"tag": "cli"}')
+    head = spawn("head", "--shards", "1", "--port", str(hport), "--host", "127.0.0.1",
+                 "--worker", f"0=127.0.0.1:{wport}", "--health-interval", "0.1",
+                 env={"ORCHESTRATOR_TOKEN": "t"})
+    with Client("127.0.0.1", hport) as c:
+        wait_until(lambda: c.is_ready(timeout=0.5) or head.poll() is not None, TIMEOUT, "head")
+        assert c.post("/echo", [{"i": 1}])[0]["tag"] == "cli"
+    head.send_signal(signal.SIGTERM)
+    assert head.wait(TIMEOUT) == 0

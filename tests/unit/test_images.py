@@ -1,0 +1,198 @@
+"""The image pipeline without Docker: host parsing, content hashing, and the build cache
+driven through the in-memory engine."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.engine.memory import MemoryEngine
+from orchestrator.errors import ImageBuildError
+from orchestrator.images import (
+    CONTENT_HASH_LABEL,
+    DEFAULT_BASE_IMAGE,
+    DEFAULT_RUNTIME_IMAGE,
+    IMAGE_KIND_LABEL,
+    AptSource,
+    BootstrapPlan,
+    choose_mirror,
+    ensure_base_image,
+    parse_deb822_sources,
+    parse_one_line_sources,
+    parse_os_release_codename,
+    prepare_runtime_image,
+    runtime_content_hash,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+DEB822 = """\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+
+Types: deb-src
+URIs: http://src.example/debian
+Suites: bookworm
+"""
+
+
+def test_deb822_sources_skip_comments_and_source_repos() -> None:
+    assert parse_deb822_sources(DEB822) == [
+        AptSource("http://deb.debian.org/debian", ("bookworm", "bookworm-updates"), ("main",)),
+        AptSource("http://deb.debian.org/debian-security", ("bookworm-security",), ("main",)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("deb http://m/debian bookworm main", AptSource("http://m/debian", ("bookworm",))),
+        (
+            "deb [signed-by=/k.gpg] http://m/debian bookworm main contrib",
+            AptSource("http://m/debian", ("bookworm",), ("main", "contrib")),
+        ),
+        (
+            "deb [ arch=amd64 ] http://m/debian bookworm main",
+            AptSource("http://m/debian", ("bookworm",)),
+        ),
+        ("# deb http://m/debian bookworm main", None),
+        ("deb-src http://m/debian bookworm main", None),
+    ],
+)
+def test_one_line_sources(line: str, expected: AptSource | None) -> None:
+    assert parse_one_line_sources(line) == ([expected] if expected else [])
+
+
+def test_mirror_is_the_one_serving_the_suite_not_security() -> None:
+    sources = parse_deb822_sources(DEB822)
+    assert choose_mirror(reversed(sources), "bookworm") == "http://deb.debian.org/debian"
+
+
+def test_no_mirror_for_the_suite_is_an_actionable_error() -> None:
+    with pytest.raises(ImageBuildError, match="ORCHESTRATOR_BASE_IMAGE"):
+        choose_mirror([AptSource("http://m/debian", ("bullseye",))], "bookworm")
+
+
+@pytest.mark.parametrize(
+    ("text", "codename"),
+    [
+        ('ID=debian\nVERSION_CODENAME=bookworm\n', "bookworm"),
+        ('NAME="Ubuntu"\nVERSION_CODENAME="jammy"\n', "jammy"),
+    ],
+)
+def test_os_release_codename(text: str, codename: str) -> None:
+    assert parse_os_release_codename(text) == codename
+
+
+def test_os_release_without_codename_is_an_error() -> None:
+    with pytest.raises(ImageBuildError, match="VERSION_CODENAME"):
+        parse_os_release_codename("ID=alpine\n")
+
+
+def test_bootstrap_hash_names_suite_mirror_and_packages() -> None:
+    plan = BootstrapPlan("bookworm", "http://a/debian")
+    assert plan.tag == "orchestrator-base:bookworm"
+    assert plan.content_hash == BootstrapPlan("bookworm", "http://a/debian").content_hash
+    others = [
+        BootstrapPlan("trixie", "http://a/debian"),
+        BootstrapPlan("bookworm", "http://b/debian"),
+        BootstrapPlan("bookworm", "http://a/debian", ("python3",)),
+    ]
+    assert plan.content_hash not in {other.content_hash for other in others}
+
+
+# -- cache, through the in-memory engine -----------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A tiny checkout: pyproject without dependencies, one module, the real Dockerfile."""
+    root = tmp_path / "project"
+    (root / "orchestrator").mkdir(parents=True)
+    (root / "docker").mkdir()
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "orchestrator"\nversion = "0.0.1"\ndependencies = []\n'
+        '[tool.setuptools.packages.find]\ninclude = ["orchestrator*"]\n'
+    )
+    (root / "orchestrator" / "__init__.py").write_text("VALUE = 1\n")
+    shutil.copy(ROOT / "docker" / "Dockerfile", root / "docker" / "Dockerfile")
+    return root
+
+
+def _hash(project: Path) -> str:
+    return runtime_content_hash(
+        dockerfile=project / "docker" / "Dockerfile",
+        dependency_wheels=[],
+        project_dir=project,
+        base_ref="base:1",
+        base_labels={},
+    )
+
+
+def test_content_hash_follows_sources_and_ignores_bytecode(project: Path) -> None:
+    before = _hash(project)
+    cache = project / "orchestrator" / "__pycache__"
+    cache.mkdir()
+    (cache / "__init__.cpython-311.pyc").write_bytes(b"\0bytecode")
+    assert _hash(project) == before
+    (project / "orchestrator" / "__init__.py").write_text("VALUE = 2\n")
+    assert _hash(project) != before
+
+
+def test_second_build_is_a_cache_hit_and_a_source_change_rebuilds(project: Path) -> None:
+    engine = MemoryEngine(images={DEFAULT_BASE_IMAGE: {}})
+    logs: list[str] = []
+
+    first = prepare_runtime_image(engine, project_dir=project, log=logs.append)
+    second = prepare_runtime_image(engine, project_dir=project, log=logs.append)
+    (project / "orchestrator" / "__init__.py").write_text("VALUE = 2\n")
+    third = prepare_runtime_image(engine, project_dir=project, log=logs.append)
+
+    assert (first.cached, second.cached, third.cached) == (False, True, False)
+    assert second.hash_ref == first.hash_ref != third.hash_ref
+    labels = engine.image_labels(DEFAULT_RUNTIME_IMAGE)
+    assert labels[CONTENT_HASH_LABEL] == third.content_hash
+    assert labels[IMAGE_KIND_LABEL] == "runtime"
+    assert sum("docker build" in line for line in logs) == 2
+
+
+def test_force_rebuilds_even_when_cached(project: Path) -> None:
+    engine = MemoryEngine(images={DEFAULT_BASE_IMAGE: {}})
+    prepare_runtime_image(engine, project_dir=project, log=lambda _: None)
+    forced = prepare_runtime_image(engine, project_dir=project, force=True, log=lambda _: None)
+    assert not forced.cached
+
+
+def test_failed_build_raises_with_log_tail_and_leaves_no_tag(project: Path) -> None:
+    engine = MemoryEngine(images={DEFAULT_BASE_IMAGE: {}})
+    engine.faults.build_failure("orchestrator-runtime:*", log="RUN pip install: no wheel")
+    with pytest.raises(ImageBuildError, match="no wheel") as caught:
+        prepare_runtime_image(engine, project_dir=project, log=lambda _: None)
+    assert "no wheel" in caught.value.log_tail
+    assert not engine.image_exists(DEFAULT_RUNTIME_IMAGE)
+
+
+def test_base_is_pulled_when_a_registry_has_it() -> None:
+    engine = MemoryEngine()
+    engine.registry["registry.local/python:3.11"] = {}
+    ref = ensure_base_image(engine, base="registry.local/python:3.11", log=lambda _: None)
+    assert ref == "registry.local/python:3.11"
+    assert engine.image_exists(ref)
+
+
+def test_base_env_variable_chooses_the_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = MemoryEngine(images={"mybase:1": {}})
+    monkeypatch.setenv("ORCHESTRATOR_BASE_IMAGE", "mybase:1")
+    assert ensure_base_image(engine, log=lambda _: None) == "mybase:1"
