@@ -14,17 +14,22 @@ import argparse
 import asyncio
 import contextlib
 import enum
+import fcntl
+import json
+import os
 import secrets
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from orchestrator.actuator import Actuator
-from orchestrator.engine.base import ContainerEngine, ContainerInfo
+from orchestrator.engine.base import ContainerEngine, ContainerInfo, ContainerSpec
 from orchestrator.errors import (
+    DeploymentNotFound,
     OrchestratorError,
     PodStartError,
     ResourceNotFound,
@@ -36,7 +41,13 @@ from orchestrator.health import GrpcHealthProbe, HealthProbe, wait_ready
 from orchestrator.planning import labels as L
 from orchestrator.planning import names
 from orchestrator.planning.hosts import Placement, resolve_worker_address
-from orchestrator.planning.pods import PodContext, PodPlan, executor_pod, initial_pods
+from orchestrator.planning.pods import (
+    TOKEN_ENV,
+    PodContext,
+    PodPlan,
+    executor_pod,
+    initial_pods,
+)
 from orchestrator.progress import ProgressCallback, ProgressEvent
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UpdatePolicy
 
@@ -168,6 +179,8 @@ class Deployment(BaseDeployment):
         self._rollout_lock = asyncio.Lock()
         self._rollout_busy = False
         self._started = False
+        self._detached = False
+        self._lock_file: IO[str] | None = None
         self.pod_args: dict[str, Any] = {}
         self.update_pod_args()
 
@@ -473,6 +486,11 @@ class Deployment(BaseDeployment):
         if self.spec.external or self._engine is None:
             self._started = False
             return
+        if self._detached:
+            if self._owns_engine:
+                self._engine.close()
+                self._engine = None
+            return
         # Only what this instance owns: a second Deployment that was refused the
         # same name must never tear down the one already running.
         mine = {**L.for_deployment(self.name), L.OWNER: self._ctx.owner}
@@ -486,6 +504,61 @@ class Deployment(BaseDeployment):
         if self._owns_engine:
             self._engine.close()
             self._engine = None
+
+    def detach(self) -> None:
+        """Leave the deployment running when this object is closed (`up --detach`)."""
+        self._detached = True
+
+    @classmethod
+    def attach(cls, name: str, *, engine: ContainerEngine | None = None,
+               probe: HealthProbe | None = None) -> Deployment:
+        """A handle on a running deployment, rebuilt from the labels on the engine.
+
+        Works from any process, also after the one that started it was killed. The
+        handle is detached: closing it leaves the deployment running.
+
+        Raises:
+            DeploymentNotFound: listing the deployments that do run.
+            EngineUnavailable: no engine answers.
+        """
+        owns = engine is None
+        if engine is None:
+            from orchestrator.engine.docker_engine import DockerEngine
+
+            engine = DockerEngine.from_env()
+        try:
+            dep = cls._from_labels(name, engine, probe)
+        except BaseException:
+            if owns:
+                engine.close()
+            raise
+        dep._owns_engine = owns
+        return dep
+
+    @classmethod
+    def _from_labels(cls, name: str, engine: ContainerEngine,
+                     probe: HealthProbe | None) -> Deployment:
+        containers = engine.list_containers(L.for_deployment(name))
+        head = next((c for c in containers if c.labels.get(L.ROLE) == "head"), None)
+        if head is None:
+            raise DeploymentNotFound(name, running_deployments(engine))
+        workers = [c for c in containers if c.labels.get(L.ROLE) == "worker"]
+        newest = max(workers or [head], key=lambda c: int(c.labels.get(L.GENERATION, "0")))
+        fields = json.loads(newest.labels[L.SPEC])
+        per_shard = sum(1 for w in workers if w.labels.get(L.SHARD) == "0")
+        fields["replicas"] = per_shard or fields.get("replicas", 1)
+        if CONTAINER_PORT in head.ports:
+            fields["port"] = head.ports[CONTAINER_PORT][1]
+        dep = cls(fields, engine=engine, probe=probe)
+        generation = max(int(c.labels.get(L.GENERATION, "0")) for c in containers)
+        dep._ctx = PodContext(owner=head.labels.get(L.OWNER, ""),
+                              token=head.env.get(TOKEN_ENV, ""), generation=generation)
+        dep._pods = {c.name: _plan_from_labels(c) for c in containers}
+        dep._infos = {c.name: c for c in containers}
+        dep._started = True
+        dep._detached = True
+        dep.update_pod_args()
+        return dep
 
     def join(self) -> None:
         """Block until every pod of the deployment has exited."""
@@ -511,13 +584,31 @@ class Deployment(BaseDeployment):
 
     # -- updates ----------------------------------------------------------------------
     def _begin_rollout(self) -> None:
-        if self._rollout_busy:
-            raise RolloutInProgress(
-                f"deployment {self.name} is already being updated or scaled; wait for it "
-                "to finish", failed="refused: another rollout is running")
+        """Refuse a second concurrent update or scale, in this process or any other."""
         if not self._started or self.spec.external:
             raise RolloutError(f"deployment {self.name} is not running (or is external)")
+        busy = RolloutInProgress(
+            f"deployment {self.name} is already being updated or scaled; a second update "
+            "is refused, not queued: retry when the first one has finished",
+            failed="refused: another rollout is running")
+        if self._rollout_busy:
+            raise busy
+        path = os.path.join(tempfile.gettempdir(), f"orchestrator-{self.name}.rollout.lock")
+        handle = open(path, "a")  # noqa: SIM115 - held until _end_rollout
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise busy from None
+        self._lock_file = handle
         self._rollout_busy = True
+
+    def _end_rollout(self) -> None:
+        self._rollout_busy = False
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
 
     async def rolling_update(
         self,
@@ -572,7 +663,7 @@ class Deployment(BaseDeployment):
                               on_progress or (lambda _e: None), replace_all=replace_all)
             await rollout.run()
         finally:
-            self._rollout_busy = False
+            self._end_rollout()
             self.update_pod_args()
 
     def rolling_update_sync(self, *args: Any, **kwargs: Any) -> None:
@@ -596,3 +687,29 @@ class Deployment(BaseDeployment):
     def _emit(self, callback: Callable[[ProgressEvent], None], event: ProgressEvent) -> None:
         with contextlib.suppress(Exception):  # a progress bar must never break a rollout
             callback(event)
+
+
+def running_deployments(engine: ContainerEngine) -> list[str]:
+    """Names of the deployments that have containers on the engine."""
+    return sorted({c.labels[L.DEPLOYMENT] for c in engine.list_containers(L.managed())
+                   if L.DEPLOYMENT in c.labels})
+
+
+def _plan_from_labels(info: ContainerInfo) -> PodPlan:
+    """A pod as the engine describes it: identity from labels, the rest from inspect."""
+    labels = info.labels
+
+    def number(key: str) -> int | None:
+        value = labels.get(key)
+        return int(value) if value is not None and value.isdigit() else None
+
+    return PodPlan(
+        name=info.name,
+        role=labels.get(L.ROLE, "worker"),
+        shard=number(L.SHARD),
+        replica=number(L.REPLICA),
+        generation=number(L.GENERATION) or 0,
+        spec_hash=labels.get(L.SPEC_HASH, ""),
+        uses="",
+        container=ContainerSpec(name=info.name, image=info.image, labels=dict(labels)),
+    )

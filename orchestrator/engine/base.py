@@ -90,6 +90,7 @@ class ContainerInfo:
     hostname: str = ""
     restart_count: int = 0
     oom_killed: bool = False
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
 
     @property
     def running(self) -> bool:

@@ -675,6 +675,9 @@ def _container_info(raw: Mapping[str, Any]) -> ContainerInfo:
         hostname=str(config.get("Hostname", "")),
         restart_count=int(raw.get("RestartCount", 0)),
         oom_killed=bool(state.get("OOMKilled", False)),
+        env=dict(
+            item.split("=", 1) for item in (config.get("Env") or []) if "=" in item
+        ),
     )
 
 

@@ -552,7 +552,7 @@ class MemoryEngine:
             status=c.status, exit_code=c.exit_code, health=self._health(c),
             ip_addresses=dict(c.ip), ports=dict(c.ports),
             started_at=datetime.fromtimestamp(c.started, UTC),
-            hostname=c.spec.hostname or c.id[:12],
+            hostname=c.spec.hostname or c.id[:12], env=dict(c.spec.env),
         )
 
     def _health(self, c: _Container) -> HealthStatus | None:

@@ -74,6 +74,12 @@ class PodPlan:
         }
 
 
+def spec_label(spec: DeploymentSpec) -> str:
+    """The spec as a label: every pod carries the spec it was created from, so the
+    engine alone can tell what a running deployment is (see Deployment.attach)."""
+    return json.dumps(spec.to_fields(), sort_keys=True, separators=(",", ":"))
+
+
 def _uses_args(uses: UsesRef) -> tuple[tuple[str, ...], tuple[Mount, ...]]:
     """Runtime `--uses` arguments and mounts for one uses reference."""
     if uses.kind == "docker":
@@ -124,9 +130,13 @@ def executor_pod(
         name = names.uses_name(spec.name, role)
     spec_hash = spec.worker_hash()
     uses_args, mounts = _uses_args(uses)
+    uses_with = dict(spec.uses_with) if role == "worker" else {}
+    # A docker:// image may bake its own ORCHESTRATOR_USES_WITH: only override it when
+    # the spec says something.
+    with_args = ("--uses-with", json.dumps(uses_with)) if uses_with or uses.kind != "docker" \
+        else ()
     command = (
-        "worker", *uses_args,
-        "--uses-with", json.dumps(dict(spec.uses_with) if role == "worker" else {}),
+        "worker", *uses_args, *with_args,
         "--name", name,
         "--shard-id", str(shard or 0),
         "--replica-id", str(replica or 0),
@@ -137,7 +147,7 @@ def executor_pod(
     volume_mounts = tuple(Mount(v.source, v.target, v.read_only) for v in spec.volumes)
     labels = L.pod_labels(
         deployment=spec.name, role=role, owner=ctx.owner, spec_hash=spec_hash,
-        generation=gen, shard=shard, replica=replica,
+        generation=gen, shard=shard, replica=replica, extra={L.SPEC: spec_label(spec)},
     )
     container = _base_container(
         spec, name, _image_for(spec, uses), command, labels, dict(spec.env),
@@ -168,7 +178,7 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
                     f"{CONTAINER_PORT}")
     labels = L.pod_labels(
         deployment=spec.name, role="head", owner=ctx.owner, spec_hash=spec.worker_hash(),
-        generation=ctx.generation,
+        generation=ctx.generation, extra={L.SPEC: spec_label(spec)},
     )
     container = _base_container(
         spec, name, spec.image, command, labels, {TOKEN_ENV: ctx.token},

@@ -1,0 +1,223 @@
+"""Zero-downtime rolling_update and scale on the real engine, under continuous load."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from orchestrator.deployment import Deployment
+from orchestrator.errors import RolloutError, RolloutInProgress, SpecError
+from orchestrator.planning import labels as L
+from orchestrator.progress import ProgressEvent
+from orchestrator.spec import UpdatePolicy
+from tests.support.load import Load
+from tests.support.paths import ECHO, TEST_EXECUTORS
+
+if TYPE_CHECKING:
+    from orchestrator.engine.docker_engine import DockerEngine
+
+pytestmark = pytest.mark.integration
+
+
+def workers(engine: DockerEngine, dep: Deployment) -> list[dict[str, str]]:
+    return [dict(c.labels) for c in engine.list_containers(L.for_deployment(dep.name))
+            if c.labels[L.ROLE] == "worker"]
+
+
+def tags(results: list) -> set[str]:  # type: ignore[type-arg]
+    return {d["tag"] for r in results for d in r.docs}
+
+
+def test_rolling_update_uses_with_zero_failed_requests(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    events: list[ProgressEvent] = []
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", uses_with={"tag": "v1"}, replicas=3,
+                    shards=2, image=runtime_image) as dep:
+        old_pods = {a.name for a in dep.all_args if a.role == "worker"}
+        with Load(dep.head_host, dep.head_port) as load:
+            asyncio.run(dep.rolling_update(uses_with={"tag": "v2"}, on_progress=events.append))
+            finished = time.monotonic()
+            load.wait_for(20)
+        assert load.failures == [], load.failures[:3]
+        assert len(load.results) > 50
+        after = load.after(finished)
+        assert after and tags(after) == {"v2"}
+        assert tags(load.results) == {"v1", "v2"}
+        labels = workers(docker_engine, dep)
+        assert len(labels) == 6
+        assert {lb[L.GENERATION] for lb in labels} == {"2"}
+        assert {lb[L.SPEC_HASH] for lb in labels} == {dep.spec.worker_hash()}
+        new_pods = {a.name for a in dep.all_args if a.role == "worker"}
+        assert not new_pods & old_pods
+        assert dep.spec.uses_with == {"tag": "v2"}
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "plan" and kinds[-1] == "done"
+    assert kinds.count("added") == 6 and kinds.count("stopped") == 6
+    assert events[-1].done == events[-1].total == 12
+
+
+@pytest.fixture
+def tagged_images(runtime_image: str, docker_engine: DockerEngine) -> Iterator[list[str]]:
+    """Two versions of a user image whose entrypoint is the pod runtime."""
+    refs = []
+    context = Path(tempfile.mkdtemp(prefix="img-"))
+    try:
+        shutil.copy(ECHO, context / "echo.py")
+        for version in ("v1", "v2"):
+            (context / "Dockerfile").write_text(
+                f"FROM {runtime_image}\n"
+                "COPY echo.py /opt/app/echo.py\n"
+                "ENV ORCHESTRATOR_USES=/opt/app/echo.py:Echo\n"
+                f"ENV ORCHESTRATOR_USES_WITH='{{\"tag\": \"img-{version}\"}}'\n"
+            )
+            ref = f"orchestrator-test-app:{version}"
+            docker_engine.build_image(context, tag=ref)
+            refs.append(ref)
+        yield refs
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+        for ref in refs:
+            docker_engine.remove_image(ref, force=True)
+
+
+def test_rolling_update_to_a_new_image_tag(
+    tagged_images: list[str], runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    v1, v2 = tagged_images
+    with Deployment(name=dep_name, uses=f"docker://{v1}", replicas=3,
+                    image=runtime_image) as dep:
+        assert {d["tag"] for d in dep.post("/echo", docs=[{}])} == {"img-v1"}
+        with Load(dep.head_host, dep.head_port) as load:
+            dep.rolling_update_sync(uses=f"docker://{v2}")
+            finished = time.monotonic()
+            load.wait_for(10)
+        assert load.failures == []
+        assert tags(load.after(finished)) == {"img-v2"}
+        images = {c.image for c in docker_engine.list_containers(L.for_deployment(dep.name))
+                  if c.labels[L.ROLE] == "worker"}
+        assert images == {v2}
+
+
+@pytest.mark.parametrize(
+    ("uses", "uses_with", "replaced_before_failure"),
+    [
+        (f"{ECHO}:Broken", {}, 0),
+        (f"{TEST_EXECUTORS}/flaky.py:FailOnReplica", {"tag": "v2", "fail_replica": 1}, 1),
+        (f"{TEST_EXECUTORS}/hang.py:NeverReady", {}, 0),
+    ],
+    ids=["init-raises", "fails-part-way", "never-healthy"],
+)
+def test_broken_version_rolls_back_without_failed_requests(
+    uses: str, uses_with: dict[str, object], replaced_before_failure: int,
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine,
+) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", uses_with={"tag": "v1"}, replicas=3,
+                    image=runtime_image, timeout_ready=8) as dep:
+        old_hash = dep.spec.worker_hash()
+        with Load(dep.head_host, dep.head_port) as load:
+            with pytest.raises(RolloutError) as info:
+                asyncio.run(dep.rolling_update(uses=uses, uses_with=uses_with))
+            finished = time.monotonic()
+            load.wait_for(10)
+        err = info.value
+        assert err.rolled_back and err.failed
+        started = [d for d in err.done if d.startswith("started")]
+        assert len(started) >= replaced_before_failure
+        assert load.failures == []
+        assert tags(load.after(finished)) == {"v1"}
+        labels = workers(docker_engine, dep)
+        assert len(labels) == 3
+        assert {lb[L.SPEC_HASH] for lb in labels} == {old_hash}
+        assert dep.spec.worker_hash() == old_hash
+        assert dep.is_ready
+
+
+def test_scale_up_and_down_under_load_drains_in_flight_requests(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2,
+                    image=runtime_image) as dep:
+        # Slow requests are in flight on every replica when it is drained and removed.
+        with Load(dep.head_host, dep.head_port, endpoint="/slow",
+                  parameters={"delay": 0.3}, threads=4) as load:
+            dep.scale_sync(5)
+            assert len(workers(docker_engine, dep)) == 5
+            load.wait_for(12)
+            hosts_at_5 = {d["pod"] for r in load.after(time.monotonic() - 2) for d in r.docs}
+            dep.scale_sync(1)
+            finished = time.monotonic()
+            load.wait_for(8)
+        assert load.failures == []
+        assert len(hosts_at_5) >= 3  # the new replicas really served
+        [survivor] = workers(docker_engine, dep)
+        assert {d["pod"] for r in load.after(finished) for d in r.docs} == {
+            f"{dep_name}-s0-r{survivor[L.REPLICA]}-g{survivor[L.GENERATION]}"}
+        assert dep.spec.replicas == 1 and len(dep.pod_args["pods"][0]) == 1
+
+
+def test_scale_down_removes_outdated_replicas_first(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2, image=runtime_image,
+                    timeout_ready=8) as dep:
+        # A paused rollout leaves one replica on the new spec and one outdated.
+        pause = UpdatePolicy(failure_action="pause")
+        with pytest.raises(RolloutError) as info:
+            dep.rolling_update_sync(uses=f"{TEST_EXECUTORS}/flaky.py:FailOnReplica",
+                                    uses_with={"tag": "v2", "fail_replica": 1}, policy=pause)
+        assert not info.value.rolled_back
+        hashes = {lb[L.SPEC_HASH] for lb in workers(docker_engine, dep)}
+        assert len(hashes) == 2
+        dep.scale_sync(1)
+        [left] = workers(docker_engine, dep)
+        assert left[L.SPEC_HASH] == dep.spec.worker_hash()  # the outdated one went
+
+
+def test_failed_scale_up_keeps_the_old_count(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    with Deployment(name=dep_name, uses=f"{TEST_EXECUTORS}/flaky.py:FailOnReplica",
+                    uses_with={"fail_replica": 3}, replicas=2, image=runtime_image,
+                    timeout_ready=8) as dep:
+        before = {lb[L.REPLICA] for lb in workers(docker_engine, dep)}
+        with pytest.raises(RolloutError, match="new replicas were removed") as info:
+            dep.scale_sync(5)
+        assert info.value.rolled_back
+        assert {lb[L.REPLICA] for lb in workers(docker_engine, dep)} == before
+        assert dep.spec.replicas == 2 and dep.is_ready
+        assert len(dep.control().list_workers()) == 2
+
+
+def test_bad_rollout_input_changes_nothing(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=1, image=runtime_image) as dep:
+        before = workers(docker_engine, dep)
+        with pytest.raises(SpecError) as info:
+            dep.scale_sync(0)
+        assert info.value.field == "replicas"
+        with pytest.raises(SpecError) as info:
+            UpdatePolicy(max_surge=0, max_unavailable=0)
+        assert info.value.field == "policy"
+        with pytest.raises(SpecError) as info:
+            dep.rolling_update_sync(uses="docker://orchestrator-nope:9")
+        assert info.value.field == "uses"
+        assert workers(docker_engine, dep) == before
+
+        async def two_at_once() -> None:
+            first = asyncio.ensure_future(dep.rolling_update(uses_with={"tag": "v2"}))
+            await asyncio.sleep(0)  # let the first one take the deployment
+            with pytest.raises(RolloutInProgress):
+                await dep.rolling_update(uses_with={"tag": "v3"})
+            await first
+
+        asyncio.run(two_at_once())
+        assert {d["tag"] for d in dep.post("/echo", docs=[{}])} == {"v2"}
