@@ -53,6 +53,9 @@ class Actuator:
                                 pod=info.name)
         return addr
 
+    def address_of(self, info: ContainerInfo) -> str | None:
+        return container_address(info, self.network, CONTAINER_PORT)
+
     def serving(self, info: ContainerInfo, service: str = "") -> bool:
         return self.probe.serving(self.address(info), service)
 

@@ -449,7 +449,10 @@ class Deployment(BaseDeployment):
         return self._actuator().serving(info)
 
     def _head_up(self, info: ContainerInfo) -> bool:
-        """The head is up when its control service answers our token."""
+        """The head is up when it answers health checks (it reports NOT_SERVING until
+        its workers are registered) and its control service accepts our token."""
+        if not self._probe.answers(self._actuator().address(info)):
+            return False
         try:
             self.control(info).list_workers()
         except OrchestratorError:
@@ -483,6 +486,7 @@ class Deployment(BaseDeployment):
         if self._control is not None:
             self._control.close()
             self._control = None
+        self._probe.close()
         if self.spec.external or self._engine is None:
             self._started = False
             return

@@ -182,7 +182,9 @@ class Rollout:
         act.remove([p.name for p in plans], grace=self.policy.stop_grace)
         for plan in plans:
             dep._pods.pop(plan.name, None)
-            dep._infos.pop(plan.name, None)
+            info = dep._infos.pop(plan.name, None)
+            if info is not None and (address := act.address_of(info)):
+                dep._probe.close_address(address)
             self.done.append(f"retired {plan.name}")
             self._emit("stopped", plan, advance=True)
 
