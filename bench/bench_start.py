@@ -58,7 +58,8 @@ def reference(client: docker.DockerClient, image: str, count: int) -> float:
             ids = list(pool.map(one, range(count)))
         elapsed = time.monotonic() - started
     finally:
-        for c in client.containers.list(all=True, filters={"label": "orchestrator.deployment=bench-ref"}):
+        owned = {"label": "orchestrator.deployment=bench-ref"}
+        for c in client.containers.list(all=True, filters=owned):
             c.remove(force=True)
         net.remove()
     assert len(ids) == count

@@ -62,6 +62,7 @@ an integer >= 0``).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -181,8 +182,22 @@ def _one(raw: object, prefix: str, source: Path, env: Mapping[str, str]) -> Depl
         problem = str(exc)
         if exc.field and problem.startswith(f"{exc.field}: "):
             problem = problem[len(exc.field) + 2:]
+        if problem.startswith("unknown field"):
+            problem += _suggestion(exc.field or "")
         raise ConfigError(source, _join(prefix, exc.field or ""), problem) from exc
     return DeploymentConfig(fields=fields, spec=spec, source=source, path=prefix)
+
+
+def _suggestion(path: str) -> str:
+    """' (did you mean 'replicas'?)' for a misspelt field, else ''."""
+    from dataclasses import fields as dc_fields
+
+    from orchestrator.spec import UpdatePolicy
+
+    parent, _, key = path.rpartition(".")
+    owner = UpdatePolicy if parent == "policy" else DeploymentSpec
+    close = difflib.get_close_matches(key, [f.name for f in dc_fields(owner)], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check_unique(configs: list[DeploymentConfig], source: Path) -> None:

@@ -280,7 +280,8 @@ def ensure_base_image(
     except EngineUnavailable:
         raise
     except EngineError as exc:  # ImageNotFound, or a registry error the engine relays
-        log(f"cannot pull {wanted} ({type(exc).__name__}); using a debootstrap base instead")
+        log(f"{wanted} is not local and cannot be pulled ({type(exc).__name__}): "
+            "using the debootstrap base")
     plan = host_bootstrap_plan()
     if _has_hash(engine, plan.tag, plan.content_hash):
         return plan.tag

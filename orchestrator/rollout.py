@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,8 @@ class Rollout:
         self.failed = False
         self.count = 0
         self.total = 0
+        self._reaper = ThreadPoolExecutor(4, thread_name_prefix="pod-retire")
+        self._stopping: list[Future[None]] = []
 
     # -- planning -------------------------------------------------------------------
     def _shard_pods(self, shard: int) -> list[PodPlan]:
@@ -78,6 +81,15 @@ class Rollout:
     # -- running --------------------------------------------------------------------
     async def run(self) -> None:
         """Raises: RolloutError saying what was done, what failed, and whether it rolled back."""
+        try:
+            await self._run()
+        finally:
+            await asyncio.to_thread(self._reaper.shutdown, wait=True)
+        for future in self._stopping:
+            future.result()  # a container that could not be removed is an error
+        self._emit("done", message="rollout complete")
+
+    async def _run(self) -> None:
         plans = self._plan(self.target, self.replace_all)
         self.total = sum(_weight(s) for steps in plans.values() for s in steps)
         self._emit("plan", message=f"{self.total} replica steps")
@@ -88,7 +100,6 @@ class Rollout:
             raise AssertionError("unreachable") from exc  # _recover always raises
         self.dep.spec = self.target
         self.dep._ctx = replace(self.dep._ctx, generation=self.generation)
-        self._emit("done", message="rollout complete")
 
     async def _run_shards(self, plans: dict[int, list[Step]], spec: DeploymentSpec,
                           generation: int) -> None:
@@ -179,13 +190,20 @@ class Rollout:
         for plan in plans:
             assert plan.shard is not None
             control.remove_worker(plan.shard, plan.address)
-        act.remove([p.name for p in plans], grace=self.policy.stop_grace)
+        # Drained and deregistered, the old replicas take no traffic: they stop (SIGTERM,
+        # grace, kill) in the background while the next batch starts. Like Kubernetes'
+        # terminating pods, they no longer count towards max_surge.
         for plan in plans:
             dep._pods.pop(plan.name, None)
             info = dep._infos.pop(plan.name, None)
             if info is not None and (address := act.address_of(info)):
                 dep._probe.close_address(address)
             self.done.append(f"retired {plan.name}")
+        self._stopping.append(self._reaper.submit(self._stop_batch, plans))
+
+    def _stop_batch(self, plans: list[PodPlan]) -> None:
+        self.dep._actuator().remove([p.name for p in plans], grace=self.policy.stop_grace)
+        for plan in plans:
             self._emit("stopped", plan, advance=True)
 
     # -- failure --------------------------------------------------------------------

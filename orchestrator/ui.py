@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import IO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -58,9 +59,9 @@ class ProgressUI:
                 console=self.console, transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(self.title, total=None, step="")
+            self._task = self._progress.add_task(escape(self.title), total=None, step="")
         else:
-            self.console.print(f"{self.title} ...")
+            self.console.print(f"{self.title} ...", markup=False)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -73,11 +74,12 @@ class ProgressUI:
         step = describe(event)
         if self._progress is not None and self._task is not None:
             total = event.total or None
-            self._progress.update(self._task, completed=event.done, total=total, step=step)
+            self._progress.update(self._task, completed=event.done, total=total,
+                                  step=escape(step))
             if event.kind in ("failed", "rollback"):
-                self._progress.console.print(f"[{_STYLE[event.kind]}]{step}")
+                self._progress.console.print(f"[{_STYLE[event.kind]}]{escape(step)}")
         else:
-            self.console.print(f"  [{event.done}/{event.total}] {step}")
+            self.console.print(f"  [{event.done}/{event.total}] {step}", markup=False)
 
 
 def describe(event: ProgressEvent) -> str:
@@ -97,10 +99,13 @@ def status(console: Console, message: str) -> Iterator[None]:
         with console.status(message):
             yield
     else:
-        console.print(f"{message} ...")
+        console.print(f"{message} ...", markup=False)
         yield
 
 
 def ok(console: Console, message: str) -> None:
     """A success line (green on a terminal)."""
-    console.print(f"[green]✔[/green] {message}" if console.is_terminal else message)
+    if console.is_terminal:
+        console.print(f"[green]✔[/green] {escape(message)}")
+    else:
+        console.print(message, markup=False)

@@ -137,6 +137,17 @@ def test_runtime_image_runs_as_non_root_with_the_package(
     ]
 
 
+@pytest.fixture
+def prune_failed_build_layers() -> Iterator[None]:
+    """A failed classic build leaves its committed steps as dangling images: remove ours."""
+    yield
+    subprocess.run(
+        ["docker", "image", "prune", "-f", "--filter", f"label={IMAGE_KIND_LABEL}=runtime"],
+        check=True, capture_output=True,
+    )
+
+
+@pytest.mark.usefixtures("prune_failed_build_layers")
 def test_failed_build_raises_with_the_build_log_tail(
     docker_engine: DockerEngine, frozen_project: Path
 ) -> None:

@@ -1,0 +1,487 @@
+"""The `orchestrator` CLI end to end: subprocesses against the real Docker engine.
+
+Every deployment name is unique (`tcli<hex>`) and removed by label in a finalizer, even
+when the test fails. One detached deployment is shared by the read-only checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from orchestrator import Client
+from orchestrator.engine.cleanup import list_owned, remove_owned
+from orchestrator.errors import RequestError
+from tests.support.paths import ECHO, ROOT
+from tests.support.waiting import wait_until
+
+if TYPE_CHECKING:
+    from orchestrator.engine.docker_engine import DockerEngine
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+ORCH = BIN / "orchestrator"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
+DEADLINE = 120.0  # generous: 2 shared cores; never asserted as a duration
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NAME", "TAG", "REPLICAS",
+                                                             "IMAGE", "NO_COLOR")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def orch(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ORCH), *args], capture_output=True, text=True, cwd=cwd,
+                          env=env or cli_env(), timeout=DEADLINE)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """The stderr of a failed command: exactly one line, no traceback."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("orchestrator: error: ")
+    return lines[0]
+
+
+def write_yaml(folder: Path, name: str, *, tag: str = "v1", replicas: int = 1,
+               image: str = "orchestrator-runtime:latest") -> Path:
+    """A deployment file whose `uses` is relative to the file (resolved against it)."""
+    uses = os.path.relpath(ECHO, folder)
+    path = folder / f"{name}.yml"
+    path.write_text(f"name: {name}\nuses: {uses}:Echo\nuses_with: {{tag: {tag}}}\n"
+                    f"replicas: {replicas}\nimage: {image}\nstop_grace: 1\n"
+                    "timeout_ready: 60\n")
+    return path
+
+
+def head_address(name: str) -> tuple[str, int]:
+    proc = orch("ps", name, "--json")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    head = next(r for r in json.loads(proc.stdout) if r["role"] == "head")
+    host_port = head["ports"][0].split("->")[0]
+    host, _, port = host_port.rpartition(":")
+    return host, int(port)
+
+
+def workers(name: str) -> list[dict[str, Any]]:
+    proc = orch("ps", name, "--json")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    return [r for r in json.loads(proc.stdout) if r["role"] == "worker"]
+
+
+@pytest.fixture
+def unique_name(docker_engine: DockerEngine) -> Iterator[str]:
+    """A fresh deployment name, removed by label afterwards whatever happened."""
+    name = f"tcli{uuid.uuid4().hex[:8]}"
+    yield name
+    remove_owned(docker_engine, name, grace=0)
+
+
+@pytest.fixture(scope="module")
+def shared(docker_engine: DockerEngine, runtime_image: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One detached deployment (1 replica) for read-only checks."""
+    name = f"tcli{uuid.uuid4().hex[:8]}"
+    path = write_yaml(tmp_path_factory.mktemp("shared"), name, image=runtime_image)
+    try:
+        proc = orch("up", "-f", str(path), "--detach")
+        assert proc.returncode == EXIT_OK, proc.stderr
+        yield name
+    finally:
+        remove_owned(docker_engine, name, grace=0)
+
+
+# -- no engine needed ---------------------------------------------------------------------
+
+
+COMMANDS = ["up", "down", "ps", "logs", "scale", "rollout", "ping", "images",
+            "images build", "executor", "version"]
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_every_command_has_help(command: str) -> None:
+    proc = orch(*command.split(), "--help")
+    assert proc.returncode == EXIT_OK and "usage: orchestrator" in proc.stdout
+
+
+def test_version_and_python_dash_m() -> None:
+    from orchestrator import __version__
+
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "version", "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=DEADLINE)
+    assert proc.returncode == EXIT_OK
+    assert json.loads(proc.stdout)["orchestrator"] == __version__
+    assert orch("version").stdout.strip() == f"orchestrator {__version__}"
+
+
+BAD_FILES = [
+    ("name: {n}\nuses: {u}\nreplica: 2\n", "replica", "unknown field"),
+    ("name: {n}\nuses: {u}\nreplicas: two\n", "replicas", "must be an integer"),
+    ("name: {n}\nuses: {u}\nreplicas: 0\n", "replicas", "must be an integer >= 1"),
+    ("name: {n}\nuses: {u}\npolicy: {{max_surge: 100000000000000000000, order: up}}\n",
+     "policy.order", "start-first"),
+    ("name: {n}\nuses: {u}\nenv: {{A: '${{CLI_TEST_UNSET_VAR}}'}}\n", "env.A", "not set"),
+    ("deployments:\n  - {{name: {n}, uses: {u}}}\n  - {{name: {n}b, uses: {u}, "
+     "policy: {{max_surge: -1}}}}\n", "deployments[1].policy.max_surge", ">= 0"),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "problem"), BAD_FILES)
+def test_bad_yaml_is_one_line_naming_file_and_field_exit_2(
+        tmp_path: Path, text: str, path: str, problem: str) -> None:
+    source = tmp_path / "bad.yml"
+    source.write_text(text.format(n="tclibad", u=f"{ECHO}:Echo"))
+    proc = orch("up", "-f", str(source), "--detach")
+    assert proc.returncode == EXIT_USAGE
+    line = one_line_error(proc)
+    assert f"{source}: {path}: " in line and problem in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["down"], ["scale", "x", "two"], ["rollout"], ["ping", "no-port"], ["logs"],
+     ["up"], ["nosuchcommand"], ["ps", "--bogus"]],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    proc = orch(*args)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["ps"], ["down", "x"], ["scale", "x", "2"],
+                                  ["images", "build"]])
+def test_engine_down_exit_3_with_the_reason(tmp_path: Path, args: list[str]) -> None:
+    proc = orch(*args, env=cli_env(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock"))
+    assert proc.returncode == EXIT_ENGINE
+    line = one_line_error(proc)
+    assert "engine unavailable" in line and "no-docker.sock" in line
+
+
+def test_up_with_engine_down_exit_3(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "tcliengine")
+    proc = orch("up", "-f", str(path), env=cli_env(DOCKER_HOST="tcp://127.0.0.1:1"))
+    assert proc.returncode == EXIT_ENGINE and "127.0.0.1:1" in one_line_error(proc)
+
+
+# -- the shared detached deployment --------------------------------------------------------
+
+
+def test_ps_json_one_object_per_pod(shared: str, runtime_image: str) -> None:
+    proc = orch("ps", shared, "--json")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["role"], r["shard"], r["replica"]) for r in rows] == [
+        ("head", None, None), ("worker", 0, 0)]
+    for row in rows:
+        assert row["deployment"] == shared and row["state"] == "running"
+        assert row["health"] == "serving" and row["image"] == runtime_image
+        assert row["uptime_seconds"] >= 0
+    assert re.fullmatch(r"127\.0\.0\.1:\d+->50051/tcp", rows[0]["ports"][0])
+    assert rows[1]["ports"] == []
+
+
+def test_ps_table_and_ping(shared: str) -> None:
+    proc = orch("ps")
+    assert proc.returncode == EXIT_OK
+    header, *lines = proc.stdout.splitlines()
+    assert header.split() == ["DEPLOYMENT", "POD", "ROLE", "SHARD", "REPLICA", "STATE",
+                              "HEALTH", "UPTIME", "PORTS", "IMAGE"]
+    mine = [line.split() for line in lines if line.startswith(f"{shared} ")]
+    assert [(c[2], c[5], c[6]) for c in mine] == [("head", "running", "serving"),
+                                                  ("worker", "running", "serving")]
+    host, port = head_address(shared)
+    ping = orch("ping", f"{host}:{port}")
+    assert ping.returncode == EXIT_OK and "SERVING" in ping.stdout
+
+
+def test_logs_prefixed_by_pod(shared: str) -> None:
+    proc = orch("logs", shared)
+    assert proc.returncode == EXIT_OK
+    prefixes = {line.split(" | ")[0].strip() for line in proc.stdout.splitlines()}
+    assert prefixes == {f"{shared}-head", f"{shared}-s0-r0-g1"}
+    one = orch("logs", shared, "--pod", "head", "--tail", "1")
+    assert one.returncode == EXIT_OK
+    (line,) = one.stdout.splitlines()
+    assert line.startswith(f"{shared}-head | ")
+    bad = orch("logs", shared, "--pod", "nope")
+    assert bad.returncode == EXIT_FAILURE and f"{shared}-head" in one_line_error(bad)
+
+
+def test_logs_follow_streams_until_ctrl_c(shared: str) -> None:
+    proc = subprocess.Popen([str(ORCH), "logs", shared, "-f", "--tail", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=cli_env())
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # blocks until a pod's stream delivers a line
+        assert first.startswith(f"{shared}-")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == EXIT_OK and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_unknown_deployment_exit_1_lists_running_names(shared: str) -> None:
+    for args in (["ps", "tclinope"], ["scale", "tclinope", "2"], ["down", "tclinope"],
+                 ["rollout", "tclinope", "--set", "tag=x"], ["logs", "tclinope"]):
+        proc = orch(*args)
+        assert proc.returncode == EXIT_FAILURE, (args, proc.stderr)
+        line = one_line_error(proc)
+        assert "'tclinope'" in line and shared in line
+
+
+def test_spec_error_on_a_running_deployment_exit_2(shared: str) -> None:
+    proc = orch("scale", shared, "0")
+    assert proc.returncode == EXIT_USAGE and "replicas" in one_line_error(proc)
+    nothing = orch("rollout", shared)
+    assert nothing.returncode == EXIT_USAGE and "nothing to roll out" in nothing.stderr
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def second_image(docker_engine: DockerEngine, runtime_image: str) -> Iterator[str]:
+    """Another tag of the runtime image: enough to roll out to 'a new image'."""
+    tag = f"orchestrator-runtime:cli-{uuid.uuid4().hex[:8]}"
+    docker_engine.tag_image(runtime_image, tag)
+    yield tag
+    docker_engine.remove_image(tag)
+
+
+def test_detached_up_ps_scale_rollout_logs_down(
+        unique_name: str, runtime_image: str, second_image: str, tmp_path: Path,
+        docker_engine: DockerEngine) -> None:
+    name = unique_name
+    up = orch("up", "-f", str(write_yaml(tmp_path, name, image=runtime_image)), "-d", "--json")
+    assert up.returncode == EXIT_OK, up.stderr
+    (summary,) = json.loads(up.stdout)
+    assert summary["name"] == name and summary["action"] == "started"
+
+    scale = orch("scale", name, "2")
+    assert scale.returncode == EXIT_OK, scale.stderr
+    assert [(w["replica"], w["health"]) for w in workers(name)] == [(0, "serving"),
+                                                                    (1, "serving")]
+
+    rollout = orch("rollout", name, "--image", second_image, "--set", "tag=v2")
+    assert rollout.returncode == EXIT_OK, rollout.stderr
+    now = workers(name)
+    assert len(now) == 2 and {w["image"] for w in now} == {second_image}
+    assert {w["generation"] for w in now} == {2}
+    with Client(*head_address(name)) as client:
+        docs = client.post("/echo", docs=[{"i": i} for i in range(4)])
+    assert {d["tag"] for d in docs} == {"v2"}
+
+    logs = orch("logs", name, "--tail", "5")
+    assert logs.returncode == EXIT_OK
+    assert {line.split(" | ")[0].strip() for line in logs.stdout.splitlines()} == \
+        {f"{name}-head", *(w["pod"] for w in now)}
+
+    down = orch("down", name)
+    assert down.returncode == EXIT_OK, down.stderr
+    assert not list_owned(docker_engine, name)
+
+
+# -- foreground up --------------------------------------------------------------------------
+
+
+@dataclass
+class Foreground:
+    """A foreground `up` subprocess whose stderr is collected by a thread."""
+
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, text: str) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while not any(text in line for line in self.lines):
+            if self.proc.poll() is not None and not any(text in line for line in self.lines):
+                raise AssertionError(f"up exited {self.proc.returncode}: {''.join(self.lines)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in time: {''.join(self.lines)}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def foreground(unique_name: str, runtime_image: str, tmp_path: Path) -> Iterator[Foreground]:
+    path = write_yaml(tmp_path, unique_name, image=runtime_image)
+    proc = subprocess.Popen([str(ORCH), "up", "-f", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env())
+    fg = Foreground(proc)
+    reader = threading.Thread(target=fg.read, daemon=True)
+    reader.start()
+    try:
+        fg.wait_for("ready at")
+        yield fg
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=DEADLINE)
+        reader.join(timeout=DEADLINE)
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_foreground_up_tears_down_on_signal_exit_0(
+        foreground: Foreground, unique_name: str, docker_engine: DockerEngine,
+        sig: signal.Signals) -> None:
+    assert list_owned(docker_engine, unique_name).containers
+    foreground.proc.send_signal(sig)
+    assert foreground.proc.wait(timeout=DEADLINE) == EXIT_OK, "".join(foreground.lines)
+    assert not list_owned(docker_engine, unique_name)
+
+
+def test_kill_9_of_foreground_up_then_down_leaves_nothing(
+        foreground: Foreground, unique_name: str, docker_engine: DockerEngine) -> None:
+    foreground.proc.kill()  # SIGKILL: no handler, no teardown
+    foreground.proc.wait(timeout=DEADLINE)
+    assert len(list_owned(docker_engine, unique_name).containers) == 2  # orphaned pods
+    down = orch("down", unique_name, "--grace", "1")
+    assert down.returncode == EXIT_OK, down.stderr
+    assert not list_owned(docker_engine, unique_name)
+
+
+# -- re-running up with a changed spec ---------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """A client posting continuously from a thread; records every answer and failure."""
+
+    address: tuple[str, int]
+    tags: list[tuple[float, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with Client(*self.address) as client:
+            while not self.stop.is_set():
+                try:
+                    (doc,) = client.post("/echo", docs=[{"n": len(self.tags)}], timeout=10)
+                    self.tags.append((time.monotonic(), doc["tag"]))
+                except RequestError as exc:
+                    self.failures.append(repr(exc))
+
+
+def test_up_again_with_changed_spec_rolls_out_with_zero_failed_requests(
+        unique_name: str, runtime_image: str, tmp_path: Path) -> None:
+    first = write_yaml(tmp_path, unique_name, tag="v1", replicas=2, image=runtime_image)
+    assert orch("up", "-f", str(first), "-d").returncode == EXIT_OK
+    traffic = Traffic(head_address(unique_name))
+    thread = threading.Thread(target=traffic.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(traffic.tags) >= 20, timeout=DEADLINE, what="v1 answers")
+        changed = write_yaml(tmp_path, unique_name, tag="v2", replicas=2, image=runtime_image)
+        began = time.monotonic()
+        again = orch("up", "-f", str(changed), "-d", "--json")
+        finished = time.monotonic()
+        assert again.returncode == EXIT_OK, again.stderr
+        count_at_end = len(traffic.tags)
+        wait_until(lambda: len(traffic.tags) >= count_at_end + 20, timeout=DEADLINE,
+                   what="answers after the update")
+    finally:
+        traffic.stop.set()
+        thread.join(timeout=DEADLINE)
+    assert json.loads(again.stdout)[0]["action"] == "updated"
+    assert traffic.failures == []
+    tags = [tag for _, tag in traffic.tags]
+    assert tags[0] == "v1" and {"v1", "v2"} >= set(tags)
+    during = [tag for at, tag in traffic.tags if began < at < finished]
+    assert len(during) >= 10  # the client really ran throughout the rollout
+    after = [tag for at, tag in traffic.tags if at > finished]
+    assert len(after) >= 20 and set(after) == {"v2"}
+    assert [w["generation"] for w in workers(unique_name)] == [2, 2]
+    same = orch("up", "-f", str(changed), "-d", "--json")
+    assert json.loads(same.stdout)[0]["action"] == "unchanged"
+
+
+# -- README, executor, images --------------------------------------------------------------
+
+
+def readme_walkthrough() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("<!-- cli:start -->", 1)[1].split("<!-- cli:end -->", 1)[0]
+    match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert match, "README's CLI section has no ```sh walkthrough block"
+    return match.group(1)
+
+
+def test_readme_walkthrough_runs_as_written(unique_name: str, runtime_image: str,
+                                            docker_engine: DockerEngine) -> None:
+    script = readme_walkthrough()
+    assert "orchestrator up" in script and "orchestrator down $NAME" in script
+    proc = subprocess.run(["bash", "-euxo", "pipefail", "-c", script], capture_output=True,
+                          text=True, cwd=ROOT, env=cli_env(NAME=unique_name),
+                          timeout=4 * DEADLINE)
+    assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
+    assert f"{unique_name}-head" in proc.stdout  # ps and logs printed the pods
+    assert "rolling update" in proc.stderr
+    assert not list_owned(docker_engine, unique_name)
+
+
+def test_executor_in_process_serves_and_stops_on_ctrl_c() -> None:
+    proc = subprocess.Popen([str(ORCH), "executor", "--uses", "executors/echo.py:Echo",
+                             "--port", "0", "--uses-with", '{"tag": "dev"}'],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env())
+    try:
+        assert proc.stderr is not None
+        port = _serving_port(proc.stderr)
+        assert orch("ping", f"127.0.0.1:{port}").returncode == EXIT_OK
+        with Client("127.0.0.1", port) as client:
+            assert client.post("/echo", docs=[{}])[0]["tag"] == "dev"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=DEADLINE) == EXIT_OK
+        assert orch("ping", f"127.0.0.1:{port}", "--timeout", "0.5").returncode == EXIT_FAILURE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def _serving_port(stream: Any) -> int:
+    """Read the executor's stderr until it says where it listens (readline blocks)."""
+    seen = []
+    for line in stream:
+        seen.append(line)
+        match = re.search(r"serving on port (\d+)", line)
+        if match:
+            return int(match.group(1))
+    raise AssertionError(f"the executor exited without serving: {''.join(seen)}")
+
+
+def test_images_build_uses_the_pipeline(runtime_image: str) -> None:
+    proc = orch("images", "build")
+    assert proc.returncode == EXIT_OK, proc.stderr[-2000:]
+    assert re.match(rf"{re.escape(runtime_image)} = orchestrator-runtime:[0-9a-f]{{12}} ",
+                    proc.stdout)

@@ -1,0 +1,96 @@
+"""CLI terminal output: progress lines, colour only on a terminal, table formatting."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orchestrator.cli import format_table, format_uptime, pod_rows
+from orchestrator.engine.base import ContainerInfo
+from orchestrator.progress import ProgressEvent
+from orchestrator.ui import ProgressUI, describe, make_console, ok, status
+
+EVENTS = [
+    ProgressEvent("plan", "dep", 0, 2, message="2 replica steps"),
+    ProgressEvent("starting", "dep", 0, 2, shard=0, replica=1, pod="dep-s0-r1-g2"),
+    ProgressEvent("failed", "dep", 1, 2, shard=0, replica=1, pod="dep-s0-r1-g2",
+                  message="exit code [1]"),
+    ProgressEvent("done", "dep", 2, 2, message="rollout complete"),
+]
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plain_lines_when_piped() -> None:
+    out = io.StringIO()
+    console = make_console(out)
+    with ProgressUI(console, "rolling update of dep") as ui:
+        for event in EVENTS:
+            ui(event)
+    ok(console, "dep: rolled out")
+    assert out.getvalue().splitlines() == [
+        "rolling update of dep ...",
+        "  [0/2] plan: 2 replica steps",
+        "  [0/2] starting dep-s0-r1-g2 (shard 0 replica 1)",
+        "  [1/2] failed dep-s0-r1-g2 (shard 0 replica 1): exit code [1]",
+        "  [2/2] done: rollout complete",
+        "dep: rolled out",
+    ]
+    assert "\x1b[" not in out.getvalue()
+
+
+def test_colour_and_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    out = Tty()
+    console = make_console(out)
+    with ProgressUI(console, "scaling dep") as ui, status(console, "waiting"):
+        for event in EVENTS:
+            ui(event)
+    ok(console, "done")
+    text = out.getvalue()
+    assert "\x1b[" in text and "exit code [1]" in text and "2/2" in text
+
+
+def test_no_color_is_honoured_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = Tty()
+    ok(make_console(out), "done")
+    assert "\x1b[3" not in out.getvalue() and "done" in out.getvalue()
+
+
+def test_describe_without_pod() -> None:
+    assert describe(ProgressEvent("done", "d", 1, 1)) == "done"
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0, "0s"), (59.9, "59s"),
+                                               (61, "1m01s"), (3725, "1h02m"),
+                                               (90000, "1d01h")])
+def test_format_uptime(seconds: float | None, text: str) -> None:
+    assert format_uptime(seconds) == text
+
+
+def test_pod_rows_and_table_for_stopped_pods() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    pods = [
+        ContainerInfo(id="2", name="d-s0-r0-g1", image="img", status="exited", exit_code=3,
+                      labels={"orchestrator.deployment": "d", "orchestrator.role": "worker",
+                              "orchestrator.shard": "0", "orchestrator.replica": "0",
+                              "orchestrator.generation": "1"}),
+        ContainerInfo(id="1", name="d-head", image="img", status="created",
+                      started_at=now - timedelta(seconds=5), ports={50051: ("127.0.0.1", 9)},
+                      labels={"orchestrator.deployment": "d", "orchestrator.role": "head"}),
+    ]
+    rows = pod_rows(pods, now=now)
+    assert [(r["pod"], r["health"], r["uptime_seconds"], r["exit_code"]) for r in rows] == [
+        ("d-head", "-", None, None), ("d-s0-r0-g1", "-", None, 3)]
+    assert rows[0]["ports"] == ["127.0.0.1:9->50051/tcp"]
+    table = format_table(rows, with_deployment=False).splitlines()
+    assert table[0].split() == ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "HEALTH",
+                                "UPTIME", "PORTS", "IMAGE"]
+    assert table[2].split() == ["d-s0-r0-g1", "worker", "0", "0", "exited", "-", "-", "-",
+                                "img"]
