@@ -28,7 +28,7 @@ from bench.bench_start import reference  # noqa: E402
 from orchestrator.deployment import Deployment  # noqa: E402
 from orchestrator.engine.docker_engine import DockerEngine  # noqa: E402
 from orchestrator.images import ensure_runtime_image  # noqa: E402
-from tests.support.load import Load  # noqa: E402
+from orchestrator.load import Load  # noqa: E402
 
 ECHO = str(ROOT / "executors" / "echo.py")
 

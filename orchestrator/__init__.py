@@ -27,12 +27,20 @@ from orchestrator.errors import (
 
 if TYPE_CHECKING:
     from orchestrator.client import AsyncClient, Client
+    from orchestrator.deployment import BaseDeployment, Deployment, DeploymentRoleType
+    from orchestrator.progress import ProgressEvent
     from orchestrator.runtime.executor import Executor, requests
+    from orchestrator.spec import UpdatePolicy
 
 # Imported on first use: `import orchestrator` (e.g. by planning code) should not pay for grpc.
 _LAZY = {
     "AsyncClient": "orchestrator.client",
+    "BaseDeployment": "orchestrator.deployment",
     "Client": "orchestrator.client",
+    "Deployment": "orchestrator.deployment",
+    "DeploymentRoleType": "orchestrator.deployment",
+    "ProgressEvent": "orchestrator.progress",
+    "UpdatePolicy": "orchestrator.spec",
     "Executor": "orchestrator.runtime.executor",
     "requests": "orchestrator.runtime.executor",
 }
@@ -51,9 +59,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "BaseDeployment",
     "Client",
     "ControlAuthError",
+    "Deployment",
     "DeploymentNotFound",
+    "DeploymentRoleType",
     "EndpointNotFound",
     "EngineError",
     "EngineUnavailable",
@@ -66,6 +77,7 @@ __all__ = [
     "OrchestratorError",
     "PodStartError",
     "PortAllocated",
+    "ProgressEvent",
     "RequestError",
     "ResourceConflict",
     "ResourceNotFound",
@@ -73,6 +85,7 @@ __all__ = [
     "RolloutInProgress",
     "ServiceUnavailable",
     "SpecError",
+    "UpdatePolicy",
     "__version__",
     "requests",
 ]

@@ -1,104 +1,103 @@
-"""The quickstart demo: build the images, serve one Echo worker, send it a request, clean up.
+"""The quickstart demo: a real Deployment, requests through its head, and a zero-downtime
+rolling update under load.
 
-Run it with ``scripts/demo`` (or ``python -m orchestrator.demo`` after ``scripts/setup``).
-Until the Deployment exists this runs ONE runtime container; the container carries
-``orchestrator.managed=true`` and is removed in ``finally``, whatever happened.
+Run it with ``scripts/demo`` (or ``python -m orchestrator.demo`` after ``scripts/setup``):
+
+1. build (or find, cached) the runtime image;
+2. start a Deployment of ``executors/echo.py:Echo``: 3 replicas x 2 shards behind one head;
+3. send requests through the head (polling ALL: every shard answers) and show which
+   containers served them;
+4. roll the deployment from tag v1 to v2 while client threads post without pause, and
+   count the failed requests (there should be none);
+5. tear everything down and check that nothing labelled as ours is left.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
 import time
-import uuid
-from pathlib import Path
+from collections import Counter
 
-from orchestrator.client import Client
-from orchestrator.engine.base import (
-    ContainerEngine,
-    ContainerInfo,
-    ContainerSpec,
-    Mount,
-    PortBinding,
-)
+from orchestrator.deployment import Deployment
+from orchestrator.engine.cleanup import list_owned, remove_owned
+from orchestrator.engine.docker_engine import DockerEngine
 from orchestrator.errors import OrchestratorError
-from orchestrator.health import GrpcHealthProbe, wait_ready
 from orchestrator.images import find_project_dir, prepare_runtime_image
-from orchestrator.planning import labels
-
-PORT = 50051
-READY_TIMEOUT = 60.0
-_EXECUTORS_MOUNT = "/executors"
+from orchestrator.load import Load
+from orchestrator.progress import ProgressEvent
 
 
-def worker_spec(image: str, executors_dir: Path, name: str) -> ContainerSpec:
-    """One Echo worker: executors mounted read-only, gRPC port published on 127.0.0.1."""
-    return ContainerSpec(
-        name=name,
-        image=image,
-        command=("worker", "--uses", f"{_EXECUTORS_MOUNT}/echo.py:Echo",
-                 "--uses-with", '{"tag": "demo"}', "--name", name),
-        labels={labels.MANAGED: "true", labels.DEPLOYMENT: "demo", labels.ROLE: "worker"},
-        ports=(PortBinding(PORT),),  # the engine picks a free host port
-        mounts=(Mount(str(executors_dir), _EXECUTORS_MOUNT, read_only=True),),
-    )
+def say(message: str) -> None:
+    print(message, flush=True)
 
 
-def published_address(info: ContainerInfo) -> str:
-    """host:port where the container's gRPC port is published.
-
-    Raises:
-        OrchestratorError: the engine reports no published port.
-    """
-    if PORT not in info.ports:
-        raise OrchestratorError(f"container {info.name} publishes no port for {PORT}")
-    host, port = info.ports[PORT]
-    return f"{host}:{port}"
+def show_progress(event: ProgressEvent) -> None:
+    if event.kind in ("added", "stopped", "rollback", "failed"):
+        say(f"    [{event.done}/{event.total}] {event.kind:<8} {event.pod} {event.message}")
 
 
-def run_demo(engine: ContainerEngine) -> list[dict[str, object]]:
-    """Build images, start a worker, wait for SERVING, post one request; always clean up.
-
-    Raises:
-        ImageBuildError: the images could not be built.
-        PodStartError: the worker exited while starting (exit code and log tail kept).
-        HealthCheckTimeout: it never reported SERVING within READY_TIMEOUT seconds.
-        RequestError: the request failed.
-    """
-    started = time.monotonic()
-    image = prepare_runtime_image(engine)
-    print(f"image   {image.ref} ({'cache hit' if image.cached else 'built'}, "
-          f"{image.seconds:.1f}s)")
-    name = f"demo-echo-{uuid.uuid4().hex[:8]}"
-    executors = find_project_dir() / "executors"
+def run(name: str, replicas: int, shards: int) -> int:
+    engine = DockerEngine.from_env()
     try:
-        info = engine.run_container(worker_spec(image.ref, executors, name))
-        address = published_address(info)
-        probe = GrpcHealthProbe()
-        wait_ready(engine, name, lambda _: probe.serving(address), timeout=READY_TIMEOUT)
-        print(f"worker  {name} SERVING at {address} ({time.monotonic() - started:.1f}s)")
-        with Client(address) as client:
-            docs = client.post("/echo", [{"text": "hello", "n": 1}], timeout=10)
-        print(f"reply   {docs}")
-        return docs
+        image = prepare_runtime_image(engine, log=lambda m: say(f"  {m}"))
+        say(f"runtime image: {image.ref} ({'cache hit' if image.cached else 'built'})")
+        if list_owned(engine, name):
+            say(f"removing a stale '{name}' deployment left by an earlier run")
+            remove_owned(engine, name, grace=1)
+        echo = find_project_dir() / "executors" / "echo.py"
+        started = time.monotonic()
+        with Deployment(name=name, uses=f"{echo}:Echo", uses_with={"tag": "v1"},
+                        replicas=replicas, shards=shards, polling="ALL", image=image.ref,
+                        engine=engine) as dep:
+            say(f"\ndeployment '{name}' ready in {time.monotonic() - started:.1f}s: "
+                f"{dep.num_pods} containers, head at {dep.address}")
+            for args in dep.all_args:
+                where = "" if args.shard_id is None else \
+                    f" shard {args.shard_id} replica {args.replica_id}"
+                say(f"  {args.role:<7} {args.name}{where}")
+            docs = dep.post("/echo", docs=[{"text": "hello"}])
+            say(f"\none request, polling ALL -> {len(docs)} docs, one per shard:")
+            for doc in docs:
+                say(f"  {doc}")
+            served = Counter(d["pod"] for _ in range(12) for d in dep.post("/echo", docs=[{}]))
+            say(f"12 more requests were served by {len(served)} replicas: "
+                f"{dict(sorted(served.items()))}")
+            failed = rolling_update(dep)
+        left = list_owned(engine, name)
+        say(f"\ntorn down; resources left on the engine: {len(left.names())}")
+        return 1 if failed or left else 0
     finally:
-        engine.remove_container(name, force=True)
-        print(f"removed {name}")
+        engine.close()
 
 
-def main() -> int:
-    """Entry point of ``python -m orchestrator.demo``: one line on error, exit 1."""
-    from orchestrator.engine.docker_engine import DockerEngine  # the only docker importer
+def rolling_update(dep: Deployment) -> int:
+    say("\nrolling update v1 -> v2 while 2 client threads post without pause:")
+    with Load(dep.head_host, dep.head_port, threads=2) as load:
+        before = time.monotonic()
+        asyncio.run(dep.rolling_update(uses_with={"tag": "v2"}, on_progress=show_progress))
+        finished = time.monotonic()
+        load.wait_for(20)
+    tags = Counter(d["tag"] for r in load.after(finished) for d in r.docs)
+    say(f"  {len(load.results)} requests during {finished - before:.1f}s of update, "
+        f"{len(load.failures)} failed")
+    say(f"  answers after the update: {dict(tags)}")
+    return len(load.failures)
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.demo",
+                                     description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--name", default="demo")
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--shards", type=int, default=2)
+    args = parser.parse_args(argv)
     try:
-        engine = DockerEngine.from_env(timeout=900)  # an image build may be silent a while
-        try:
-            run_demo(engine)
-        finally:
-            engine.close()
+        return run(args.name, args.replicas, args.shards)
     except OrchestratorError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, Self
 
 from orchestrator.actuator import Actuator
 from orchestrator.engine.base import ContainerEngine, ContainerInfo, ContainerSpec
@@ -68,7 +68,7 @@ class BaseDeployment(ExitStack):
 
     role: DeploymentRoleType = DeploymentRoleType.DEPLOYMENT
 
-    def __enter__(self) -> BaseDeployment:
+    def __enter__(self) -> Self:
         super().__enter__()
         try:
             self.start()
@@ -94,7 +94,7 @@ class BaseDeployment(ExitStack):
         self.__exit__(None, None, None)
 
     # The members every deployment offers (implemented below).
-    def start(self) -> BaseDeployment:
+    def start(self) -> Self:
         raise NotImplementedError
 
     def _teardown(self) -> None:
@@ -374,7 +374,7 @@ class Deployment(BaseDeployment):
                                       orchestrator)
 
     # -- lifecycle --------------------------------------------------------------------
-    def start(self) -> Deployment:
+    def start(self) -> Self:
         """Create every pod concurrently and block until all serve (see wait_start_success).
 
         Raises:

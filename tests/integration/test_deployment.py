@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -235,3 +236,76 @@ def test_ctrl_c_leaves_nothing_behind(
             proc.kill()
             proc.wait()
     assert not list_owned(docker_engine, dep_name)
+
+
+def test_env_volumes_and_limits_reach_the_workers(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine, tmp_path: Path
+) -> None:
+    import docker
+
+    tmp_path.chmod(0o755)
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", env={"GREETING": "hi"},
+                    volumes=[f"{tmp_path}:/data:ro"], cpus=0.5, memory="128m",
+                    image=runtime_image) as dep:
+        client = docker.from_env()
+        try:
+            container = client.containers.get(dep.first_pod_args.name)
+            host = container.attrs["HostConfig"]
+            assert host["NanoCpus"] == 500_000_000
+            assert host["Memory"] == 128 * 1024**2
+            assert "GREETING=hi" in container.attrs["Config"]["Env"]
+            [data] = [m for m in container.attrs["Mounts"] if m["Destination"] == "/data"]
+            assert data["Source"] == str(tmp_path) and data["RW"] is False
+            assert host["RestartPolicy"]["Name"] == "on-failure"  # applied once ready
+        finally:
+            client.close()
+        assert dep.post("/echo", docs=[{}])[0]["tag"] == "v1"
+
+
+def test_join_returns_once_every_pod_has_exited(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    import threading
+
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2, image=runtime_image,
+                    restart_policy="no") as dep:
+        joined = threading.Event()
+        waiter = threading.Thread(target=lambda: (dep.join(), joined.set()), daemon=True)
+        waiter.start()
+        assert not joined.wait(0.5)  # the pods run: join blocks
+        for info in docker_engine.list_containers(L.for_deployment(dep.name)):
+            docker_engine.stop_container(info.id, grace=5)
+        waiter.join(timeout=60)
+        assert joined.is_set()
+        assert dep.num_pods == 0 and not dep.is_ready
+
+
+def test_external_deployment_starts_nothing_and_routes_to_the_service(
+    sharded: Deployment, docker_engine: DockerEngine
+) -> None:
+    before = len(docker_engine.list_containers(L.managed()))
+    with Deployment(name="outside", external=True, host=sharded.head_host,
+                    port=sharded.head_port) as ext:
+        assert ext.external and ext.num_pods == 0
+        assert ext.head_port == sharded.head_port and ext.is_ready
+        assert len(ext.post("/echo", docs=[{}])) == 2
+    assert len(docker_engine.list_containers(L.managed())) == before
+    assert sharded.is_ready
+
+
+def test_attach_from_labels_finds_and_drives_a_running_deployment(sharded: Deployment) -> None:
+    from orchestrator.deployment import running_deployments
+    from orchestrator.errors import DeploymentNotFound
+
+    attached = Deployment.attach(sharded.name)
+    try:
+        assert sharded.name in running_deployments(attached.engine)
+        assert attached.spec.worker_hash() == sharded.spec.worker_hash()
+        assert attached.head_port == sharded.head_port
+        assert {a.name for a in attached.all_args} == {a.name for a in sharded.all_args}
+        assert len(attached.post("/echo", docs=[{}])) == 2
+    finally:
+        attached.close()  # detached: closing the handle leaves the deployment running
+    assert sharded.is_ready
+    with pytest.raises(DeploymentNotFound, match=sharded.name):
+        Deployment.attach("no-such-deployment")

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from orchestrator.demo import run_demo
 from orchestrator.engine.base import ContainerSpec
 from orchestrator.errors import ImageBuildError
 from orchestrator.images import (
@@ -160,12 +159,6 @@ def test_failed_build_raises_with_the_build_log_tail(
         )
     assert "groupadd" in caught.value.log_tail
     assert not docker_engine.image_exists("orch-test-broken:1")
-
-
-def test_demo_serves_one_request_and_removes_its_container(docker_engine: DockerEngine) -> None:
-    docs = run_demo(docker_engine)
-    assert docs[0]["text"] == "hello" and docs[0]["tag"] == "demo"
-    assert docker_engine.list_containers({**labels.managed(), labels.DEPLOYMENT: "demo"}) == []
 
 
 def test_default_runtime_tag_points_at_a_runtime_image(

@@ -14,10 +14,10 @@ import pytest
 
 from orchestrator.deployment import Deployment
 from orchestrator.errors import RolloutError, RolloutInProgress, SpecError
+from orchestrator.load import Load
 from orchestrator.planning import labels as L
 from orchestrator.progress import ProgressEvent
 from orchestrator.spec import UpdatePolicy
-from tests.support.load import Load
 from tests.support.paths import ECHO, TEST_EXECUTORS
 
 if TYPE_CHECKING:

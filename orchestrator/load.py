@@ -1,4 +1,9 @@
-"""A bounded client load that runs in the background while a test changes a deployment."""
+"""A bounded client load: threads that post without pause while something changes.
+
+Used by the demo, the benchmarks and the zero-downtime tests: every request's start,
+end, outcome and result docs are recorded, so a caller can count failures and see which
+version answered when. Bounded in time (`max_seconds`) and stopped explicitly.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import Client
+from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
 
 
@@ -51,7 +56,7 @@ class Load:
         for t in self._threads:
             t.join(timeout=self.timeout + 5)
 
-    def _run(self, index: int) -> None:
+    def _run(self, index: int) -> None:  # one client thread
         deadline = time.monotonic() + self.max_seconds
         with Client(self.address) as client:
             n = 0
