@@ -131,7 +131,7 @@ def wait_ready(
     ready: Callable[[ContainerInfo], bool],
     *,
     timeout: float,
-    max_interval: float = 0.05,
+    max_interval: float = 0.03,
 ) -> ContainerInfo:
     """Poll until `ready(info)` holds. A container that exits fails at once.
 

@@ -58,6 +58,7 @@ class ContainerSpec:
     cpus: float | None = None
     memory_bytes: int | None = None
     gpus: int | None = None  # None: none; -1: all
+    cpu_shares: int | None = None  # relative CPU weight under contention (default 1024)
     cap_drop: tuple[str, ...] = ("ALL",)
     security_opt: tuple[str, ...] = ("no-new-privileges",)
     restart_policy: RestartPolicy = "no"

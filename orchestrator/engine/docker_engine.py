@@ -635,6 +635,8 @@ def _host_config(spec: ContainerSpec) -> dict[str, Any]:
         config["nano_cpus"] = int(spec.cpus * 1e9)
     if spec.memory_bytes is not None:
         config["mem_limit"] = spec.memory_bytes
+    if spec.cpu_shares is not None:
+        config["cpu_shares"] = spec.cpu_shares
     if spec.gpus is not None:
         config["device_requests"] = [
             docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])

@@ -22,6 +22,7 @@ USES_MOUNT = "/opt/uses"
 WORKSPACE = "/workspace"
 RUNTIME_USER = "10001:10001"
 TOKEN_ENV = "ORCHESTRATOR_TOKEN"
+HEAD_CPU_SHARES = 4096  # 4x a worker's default weight of 1024
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,9 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
         container,
         ports=(PortBinding(CONTAINER_PORT, spec.host, spec.port),),
         extra_hosts={DOCKER_HOST: "host-gateway"},
+        # Every request crosses the head: under CPU contention (a new replica's
+        # interpreter starting during a rollout) it keeps its share first.
+        cpu_shares=HEAD_CPU_SHARES,
     )
     return PodPlan(name, "head", None, None, ctx.generation, spec.worker_hash(), "head",
                    container)
