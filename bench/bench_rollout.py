@@ -39,18 +39,20 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def rolling(image: str, replicas: int, trials: int, client: docker.DockerClient) -> None:
+def rolling(image: str, replicas: int, trials: int, rate: float,
+            client: docker.DockerClient) -> None:
     """`trials` successive updates (v1 -> v2 -> ...), each measured against a steady window
     and a single-replica reference taken under the same load just before it."""
     idle = [reference(client, image, 1) for _ in range(replicas)]
     dep = Deployment(name=f"bench-{uuid.uuid4().hex[:6]}", uses=f"{ECHO}:Echo",
                      uses_with={"tag": "v0"}, replicas=replicas, image=image, stop_grace=2)
     windows = []
-    with dep, ProcessLoad(dep.address, threads=2) as load:
+    window = 2000 if rate <= 0 else int(rate * 4)
+    with dep, ProcessLoad(dep.address, threads=2, rate=rate) as load:
         load.wait_for(200)
         for trial in range(1, trials + 1):
             steady_from = time.monotonic()
-            load.wait_for(2000)  # the steady-state window: 2000 requests
+            load.wait_for(window)  # the steady-state window
             loaded_from = time.monotonic()
             single = [reference(client, image, 1) for _ in range(replicas)]
             started = time.monotonic()
@@ -66,8 +68,9 @@ def rolling(image: str, replicas: int, trials: int, client: docker.DockerClient)
         during = [e - s for s, e, _ in samples if started <= s < ended]
         rows.append((p99(steady), p99(during), ended - started, ref, p99(referencing)))
     failed = sum(1 for _, _, ok in samples if not ok)
-    print(f"rolling update of {replicas} replicas under load (client in its own process), "
-          f"{trials} trials:")
+    kind = f"paced at {rate:g} req/s" if rate > 0 else "saturating (2 clients back to back)"
+    print(f"rolling update of {replicas} replicas under load {kind}, client in its own "
+          f"process, {trials} trials:")
     print(f"  requests {len(samples)}, failed {failed} (target 0)")
     for i, (steady_p99, during_p99, duration, ref, ref_p99) in enumerate(rows, 1):
         print(f"  trial {i}: p99 steady {steady_p99 * 1000:.2f} ms, during "
@@ -105,13 +108,16 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--scale-to", type=int, default=8)
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--rates", type=float, nargs="+", default=[0, 200],
+                        help="load per rolling-update run: 0 = saturating, else req/s")
     args = parser.parse_args()
     engine = DockerEngine.from_env()
     image = ensure_runtime_image(engine, log=lambda _m: None)
     engine.close()
     client = docker.from_env()
     try:
-        rolling(image, args.replicas, args.trials, client)
+        for rate in args.rates:
+            rolling(image, args.replicas, args.trials, rate, client)
         scaling(image, args.scale_to, client)
     finally:
         client.close()

@@ -17,7 +17,7 @@ from typing import Any
 Sample = tuple[float, float, bool]  # started, ended, ok
 
 
-def _child(address: str, threads: int, stop: Any, count: Any, conn: Any) -> None:
+def _child(address: str, threads: int, rate: float, stop: Any, count: Any, conn: Any) -> None:
     from orchestrator.client import Client
     from orchestrator.errors import OrchestratorError
 
@@ -25,8 +25,15 @@ def _child(address: str, threads: int, stop: Any, count: Any, conn: Any) -> None
     lock = threading.Lock()
 
     def run() -> None:
+        period = threads / rate if rate > 0 else 0.0
+        next_send = time.monotonic()
         with Client(address) as client:
             while not stop.is_set():
+                if period:  # paced (open-loop) load: send on a schedule, not back to back
+                    next_send += period
+                    pause = next_send - time.monotonic()
+                    if pause > 0:
+                        stop.wait(pause)
                 started = time.monotonic()
                 try:
                     client.post("/echo", docs=[{"i": 1}], timeout=30)
@@ -48,15 +55,17 @@ def _child(address: str, threads: int, stop: Any, count: Any, conn: Any) -> None
 
 
 class ProcessLoad:
-    """`threads` clients in a child process post /echo without pause until `stop()`."""
+    """`threads` clients in a child process post /echo until `stop()`: without pause, or at
+    `rate` requests per second in total when `rate` > 0."""
 
-    def __init__(self, address: str, threads: int = 2) -> None:
+    def __init__(self, address: str, threads: int = 2, rate: float = 0.0) -> None:
         ctx = mp.get_context("spawn")
         self._stop = ctx.Event()
         self._count: multiprocessing.sharedctypes.Synchronized[int] = ctx.Value("i", 0)
         self._recv, send = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_child,
-                                 args=(address, threads, self._stop, self._count, send))
+                                 args=(address, threads, rate, self._stop, self._count,
+                                       send))
         self.samples: list[Sample] = []
 
     def __enter__(self) -> ProcessLoad:

@@ -203,13 +203,19 @@ class ContainerEngine(Protocol):
 
     def kill_container(self, name_or_id: str, *, signal: str = "SIGKILL") -> None: ...
 
-    def set_restart_policy(
-        self, name_or_id: str, policy: RestartPolicy, *, max_retries: int = 0
+    def update_container(
+        self,
+        name_or_id: str,
+        *,
+        restart_policy: RestartPolicy | None = None,
+        max_retries: int = 0,
+        cpu_shares: int | None = None,
     ) -> None:
-        """Change a managed container's restart policy in place.
+        """Change a managed container's restart policy and/or CPU weight in place.
 
-        Pods start with policy "no", so a crash at start-up is reported with its exit
-        code at once; the spec's policy applies once the pod is ready.
+        Pods start with restart policy "no" and a low CPU weight: a crash at start-up is
+        reported at once with its exit code, and a starting interpreter yields the CPU to
+        the replicas that serve. Once ready, the pod gets the spec's policy and weight.
         """
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:

@@ -458,10 +458,15 @@ class DockerEngine:
                 if exc.status_code not in (404, 409):  # gone, or not running
                     raise
 
-    def set_restart_policy(
-        self, name_or_id: str, policy: RestartPolicy, *, max_retries: int = 0
+    def update_container(
+        self,
+        name_or_id: str,
+        *,
+        restart_policy: RestartPolicy | None = None,
+        max_retries: int = 0,
+        cpu_shares: int | None = None,
     ) -> None:
-        """Change a managed container's restart policy in place (`docker update --restart`).
+        """`docker update` of the restart policy and/or CPU weight of a managed container.
 
         Raises:
             NotManaged, ResourceNotFound.
@@ -469,11 +474,17 @@ class DockerEngine:
         cid = self._managed_container(name_or_id)
         if cid is None:
             raise ResourceNotFound(f"container {name_or_id} does not exist")
-        config: dict[str, Any] = {"Name": "" if policy == "no" else policy}
-        if policy == "on-failure":
-            config["MaximumRetryCount"] = max_retries
-        with self._call("container", name_or_id):
-            self._api.update_container(cid, restart_policy=cast(Any, config))
+        changes: dict[str, Any] = {}
+        if restart_policy is not None:
+            policy: dict[str, Any] = {"Name": "" if restart_policy == "no" else restart_policy}
+            if restart_policy == "on-failure":
+                policy["MaximumRetryCount"] = max_retries
+            changes["restart_policy"] = policy
+        if cpu_shares is not None:
+            changes["cpu_shares"] = cpu_shares
+        if changes:
+            with self._call("container", name_or_id):
+                self._api.update_container(cid, **changes)
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
         """Remove a managed container; a missing one is ignored.

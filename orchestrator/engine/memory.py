@@ -664,15 +664,24 @@ class MemoryEngine:
             elif number == SIGNALS["SIGTERM"] and c.program.term_exit is not None:
                 self._end(c, c.program.term_exit)
 
-    def set_restart_policy(
-        self, name_or_id: str, policy: RestartPolicy, *, max_retries: int = 0
+    def update_container(
+        self,
+        name_or_id: str,
+        *,
+        restart_policy: RestartPolicy | None = None,
+        max_retries: int = 0,
+        cpu_shares: int | None = None,
     ) -> None:
         """Recorded on the container's spec (not enacted). Raises `NotManaged`."""
         with self._lock:
             c = self._managed(name_or_id)
             if c is None:
                 raise ResourceNotFound(f"container {name_or_id} does not exist")
-            c.spec = replace(c.spec, restart_policy=policy, restart_max_retries=max_retries)
+            if restart_policy is not None:
+                c.spec = replace(c.spec, restart_policy=restart_policy,
+                                 restart_max_retries=max_retries)
+            if cpu_shares is not None:
+                c.spec = replace(c.spec, cpu_shares=cpu_shares)
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
         """Raises `NotManaged`, or `ResourceConflict` for a running one without `force`."""
