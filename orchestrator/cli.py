@@ -127,7 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     _executor_args(command("executor", cmd_executor,
                            "serve one executor in this process, for development"))
     _json_flag(command("version", cmd_version, "print the version"))
+    _demo_args(command("demo", cmd_demo, "the quickstart demo: a 3x2 deployment, requests "
+                       "and a rolling update under load"))
     return parser
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default="demo", help="deployment name (default demo)")
+    p.add_argument("--replicas", type=int, default=3, help="replicas per shard (default 3)")
+    p.add_argument("--shards", type=int, default=2, help="shards (default 2)")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """`demo`: what `scripts/demo` runs (see orchestrator/demo.py)."""
+    from orchestrator.demo import run
+
+    return run(args.name, args.replicas, args.shards)
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:

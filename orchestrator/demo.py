@@ -1,7 +1,7 @@
 """The quickstart demo: a real Deployment, requests through its head, and a zero-downtime
 rolling update under load.
 
-Run it with ``scripts/demo`` (or ``python -m orchestrator.demo`` after ``scripts/setup``):
+Run it with ``scripts/demo`` (or ``orchestrator demo`` after ``scripts/setup``):
 
 1. build (or find, cached) the runtime image;
 2. start a Deployment of ``executors/echo.py:Echo``: 3 replicas x 2 shards behind one head;
@@ -14,16 +14,13 @@ Run it with ``scripts/demo`` (or ``python -m orchestrator.demo`` after ``scripts
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
 import time
 from collections import Counter
 
 from orchestrator.deployment import Deployment
 from orchestrator.engine.cleanup import list_owned, remove_owned
 from orchestrator.engine.docker_engine import DockerEngine
-from orchestrator.errors import OrchestratorError
 from orchestrator.images import find_project_dir, prepare_runtime_image
 from orchestrator.load import Load
 from orchestrator.progress import ProgressEvent
@@ -84,21 +81,3 @@ def rolling_update(dep: Deployment) -> int:
         f"{len(load.failures)} failed")
     say(f"  answers after the update: {dict(tags)}")
     return len(load.failures)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.demo",
-                                     description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--name", default="demo")
-    parser.add_argument("--replicas", type=int, default=3)
-    parser.add_argument("--shards", type=int, default=2)
-    args = parser.parse_args(argv)
-    try:
-        return run(args.name, args.replicas, args.shards)
-    except OrchestratorError as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

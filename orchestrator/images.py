@@ -22,7 +22,6 @@ run as subprocesses on the host.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.engine.base import ContainerEngine
-from orchestrator.errors import EngineError, EngineUnavailable, ImageBuildError, OrchestratorError
+from orchestrator.errors import EngineError, EngineUnavailable, ImageBuildError
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 BASE_IMAGE_ENV = "ORCHESTRATOR_BASE_IMAGE"
@@ -636,36 +635,3 @@ def ensure_runtime_image(
         EngineUnavailable: the engine does not answer.
     """
     return prepare_runtime_image(engine, tag=tag, force=force, base=base, log=log).ref
-
-
-# -- command line -------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m orchestrator.images [build] [--force] [--base IMG] [--tag TAG]``."""
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.images")
-    parser.add_argument("command", nargs="?", default="build", choices=["build"])
-    parser.add_argument("--force", action="store_true", help="rebuild even when cached")
-    parser.add_argument("--base", help=f"base image (default ${BASE_IMAGE_ENV} or "
-                                       f"{DEFAULT_BASE_IMAGE}, else debootstrap)")
-    parser.add_argument("--tag", default=DEFAULT_RUNTIME_IMAGE)
-    args = parser.parse_args(argv)
-    from orchestrator.engine.docker_engine import DockerEngine  # the only docker importer
-
-    try:
-        engine = DockerEngine.from_env(timeout=_BUILD_TIMEOUT)
-        try:
-            result = prepare_runtime_image(engine, tag=args.tag, force=args.force, base=args.base)
-        finally:
-            engine.close()
-    except OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    state = "cache hit" if result.cached else "built"
-    print(f"runtime image {result.ref} = {result.hash_ref} (base {result.base}): "
-          f"{state} in {result.seconds:.2f}s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -24,7 +24,7 @@ def test_demo_runs_a_sharded_deployment_and_a_rolling_update_without_failures(
     name = f"tdemo{uuid.uuid4().hex[:6]}"
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "orchestrator.demo", "--name", name, "--replicas", "2"],
+            [sys.executable, "-m", "orchestrator", "demo", "--name", name, "--replicas", "2"],
             cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
         )
         out = done.stdout
