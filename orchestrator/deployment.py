@@ -18,6 +18,8 @@ import fcntl
 import json
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping
@@ -161,6 +163,7 @@ class Deployment(BaseDeployment):
         engine: ContainerEngine | None = None,
         probe: HealthProbe | None = None,
         base_dir: Path | None = None,
+        reaper: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -170,6 +173,10 @@ class Deployment(BaseDeployment):
         self.spec = DeploymentSpec.from_fields(base_dir=base_dir, **raw)
         self._engine = engine
         self._owns_engine = engine is None  # an engine we opened is ours to close
+        # Crash safety: by default when the engine comes from the environment, a reaper
+        # process removes the deployment if this process dies without closing it.
+        self._want_reaper = engine is None if reaper is None else reaper
+        self._reaper: subprocess.Popen[str] | None = None
         self._probe = probe or GrpcHealthProbe()
         self._ctx = PodContext(owner=uuid.uuid4().hex[:12], token=secrets.token_urlsafe(24))
         self._pods: dict[str, PodPlan] = {}
@@ -416,6 +423,7 @@ class Deployment(BaseDeployment):
         self._actuator().check_images(images)
         for stale in engine.list_networks(L.for_deployment(self.name)):
             engine.remove_network(stale.id)
+        self._start_reaper()
         engine.create_network(
             self.network, labels={**L.for_deployment(self.name), L.OWNER: self._ctx.owner}
         )
@@ -491,6 +499,7 @@ class Deployment(BaseDeployment):
             self._started = False
             return
         if self._detached:
+            self._stop_reaper("detach")
             if self._owns_engine:
                 self._engine.close()
                 self._engine = None
@@ -502,6 +511,7 @@ class Deployment(BaseDeployment):
         self._actuator().remove(live, grace=self.spec.stop_grace)
         for net in self.engine.list_networks(mine):
             self.engine.remove_network(net.id)
+        self._stop_reaper("done")
         self._pods.clear()
         self._infos.clear()
         self._started = False
@@ -512,6 +522,33 @@ class Deployment(BaseDeployment):
     def detach(self) -> None:
         """Leave the deployment running when this object is closed (`up --detach`)."""
         self._detached = True
+        self._stop_reaper("detach")
+
+    def _start_reaper(self) -> None:
+        """Spawn the reaper (see orchestrator/reaper.py) before the first container exists."""
+        if not self._want_reaper or self._reaper is not None:
+            return
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.reaper", self.name, self._ctx.owner],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            start_new_session=True,  # a Ctrl-C to our process group must not reach it
+        )
+
+    def _stop_reaper(self, goodbye: str) -> None:
+        reaper, self._reaper = self._reaper, None
+        if reaper is None:
+            return
+        assert reaper.stdin is not None
+        with contextlib.suppress(OSError):
+            reaper.stdin.write(goodbye + "\n")
+            reaper.stdin.flush()
+        with contextlib.suppress(OSError):
+            reaper.stdin.close()
+        try:
+            reaper.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            reaper.kill()
+            reaper.wait()
 
     @classmethod
     def attach(cls, name: str, *, engine: ContainerEngine | None = None,

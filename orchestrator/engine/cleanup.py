@@ -29,17 +29,23 @@ class Owned:
         return [c.name for c in self.containers] + [n.name for n in self.networks]
 
 
-def _filter(deployment: str | None) -> dict[str, str]:
-    return L.for_deployment(deployment) if deployment is not None else L.managed()
+def _filter(deployment: str | None, owner: str | None = None) -> dict[str, str]:
+    wanted = L.for_deployment(deployment) if deployment is not None else L.managed()
+    if owner is not None:
+        wanted[L.OWNER] = owner
+    return wanted
 
 
-def list_owned(engine: ContainerEngine, deployment: str | None = None) -> Owned:
-    """Everything managed (of one deployment when `deployment` is given).
+def list_owned(
+    engine: ContainerEngine, deployment: str | None = None, *, owner: str | None = None
+) -> Owned:
+    """Everything managed (of one deployment when `deployment` is given, and of one owner,
+    the process-session that created it, when `owner` is given).
 
     Raises:
         EngineUnavailable: the engine does not answer.
     """
-    wanted = _filter(deployment)
+    wanted = _filter(deployment, owner)
     return Owned(
         containers=tuple(engine.list_containers(wanted)),
         networks=tuple(engine.list_networks(wanted)),
@@ -47,7 +53,11 @@ def list_owned(engine: ContainerEngine, deployment: str | None = None) -> Owned:
 
 
 def remove_owned(
-    engine: ContainerEngine, deployment: str | None = None, *, grace: float = 5.0
+    engine: ContainerEngine,
+    deployment: str | None = None,
+    *,
+    grace: float = 5.0,
+    owner: str | None = None,
 ) -> Owned:
     """Stop and remove managed containers, then managed networks; return what went.
 
@@ -59,7 +69,7 @@ def remove_owned(
         EngineError: a resource could not be removed (e.g. a network still has
             an endpoint of a container we do not own).
     """
-    found = list_owned(engine, deployment)
+    found = list_owned(engine, deployment, owner=owner)
     first_error: EngineError | None = None
     removed_containers: list[ContainerInfo] = []
     for container in found.containers:

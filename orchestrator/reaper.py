@@ -1,0 +1,50 @@
+"""The reaper: removes a deployment whose owning process died without closing it.
+
+`Deployment.start()` spawns `python -m orchestrator.reaper NAME OWNER` in its own session
+(so a Ctrl-C aimed at the owner's process group does not reach it) and keeps the write
+end of its stdin. The reaper blocks reading that pipe: no polling. When the owner closes
+the deployment or detaches it, it writes one line and the reaper exits. When the owner
+dies (SIGKILL, OOM, a crash), the kernel closes the pipe, the read returns end-of-file,
+and the reaper removes every container and network labelled with that deployment *and*
+that owner, nothing else. It is a host process talking to the engine the owner used
+(same environment): no container ever gets the Docker socket.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+GOODBYE = ("done", "detach")
+GRACE = 2.0
+
+
+def reap(deployment: str, owner: str) -> int:
+    """Remove what `owner` created for `deployment`; returns how many resources went."""
+    from orchestrator.engine.cleanup import remove_owned
+    from orchestrator.engine.docker_engine import DockerEngine
+
+    engine = DockerEngine.from_env()
+    try:
+        gone = remove_owned(engine, deployment, owner=owner, grace=GRACE)
+    finally:
+        engine.close()
+    return len(gone.names())
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m orchestrator.reaper DEPLOYMENT OWNER", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the owner's goodbye or death count
+    line = sys.stdin.readline()
+    if line.strip() in GOODBYE:
+        return 0
+    count = reap(argv[0], argv[1])
+    print(f"orchestrator reaper: owner of {argv[0]} died; removed {count} resources",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
