@@ -475,7 +475,7 @@ class MemoryEngine:
             raise ResourceConflict(
                 f"container {spec.name!r} conflicts: the name is already in use"
             )
-        if spec.network and spec.network not in self._networks:
+        if spec.network and spec.network not in (*self._networks, "host", "bridge"):
             raise ResourceNotFound(f"network {spec.network!r} not found")
         self._check_ports(spec)
 
@@ -509,6 +509,8 @@ class MemoryEngine:
         return ports
 
     def _assign_ip(self, spec: ContainerSpec) -> dict[str, str]:
+        if spec.network == "host":
+            return {}  # host networking: no address of its own, as Docker reports it
         network = spec.network or "bridge"
         index = sorted([*self._networks, "bridge"]).index(network) + 17
         host = 2 + sum(1 for c in self._containers.values() if network in c.ip)
