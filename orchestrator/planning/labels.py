@@ -16,7 +16,8 @@ SPEC_HASH = PREFIX + "spec-hash"
 GENERATION = PREFIX + "generation"
 OWNER = PREFIX + "owner"
 SPEC = PREFIX + "spec"
-CONTROL_PORT = PREFIX + "control-port"
+CONTROL = PREFIX + "control"
+"""On the head: host:port of its control service on the deployment network."""
 
 ROLES = ("head", "worker", "uses_before", "uses_after", "gateway")
 

@@ -179,7 +179,8 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
                     f"{CONTAINER_PORT}")
     labels = L.pod_labels(
         deployment=spec.name, role="head", owner=ctx.owner, spec_hash=spec.worker_hash(),
-        generation=ctx.generation, extra={L.SPEC: spec_label(spec)},
+        generation=ctx.generation,
+        extra={L.SPEC: spec_label(spec), L.CONTROL: f"{name}:{CONTAINER_PORT}"},
     )
     container = _base_container(
         spec, name, spec.image, command, labels, {TOKEN_ENV: ctx.token},

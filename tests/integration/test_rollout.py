@@ -221,3 +221,66 @@ def test_bad_rollout_input_changes_nothing(
 
         asyncio.run(two_at_once())
         assert {d["tag"] for d in dep.post("/echo", docs=[{}])} == {"v2"}
+
+
+def test_crash_during_monitor_rolls_back(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", uses_with={"tag": "v1"}, replicas=2,
+                    image=runtime_image) as dep:
+        old_hash = dep.spec.worker_hash()
+        policy = UpdatePolicy(monitor=4.0)
+        with Load(dep.head_host, dep.head_port) as load:
+            with pytest.raises(RolloutError) as info:
+                dep.rolling_update_sync(uses=f"{TEST_EXECUTORS}/crashy.py:CrashAfter",
+                                        uses_with={"after": 1.0}, policy=policy)
+            finished = time.monotonic()
+            load.wait_for(10)
+        assert info.value.rolled_back and "monitor" in info.value.failed
+        assert load.failures == []
+        assert tags(load.after(finished)) == {"v1"}
+        assert {lb[L.SPEC_HASH] for lb in workers(docker_engine, dep)} == {old_hash}
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [UpdatePolicy(max_surge=2), UpdatePolicy(order="stop-first", max_surge=0,
+                                             max_unavailable=1)],
+    ids=["surge-2", "stop-first"],
+)
+def test_other_policies_keep_serving(
+    policy: UpdatePolicy, runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", uses_with={"tag": "v1"}, replicas=3,
+                    image=runtime_image) as dep:
+        with Load(dep.head_host, dep.head_port) as load:
+            dep.rolling_update_sync(uses_with={"tag": "v2"}, policy=policy)
+            finished = time.monotonic()
+            load.wait_for(10)
+        assert load.failures == []
+        assert tags(load.after(finished)) == {"v2"}
+        assert len(workers(docker_engine, dep)) == 3
+
+
+def test_a_crashed_replica_is_routed_around_and_restarted(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    from tests.support.waiting import wait_until
+
+    with Deployment(name=dep_name, uses=f"{TEST_EXECUTORS}/crashy.py:CrashOnce",
+                    uses_with={"after": 3.0, "replica": 0}, replicas=2, image=runtime_image,
+                    health_interval=0.2) as dep:
+        victim = dep.first_pod_args.name
+        with Load(dep.head_host, dep.head_port) as load:
+            # Its process exits with code 1: the engine restarts it (restart policy
+            # on-failure, applied once the pod was ready) ...
+            wait_until(lambda: docker_engine.inspect_container(victim).restart_count >= 1,
+                       timeout=60, what=f"{victim} restarted")
+            # ... and the head, watching its health, routes to it again.
+            wait_until(lambda: any(w.address.startswith(victim) and w.state == "ready"
+                                   for w in dep.control().list_workers()),
+                       timeout=60, what=f"{victim} back in rotation")
+            back = time.monotonic()
+            load.wait_for(40)
+        assert load.failures == []
+        assert victim in {d["pod"] for r in load.after(back) for d in r.docs}

@@ -130,4 +130,6 @@ def test_only_the_head_publishes_a_port_and_pods_are_locked_down() -> None:
         assert not any("docker.sock" in m.source for m in c.mounts)
     head = head_pod(s, PodContext(owner="o", token="secret"))
     assert head.container.env["ORCHESTRATOR_TOKEN"] == "secret"
+    assert head.container.labels["orchestrator.control"] == "dep-head:50051"
+    assert "secret" not in "".join(head.container.labels.values())
     assert "secret" not in " ".join(head.container.command)
