@@ -31,11 +31,6 @@ from orchestrator.spec import CONTAINER_PORT
 
 Ready = Callable[[PodPlan, ContainerInfo], bool]
 
-DEFAULT_CPU_SHARES = 1024
-STARTING_CPU_SHARES = 256
-"""A starting pod's CPU weight: under contention its interpreter start-up yields to the
-pods that serve (a rollout under load), at no cost when the CPU is idle."""
-
 
 class _Aborted(OrchestratorError):
     """Internal: another pod of the batch failed, stop waiting for this one."""
@@ -122,21 +117,18 @@ class Actuator:
             first = next((f for f in failures if not isinstance(f, _Aborted)), failures[0])
             raise first
         for plan in plans:
-            wanted = plan.container
-            self.engine.update_container(
-                plan.name, restart_policy=wanted.restart_policy,
-                max_retries=wanted.restart_max_retries,
-                cpu_shares=wanted.cpu_shares or DEFAULT_CPU_SHARES,
-            )
+            if plan.container.restart_policy != "no":
+                self.engine.update_container(
+                    plan.name, restart_policy=plan.container.restart_policy,
+                    max_retries=plan.container.restart_max_retries,
+                )
         return {plan.name: info for plan, info in zip(plans, results, strict=True)
                 if isinstance(info, ContainerInfo)}
 
     def _launch(self, plan: PodPlan) -> ContainerInfo | BaseException:
         # Start with no restart policy, so a crash at start-up is reported at once with
-        # its exit code instead of disappearing into a restart loop; and at a low CPU
-        # weight, so that starting does not slow the replicas that serve.
-        spec = replace(plan.container, restart_policy="no", restart_max_retries=0,
-                       cpu_shares=STARTING_CPU_SHARES)
+        # its exit code instead of disappearing into a restart loop.
+        spec = replace(plan.container, restart_policy="no", restart_max_retries=0)
         try:
             return self.engine.run_container(spec)
         except PortAllocated as exc:

@@ -209,13 +209,11 @@ class ContainerEngine(Protocol):
         *,
         restart_policy: RestartPolicy | None = None,
         max_retries: int = 0,
-        cpu_shares: int | None = None,
     ) -> None:
-        """Change a managed container's restart policy and/or CPU weight in place.
+        """Change a managed container's restart policy in place.
 
-        Pods start with restart policy "no" and a low CPU weight: a crash at start-up is
-        reported at once with its exit code, and a starting interpreter yields the CPU to
-        the replicas that serve. Once ready, the pod gets the spec's policy and weight.
+        Pods start with restart policy "no", so a crash at start-up is reported at once
+        with its exit code; once ready, a pod gets the spec's policy.
         """
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
