@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import (
+    ConfigError,
     ControlAuthError,
     DeploymentNotFound,
     EndpointNotFound,
@@ -61,6 +62,7 @@ __all__ = [
     "AsyncClient",
     "BaseDeployment",
     "Client",
+    "ConfigError",
     "ControlAuthError",
     "Deployment",
     "DeploymentNotFound",

@@ -398,7 +398,7 @@ def _update(cfg: DeploymentConfig, dep: Deployment, console: Console) -> _Up:
         changes = spec_changes(dep.spec, cfg.spec)
         frozen = sorted(set(changes) & set(HEAD_FIELDS))
         if frozen:
-            from orchestrator.config import ConfigError
+            from orchestrator.errors import ConfigError
 
             raise ConfigError(cfg.source, _field_path(cfg.path, frozen[0]),
                               f"cannot change on the running deployment {dep.name!r} (it "

@@ -72,25 +72,13 @@ from typing import Any
 
 import yaml
 
-from orchestrator.errors import SpecError
+from orchestrator.errors import ConfigError, SpecError
 from orchestrator.spec import DeploymentSpec
 
 _VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
 _WHOLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
 _BAD_REF = re.compile(r"\$\{(?![A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\})")
 _STRING_SECTIONS = ("env", "uses_with")
-
-
-class ConfigError(SpecError):
-    """A deployment file is invalid; the message is one line: file, field path, problem."""
-
-    def __init__(self, file: Path | str, path: str, problem: str) -> None:
-        self.file = str(file)
-        self.path = path
-        self.problem = " ".join(problem.split())  # one line, whatever the cause said
-        where = f"{self.file}: {path}" if path else self.file
-        super().__init__(f"{where}: {self.problem}")
-        self.field = path or None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Every error the package raises on purpose derives from one root::
 
     OrchestratorError
     ├── SpecError (also ValueError)          bad user input: a field, a name, a YAML key
+    │   └── ConfigError                      a deployment file is invalid (file, field path)
     ├── EngineError                          the container engine refused or failed
     │   ├── EngineUnavailable                no engine answers at DOCKER_HOST / the socket
     │   ├── ImageNotFound                    an image is neither local nor pullable
@@ -27,6 +28,7 @@ Every error the package raises on purpose derives from one root::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class OrchestratorError(Exception):
@@ -39,6 +41,18 @@ class SpecError(OrchestratorError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(f"{field}: {message}" if field else message)
+
+
+class ConfigError(SpecError):
+    """A deployment file is invalid; the message is one line: file, field path, problem."""
+
+    def __init__(self, file: Path | str, path: str, problem: str) -> None:
+        self.file = str(file)
+        self.path = path
+        self.problem = " ".join(problem.split())  # one line, whatever the cause said
+        where = f"{self.file}: {path}" if path else self.file
+        super().__init__(f"{where}: {self.problem}")
+        self.field = path or None
 
 
 class EngineError(OrchestratorError):

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from orchestrator.cli import parse_address, parse_sets, spec_changes
-from orchestrator.config import ConfigError, DeploymentConfig, load_file, load_text
-from orchestrator.errors import SpecError
+from orchestrator.config import DeploymentConfig, load_file, load_text
+from orchestrator.errors import ConfigError, SpecError
 from orchestrator.spec import DeploymentSpec
 
 ROOT = Path(__file__).resolve().parents[2]
