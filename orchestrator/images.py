@@ -27,6 +27,7 @@ import fcntl
 import hashlib
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.engine.base import ContainerEngine
-from orchestrator.errors import EngineError, EngineUnavailable, ImageBuildError
+from orchestrator.errors import EngineError, EngineUnavailable, ImageBuildError, ResourceConflict
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 BASE_IMAGE_ENV = "ORCHESTRATOR_BASE_IMAGE"
@@ -582,6 +583,9 @@ def prepare_runtime_image(
             )
         if tag != hash_ref:
             engine.tag_image(hash_ref, tag)
+        if not cached:
+            for old in prune_runtime_images(engine, keep=hash_ref):
+                log(f"removed the outdated {old}")
     seconds = time.monotonic() - started
     log(f"{tag} -> {hash_ref} ({'cached' if cached else 'built'}, {seconds:.1f}s)")
     return ImageResult(tag, hash_ref, content_hash, base_ref, cached, seconds)
@@ -618,6 +622,27 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+_HASH_TAG = re.compile(rf"^{RUNTIME_REPOSITORY}:[0-9a-f]{{12}}$")
+
+
+def prune_runtime_images(engine: ContainerEngine, *, keep: str) -> list[str]:
+    """Untag outdated `orchestrator-runtime:<hash12>` images; returns the removed tags.
+
+    Only our own content-hash tags are touched (never `latest` or a tag a user gave),
+    and an image a container still uses is kept: the engine refuses, and we let it.
+    """
+    removed = []
+    for tag in engine.image_tags({IMAGE_KIND_LABEL: "runtime"}):
+        if tag == keep or not _HASH_TAG.match(tag):
+            continue
+        try:
+            engine.remove_image(tag)
+        except ResourceConflict:
+            continue  # in use by a container: it goes with a later build
+        removed.append(tag)
+    return removed
 
 
 def ensure_runtime_image(

@@ -162,6 +162,10 @@ class ContainerEngine(Protocol):
 
     def tag_image(self, ref: str, tag: str) -> None: ...
 
+    def image_tags(self, labels: Mapping[str, str]) -> list[str]:
+        """`repository:tag` of every local image whose labels match."""
+
+
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         """Remove a local image or one of its tags. Missing images are ignored."""
 

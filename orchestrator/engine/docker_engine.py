@@ -253,6 +253,13 @@ class DockerEngine:
         with self._call("image", ref):
             self._api.tag(ref, repo, image_tag or "latest", force=True)
 
+    def image_tags(self, labels: Mapping[str, str]) -> list[str]:
+        """`repository:tag` of every local image whose labels match, sorted."""
+        with self._call("image", "*"):
+            rows = self._api.images(filters={"label": _label_filter(labels)})
+        tags = {t for row in rows for t in (row.get("RepoTags") or []) if t != "<none>:<none>"}
+        return sorted(tags)
+
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         """Remove a local image (or one of its tags). Missing images are ignored.
 

@@ -389,6 +389,13 @@ class MemoryEngine:
         with self._lock:
             self._images[_normal(tag)] = image
 
+    def image_tags(self, labels: Mapping[str, str]) -> list[str]:
+        """Tags of the local images whose labels match, sorted."""
+        self._up()
+        with self._lock:
+            return sorted(ref for ref, image in self._images.items()
+                          if all(image.labels.get(k) == v for k, v in labels.items()))
+
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         """Untag `ref`; missing images are ignored.
 

@@ -261,6 +261,11 @@ def test_images(engine: ContainerEngine, built_tag: str, tmp_path: Path) -> None
     assert engine.image_labels(built_tag + "-alias")["orchestrator.hash"] == "abc"
     with pytest.raises(ImageNotFound):
         engine.tag_image("orchestrator-test-missing:0", built_tag + "-x")
+    # Listing by label finds both tags, and nothing else carries this label.
+    tagged = engine.image_tags({"from.file": "yes", "orchestrator.hash": "abc"})
+    assert [t for t in tagged if t.startswith(built_tag)] == [built_tag, built_tag + "-alias"]
+    engine.remove_image(built_tag + "-alias")
+    assert built_tag + "-alias" not in engine.image_tags({"orchestrator.hash": "abc"})
 
 
 def test_failed_build_carries_the_log_tail(

@@ -196,3 +196,26 @@ def test_base_env_variable_chooses_the_base(monkeypatch: pytest.MonkeyPatch) -> 
     engine = MemoryEngine(images={"mybase:1": {}})
     monkeypatch.setenv("ORCHESTRATOR_BASE_IMAGE", "mybase:1")
     assert ensure_base_image(engine, log=lambda _: None) == "mybase:1"
+
+
+def test_prune_untags_only_outdated_hash_tags_not_in_use() -> None:
+    from orchestrator.engine.base import ContainerSpec
+    from orchestrator.engine.memory import MemoryEngine
+    from orchestrator.images import prune_runtime_images
+
+    engine = MemoryEngine()
+    runtime = {"orchestrator.image": "runtime"}
+    for tag in ("aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc", "latest", "cli-test"):
+        engine.add_image(f"orchestrator-runtime:{tag}", runtime)
+    engine.add_image("user-app:v1", runtime)  # built FROM the runtime: inherits its labels
+    engine.run_container(ContainerSpec(name="busy", image="orchestrator-runtime:bbbbbbbbbbbb",
+                                       labels={"orchestrator.managed": "true"}))
+    removed = prune_runtime_images(engine, keep="orchestrator-runtime:cccccccccccc")
+    assert removed == ["orchestrator-runtime:aaaaaaaaaaaa"]
+    assert engine.image_tags(runtime) == [
+        "orchestrator-runtime:bbbbbbbbbbbb",  # a container uses it
+        "orchestrator-runtime:cccccccccccc",  # the current one
+        "orchestrator-runtime:cli-test",      # a user's tag
+        "orchestrator-runtime:latest",
+        "user-app:v1",
+    ]
