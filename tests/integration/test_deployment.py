@@ -309,3 +309,17 @@ def test_attach_from_labels_finds_and_drives_a_running_deployment(sharded: Deplo
     assert sharded.is_ready
     with pytest.raises(DeploymentNotFound, match=sharded.name):
         Deployment.attach("no-such-deployment")
+
+
+def test_module_uses_loads_a_class_installed_in_the_runtime_image(
+    runtime_image: str, dep_name: str
+) -> None:
+    from orchestrator.errors import EndpointNotFound
+
+    # The bare Executor base class is installed in the image: it loads, and having no
+    # endpoint at all, a request gets a clear NOT_FOUND-style error through the head.
+    with Deployment(name=dep_name, uses="orchestrator.runtime.executor:Executor",
+                    image=runtime_image) as dep:
+        assert dep.is_ready
+        with pytest.raises(EndpointNotFound, match="/anything"):
+            dep.post("/anything", docs=[{}])
