@@ -18,12 +18,11 @@ import fcntl
 import json
 import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, Self
@@ -50,7 +49,8 @@ from orchestrator.planning.pods import (
     executor_pod,
     initial_pods,
 )
-from orchestrator.progress import ProgressCallback, ProgressEvent
+from orchestrator.progress import ProgressCallback
+from orchestrator.reaper import ReaperHandle
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UpdatePolicy
 
 if TYPE_CHECKING:
@@ -176,14 +176,13 @@ class Deployment(BaseDeployment):
         # Crash safety: by default when the engine comes from the environment, a reaper
         # process removes the deployment if this process dies without closing it.
         self._want_reaper = engine is None if reaper is None else reaper
-        self._reaper: subprocess.Popen[str] | None = None
+        self._reaper: ReaperHandle | None = None
         self._probe = probe or GrpcHealthProbe()
         self._ctx = PodContext(owner=uuid.uuid4().hex[:12], token=secrets.token_urlsafe(24))
         self._pods: dict[str, PodPlan] = {}
         self._infos: dict[str, ContainerInfo] = {}
         self._control: HeadControl | None = None
         self._client: Client | None = None
-        self._rollout_lock = asyncio.Lock()
         self._rollout_busy = False
         self._started = False
         self._detached = False
@@ -371,8 +370,6 @@ class Deployment(BaseDeployment):
         pod_args: argparse.Namespace, pod: Placement, head_pod: Placement,
         orchestrator: Placement | None = None,
     ) -> tuple[str, int]:
-        from dataclasses import replace
-
         host = getattr(pod_args, "host", None) or pod.host
         port = getattr(pod_args, "port", None) or pod.port
         if pod.containerized:
@@ -526,29 +523,13 @@ class Deployment(BaseDeployment):
 
     def _start_reaper(self) -> None:
         """Spawn the reaper (see orchestrator/reaper.py) before the first container exists."""
-        if not self._want_reaper or self._reaper is not None:
-            return
-        self._reaper = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.reaper", self.name, self._ctx.owner],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-            start_new_session=True,  # a Ctrl-C to our process group must not reach it
-        )
+        if self._want_reaper and self._reaper is None:
+            self._reaper = ReaperHandle.spawn(self.name, self._ctx.owner)
 
     def _stop_reaper(self, goodbye: str) -> None:
         reaper, self._reaper = self._reaper, None
-        if reaper is None:
-            return
-        assert reaper.stdin is not None
-        with contextlib.suppress(OSError):
-            reaper.stdin.write(goodbye + "\n")
-            reaper.stdin.flush()
-        with contextlib.suppress(OSError):
-            reaper.stdin.close()
-        try:
-            reaper.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            reaper.kill()
-            reaper.wait()
+        if reaper is not None:
+            reaper.goodbye(goodbye)
 
     @classmethod
     def attach(cls, name: str, *, engine: ContainerEngine | None = None,
@@ -724,10 +705,6 @@ class Deployment(BaseDeployment):
     def _next_generation(self) -> int:
         gens = [p.generation for p in self._pods.values()] + [self._ctx.generation]
         return max(gens) + 1
-
-    def _emit(self, callback: Callable[[ProgressEvent], None], event: ProgressEvent) -> None:
-        with contextlib.suppress(Exception):  # a progress bar must never break a rollout
-            callback(event)
 
 
 def running_deployments(engine: ContainerEngine) -> list[str]:

@@ -12,11 +12,44 @@ that owner, nothing else. It is a host process talking to the engine the owner u
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import subprocess
 import sys
 
 GOODBYE = ("done", "detach")
 GRACE = 2.0
+
+
+class ReaperHandle:
+    """The owner's side: spawn the reaper, later say goodbye ("done" or "detach")."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self._process = process
+
+    @classmethod
+    def spawn(cls, deployment: str, owner: str) -> ReaperHandle:
+        return cls(subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.reaper", deployment, owner],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            start_new_session=True,  # a Ctrl-C to the owner's process group must not reach it
+        ))
+
+    def goodbye(self, word: str) -> None:
+        """Tell the reaper to exit without reaping, and wait for it."""
+        assert word in GOODBYE
+        stdin = self._process.stdin
+        assert stdin is not None
+        with contextlib.suppress(OSError):
+            stdin.write(word + "\n")
+            stdin.flush()
+        with contextlib.suppress(OSError):
+            stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 def reap(deployment: str, owner: str) -> int:

@@ -11,6 +11,7 @@ when a new replica fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -253,7 +254,8 @@ class Rollout:
             shard=plan.shard if plan else None, replica=plan.replica if plan else None,
             pod=plan.name if plan else "", message=message,
         )
-        self.dep._emit(self.on_progress, event)
+        with contextlib.suppress(Exception):  # a progress bar must never break a rollout
+            self.on_progress(event)
 
 
 def _weight(step: Step) -> int:
