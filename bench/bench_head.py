@@ -85,8 +85,13 @@ def wait_ready(addresses: list[str], timeout: float = 30.0) -> None:
                 time.sleep(0.05)
 
 
-def latency(clients: dict[str, Client], n: int, rounds: int = 10) -> dict[str, list[float]]:
-    docs = [{"text": "hello world", "i": 1}]
+def payload(count: int) -> list[dict[str, Any]]:
+    """`count` small docs: the head forwards them as bytes, the worker decodes them."""
+    return [{"text": "hello world", "i": i} for i in range(count)]
+
+
+def latency(clients: dict[str, Client], n: int, docs: list[dict[str, Any]],
+            rounds: int = 10) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {k: [] for k in clients}
     for c in clients.values():  # warm-up: connections, caches
         for _ in range(100):
@@ -101,8 +106,7 @@ def latency(clients: dict[str, Client], n: int, rounds: int = 10) -> dict[str, l
 
 
 async def throughput(address: str, endpoint: str, params: dict[str, Any], seconds: float,
-                     concurrency: int) -> float:
-    docs = [{"text": "hello world", "i": 1}]
+                     concurrency: int, docs: list[dict[str, Any]]) -> float:
     done = 0
     async with AsyncClient(address) as client:
         await client.post(endpoint, docs, params)
@@ -130,6 +134,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--block-ms", type=float, default=5.0)
+    ap.add_argument("--docs", type=int, default=1, help="docs per request (default 1)")
     args = ap.parse_args()
     uses = f"{Path(__file__).resolve()}:Bench"
     w = [free_port() for _ in range(3)]
@@ -146,20 +151,22 @@ def main() -> None:
         wait_ready(list(targets.values()))
         clients = {k: Client(v) for k, v in targets.items()}
         try:
-            lat = latency(clients, args.requests)
+            lat = latency(clients, args.requests, payload(args.docs))
         finally:
             for c in clients.values():
                 c.close()
-        report_latency(lat)
+        report_latency(lat, args.docs)
         for endpoint, params in (("/echo", {}), ("/block", {"ms": args.block_ms})):
-            rps = {k: asyncio.run(throughput(v, endpoint, params, args.seconds, args.concurrency))
+            rps = {k: asyncio.run(throughput(v, endpoint, params, args.seconds,
+                                             args.concurrency, payload(args.docs)))
                    for k, v in targets.items()}
             report_throughput(endpoint, rps, args.concurrency)
 
 
-def report_latency(lat: dict[str, list[float]]) -> None:
+def report_latency(lat: dict[str, list[float]], docs: int) -> None:
     base50, base99 = pct(lat["a direct"], 0.5), pct(lat["a direct"], 0.99)
-    print(f"\nlatency, sequential unary /echo ({len(lat['a direct'])} calls each)")
+    print(f"\nlatency, sequential unary /echo, {docs} doc(s) per request "
+          f"({len(lat['a direct'])} calls each)")
     for name, xs in lat.items():
         p50, p99 = pct(xs, 0.5), pct(xs, 0.99)
         print(f"  {name:12s} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  mean "
