@@ -1,0 +1,117 @@
+"""The actuator over the in-memory engine: start, readiness and failure paths, no Docker."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.actuator import Actuator
+from orchestrator.engine.base import ContainerInfo
+from orchestrator.engine.memory import MemoryEngine
+from orchestrator.errors import HealthCheckTimeout, PodStartError, SpecError
+from orchestrator.planning import labels as L
+from orchestrator.planning.names import network_name
+from orchestrator.planning.pods import PodContext, PodPlan, initial_pods
+from orchestrator.spec import DeploymentSpec
+
+IMAGE = "orchestrator-runtime:test"
+
+
+class EngineProbe:
+    """Readiness as the fake engine reports it: the pod at that address is healthy."""
+
+    def __init__(self, engine: MemoryEngine) -> None:
+        self.engine = engine
+
+    def _pod(self, address: str) -> ContainerInfo | None:
+        ip = address.rsplit(":", 1)[0]
+        pods = self.engine.list_containers(L.managed())
+        return next((c for c in pods if ip in c.ip_addresses.values()), None)
+
+    def serving(self, address: str, service: str = "") -> bool:
+        pod = self._pod(address)
+        return pod is not None and pod.running and pod.health == "healthy"
+
+    def answers(self, address: str) -> bool:
+        pod = self._pod(address)
+        return pod is not None and pod.running
+
+    def close_address(self, address: str) -> None:
+        """Nothing cached."""
+
+    def close(self) -> None:
+        """Nothing cached."""
+
+
+def setup(replicas: int = 2, **fields: object) -> tuple[MemoryEngine, Actuator, list[PodPlan]]:
+    spec = DeploymentSpec.from_fields(name="dep", uses="pkg.mod:Exec", replicas=replicas,
+                                      image=IMAGE, **fields)
+    engine = MemoryEngine()
+    engine.add_image(IMAGE)
+    engine.create_network(network_name("dep"), labels=L.for_deployment("dep"))
+    act = Actuator(engine, network_name("dep"), EngineProbe(engine))
+    return engine, act, initial_pods(spec, PodContext(owner="o", token="t"))
+
+
+def ready(act: Actuator) -> object:
+    return lambda plan, info: act.serving(info)
+
+
+def test_start_creates_every_pod_once_and_waits_until_each_serves() -> None:
+    engine, act, plans = setup()
+    infos = act.start(plans, ready(act), timeout=5)
+    assert sorted(infos) == sorted(p.name for p in plans)
+    for plan in plans:
+        info = engine.inspect_container(plan.name)
+        assert info.running
+    created = [e for e in engine.events(since=0, until=engine.clock.now() + 1)
+               if e.type == "container" and e.action == "create"]
+    assert len(created) == len(plans)
+
+
+def test_a_pod_that_exits_fails_the_batch_naming_it_and_removes_every_pod() -> None:
+    engine, act, plans = setup()
+    engine.faults.exit_after_start("dep-s0-r1-*", code=3, logs="cannot import pkg.mod")
+    with pytest.raises(PodStartError) as info:
+        act.start(plans, ready(act), timeout=5)
+    err = info.value
+    assert err.pod == "dep-s0-r1-g1" and err.exit_code == 3
+    assert "cannot import pkg.mod" in err.log_tail
+    assert engine.list_containers(L.managed()) == []
+
+
+def test_a_pod_that_never_serves_times_out_and_nothing_is_left() -> None:
+    engine, act, plans = setup()
+    engine.faults.never_healthy("dep-s0-r0-*")
+    with pytest.raises(HealthCheckTimeout) as info:
+        act.start(plans, ready(act), timeout=0.5)
+    assert info.value.pod == "dep-s0-r0-g1"
+    assert engine.list_containers(L.managed()) == []
+
+
+def test_a_create_failure_removes_what_was_created() -> None:
+    engine, act, plans = setup(replicas=3)
+    engine.faults.create_failure("dep-s0-r2-*")
+    with pytest.raises(PodStartError, match="dep-s0-r2-g1"):
+        act.start(plans, ready(act), timeout=5)
+    assert engine.list_containers(L.managed()) == []
+
+
+def test_a_taken_port_is_a_spec_error_on_the_port_field() -> None:
+    engine, act, plans = setup(port=41234)
+    other = plans[0].container.__class__(
+        name="other", image=IMAGE, labels=L.managed(),
+        ports=plans[0].container.ports,
+    )
+    engine.run_container(other)
+    with pytest.raises(SpecError) as info:
+        act.start(plans, ready(act), timeout=5)
+    assert info.value.field == "port"
+    assert [c.name for c in engine.list_containers(L.managed())] == ["other"]
+
+
+def test_missing_image_is_a_spec_error_before_anything_starts() -> None:
+    engine, act, _ = setup()
+    with pytest.raises(SpecError) as info:
+        act.check_images([("uses", "docker://absent:1".removeprefix("docker://"))])
+    assert info.value.field == "uses"
+    assert engine.list_containers(L.managed()) == []
