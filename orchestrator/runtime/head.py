@@ -26,7 +26,7 @@ from orchestrator.proto import orchestrator_pb2_grpc as pb_grpc
 from orchestrator.runtime import wire
 from orchestrator.runtime.config import HeadConfig, Polling
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State
-from orchestrator.runtime.serve import bind
+from orchestrator.runtime.serve import bind, data_plane_handler
 
 # A stopping server answers CANCELLED; a dead one UNAVAILABLE: both mean "try another".
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
@@ -74,7 +74,7 @@ class HeadServer:
             OrchestratorError: the address cannot be bound.
         """
         server = grpc.aio.server(options=self._opts)
-        server.add_generic_rpc_handlers((self._rpc_handler(),))
+        server.add_generic_rpc_handlers((data_plane_handler(self._call, self._stream),))
         pb_grpc.add_ControlServicer_to_server(_Control(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self.port = bind(server, f"{self.config.host}:{self.config.port}")
@@ -191,21 +191,6 @@ class HeadServer:
             await self._health.set(wire.SERVICE, status)
 
     # ---- data plane ------------------------------------------------------------------
-
-    def _rpc_handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            wire.SERVICE,
-            {
-                "Call": grpc.unary_unary_rpc_method_handler(
-                    self._call, request_deserializer=wire.identity,
-                    response_serializer=wire.identity,
-                ),
-                "Stream": grpc.stream_stream_rpc_method_handler(
-                    self._stream, request_deserializer=wire.identity,
-                    response_serializer=wire.identity,
-                ),
-            },
-        )
 
     async def _call(self, raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         timeout = context.time_remaining()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import grpc
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.runtime import wire
 
 
 class Stoppable(Protocol):
@@ -53,3 +55,21 @@ async def serve_until_signalled(server: Stoppable, grace: float, label: str = "s
     await stop.wait()
     print(f"orchestrator.runtime: {label} stopping (grace {grace}s)", file=sys.stderr, flush=True)
     await server.stop(grace)
+
+
+def data_plane_handler(
+    call: Callable[..., Any], stream: Callable[..., Any]
+) -> grpc.GenericRpcHandler:
+    """The Executor service (Call and Stream) over raw bytes: the worker decodes them, the
+    head forwards them as they are."""
+    return grpc.method_handlers_generic_handler(
+        wire.SERVICE,
+        {
+            "Call": grpc.unary_unary_rpc_method_handler(
+                call, request_deserializer=wire.identity, response_serializer=wire.identity,
+            ),
+            "Stream": grpc.stream_stream_rpc_method_handler(
+                stream, request_deserializer=wire.identity, response_serializer=wire.identity,
+            ),
+        },
+    )

@@ -27,7 +27,7 @@ from orchestrator.runtime.executor import (
     Executor,
     collect_handlers,
 )
-from orchestrator.runtime.serve import bind
+from orchestrator.runtime.serve import bind, data_plane_handler
 
 _Job = tuple[concurrent.futures.Future[Any], Callable[[], Any]]
 
@@ -94,7 +94,7 @@ class WorkerServer:
             OrchestratorError: the address cannot be bound.
         """
         server = grpc.aio.server(options=wire.channel_options(self._max_message_bytes))
-        server.add_generic_rpc_handlers((self._rpc_handler(),))
+        server.add_generic_rpc_handlers((data_plane_handler(self._call, self._stream),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self.port = bind(server, self._address)
         await server.start()
@@ -114,21 +114,6 @@ class WorkerServer:
         """Block until the server stops."""
         if self._server is not None:
             await self._server.wait_for_termination()
-
-    def _rpc_handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            wire.SERVICE,
-            {
-                "Call": grpc.unary_unary_rpc_method_handler(
-                    self._call, request_deserializer=wire.identity,
-                    response_serializer=wire.identity,
-                ),
-                "Stream": grpc.stream_stream_rpc_method_handler(
-                    self._stream, request_deserializer=wire.identity,
-                    response_serializer=wire.identity,
-                ),
-            },
-        )
 
     async def _call(self, raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return await self.process(raw)
