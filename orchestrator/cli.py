@@ -595,9 +595,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
         if args.follow:
             _follow(engine, pods, prefixes, args.tail)
         else:
-            for pod in pods:
-                for line in engine.logs(pod.id, tail=args.tail).splitlines():
-                    print(f"{prefixes[pod.name]}{line}")
+            # Interleaved by the time each line was written, like compose.
+            timed = [(line.time, order, pod.name, line.text)
+                     for order, pod in enumerate(pods)
+                     for line in engine.log_lines(pod.id, tail=args.tail)]
+            for _, _, pod_name, text in sorted(timed, key=lambda t: (t[0], t[1])):
+                print(f"{prefixes[pod_name]}{text}")
     sys.stdout.flush()
     return EXIT_OK
 

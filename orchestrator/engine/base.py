@@ -99,6 +99,14 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True)
+class LogLine:
+    """One log line and when the container wrote it."""
+
+    time: datetime
+    text: str
+
+
+@dataclass(frozen=True)
 class NetworkInfo:
     """A user-defined network."""
 
@@ -195,6 +203,9 @@ class ContainerEngine(Protocol):
 
     def logs(self, name_or_id: str, *, tail: int | None = None) -> str:
         """stdout and stderr, interleaved; the last `tail` lines if given."""
+
+    def log_lines(self, name_or_id: str, *, tail: int | None = None) -> list[LogLine]:
+        """Like `logs`, one `LogLine` per line with its time, to interleave several pods."""
 
     def follow_logs(self, name_or_id: str, *, tail: int | None = None) -> Iterator[str]:
         """Yield log lines as they are written, until the container stops."""

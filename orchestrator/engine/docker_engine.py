@@ -31,6 +31,7 @@ from orchestrator.engine.base import (
     ContainerStatus,
     EngineEvent,
     HealthStatus,
+    LogLine,
     NetworkInfo,
     RestartPolicy,
 )
@@ -388,6 +389,19 @@ class DockerEngine:
                 name_or_id, stdout=True, stderr=True, tail="all" if tail is None else tail
             )
         return raw.decode("utf-8", "replace")
+
+    def log_lines(self, name_or_id: str, *, tail: int | None = None) -> list[LogLine]:
+        """Lines with the engine's own timestamps. Raises `ResourceNotFound`."""
+        with self._call("container", name_or_id):
+            raw = self._api.logs(name_or_id, stdout=True, stderr=True, timestamps=True,
+                                 tail="all" if tail is None else tail)
+        out = []
+        for line in raw.decode("utf-8", "replace").splitlines():
+            stamp, _, text = line.partition(" ")
+            when = _parse_time(stamp)
+            if when is not None:
+                out.append(LogLine(when, text))
+        return out
 
     def follow_logs(self, name_or_id: str, *, tail: int | None = None) -> Iterator[str]:
         """Yield log lines (without newline) until the container stops.

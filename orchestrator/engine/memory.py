@@ -39,6 +39,7 @@ from orchestrator.engine.base import (
     ContainerStatus,
     EngineEvent,
     HealthStatus,
+    LogLine,
     NetworkInfo,
     RestartPolicy,
 )
@@ -584,10 +585,20 @@ class MemoryEngine:
             return sorted((self._info(c) for c in self._containers.values()
                            if _matches(c.spec.labels, labels)), key=lambda c: c.name)
 
-    def _visible_lines(self, c: _Container) -> list[str]:
+    def _timed_lines(self, c: _Container) -> list[tuple[float, str]]:
         horizon = c.ended if c.ended is not None else self.clock.now()
         timed = [(c.started + t, line) for t, line in c.program.lines] + c.extra_logs
-        return [line for at, line in sorted(timed, key=lambda x: x[0]) if at <= horizon]
+        return [(at, line) for at, line in sorted(timed, key=lambda x: x[0]) if at <= horizon]
+
+    def _visible_lines(self, c: _Container) -> list[str]:
+        return [line for _, line in self._timed_lines(c)]
+
+    def log_lines(self, name_or_id: str, *, tail: int | None = None) -> list[LogLine]:
+        """Raises `ResourceNotFound`."""
+        with self._lock:
+            timed = self._timed_lines(self._get(name_or_id))
+        timed = timed[-tail:] if tail else ([] if tail == 0 else timed)
+        return [LogLine(datetime.fromtimestamp(at, UTC), line) for at, line in timed]
 
     def logs(self, name_or_id: str, *, tail: int | None = None) -> str:
         """Raises `ResourceNotFound`."""

@@ -87,6 +87,11 @@ def test_exit_code_and_logs(engine: ContainerEngine, ours: Ours) -> None:
     assert done.ports == {} and done.ip_addresses == {}
     assert engine.logs(info.id) == "hello\nworld\n"
     assert engine.logs(info.id, tail=1) == "world\n"
+    timed = engine.log_lines(info.id)
+    assert [line.text for line in timed] == ["hello", "world"]
+    assert timed[0].time.tzinfo is not None and timed[0].time <= timed[1].time
+    assert done.started_at is not None and done.started_at <= timed[0].time
+    assert [line.text for line in engine.log_lines(info.id, tail=1)] == ["world"]
 
 
 def test_follow_logs_yields_lines_until_the_container_stops(
