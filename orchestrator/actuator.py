@@ -110,7 +110,11 @@ class Actuator:
                     abort.set()
                     return exc
 
-            results = list(pool.map(wait, plans))
+            try:
+                results = list(pool.map(wait, plans))
+            except BaseException:  # Ctrl-C while waiting: stop the waiters at once
+                abort.set()
+                raise
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             self.remove([p.name for p in plans], grace=0)

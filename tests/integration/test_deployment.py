@@ -323,3 +323,36 @@ def test_module_uses_loads_a_class_installed_in_the_runtime_image(
         assert dep.is_ready
         with pytest.raises(EndpointNotFound, match="/anything"):
             dep.post("/anything", docs=[{}])
+
+
+STARTER = """
+import sys
+from orchestrator.deployment import Deployment
+Deployment(name=sys.argv[1], uses=sys.argv[2], replicas=2, image=sys.argv[3],
+           timeout_ready=300).start()
+"""
+
+
+def test_ctrl_c_during_start_stops_waiting_and_leaves_nothing(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine
+) -> None:
+    from tests.support.waiting import wait_until
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STARTER, dep_name, f"{TEST_EXECUTORS}/hang.py:NeverReady",
+         runtime_image],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        # The pods exist and will never serve: start() is waiting on them.
+        wait_until(lambda: len(list_owned(docker_engine, dep_name).containers) == 3,
+                   timeout=120, what="pods created")
+        os.kill(proc.pid, signal.SIGINT)
+        # Far inside the 300 s readiness deadline: Ctrl-C does not wait it out.
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not list_owned(docker_engine, dep_name)
