@@ -114,7 +114,7 @@ def shared(docker_engine: DockerEngine, runtime_image: str,
 
 
 COMMANDS = ["up", "down", "ps", "logs", "scale", "rollout", "ping", "images",
-            "images build", "executor", "version"]
+            "images build", "executor", "version", "demo"]
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
