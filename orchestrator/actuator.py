@@ -1,9 +1,9 @@
 """Runs pod plans against an engine and a health probe: where planning meets I/O.
 
-Pods start concurrently in two phases. First every container is created and
-started (so a failure never races a half-created container), then every pod is
-waited on concurrently until it serves. Any failure removes the pods of that
-batch, waits for the others to notice, and re-raises the first error.
+Pods start concurrently (optionally at most N at a time), each created, started and
+waited on until it serves. Any failure stops the others at once; when no thread can
+still create a container, the pods of that batch are removed and the first error is
+re-raised.
 """
 
 from __future__ import annotations
@@ -78,41 +78,47 @@ class Actuator:
                                 f"pulled{hint}", field=field_name) from exc
 
     def start(
-        self, plans: Sequence[PodPlan], ready: Ready, *, timeout: float
+        self, plans: Sequence[PodPlan], ready: Ready, *, timeout: float,
+        max_starting: int | None = None,
     ) -> dict[str, ContainerInfo]:
-        """Create, start and wait for every pod concurrently.
+        """Create, start and wait for every pod concurrently, at most `max_starting` at a
+        time (a staggered start: the next pod starts when one is ready).
 
-        On any failure every pod of `plans` is removed before the first error is raised.
+        On any failure every pod of `plans` is removed, once no thread can still create
+        one, before the first error is raised.
 
         Raises:
             PodStartError, HealthCheckTimeout, SpecError (port or name taken), EngineError.
         """
         if not plans:
             return {}
-        workers = min(self.max_parallel, len(plans))
-        with ThreadPoolExecutor(workers, thread_name_prefix="pod-start") as pool:
-            launched = list(pool.map(self._launch, plans))
-            errors = [e for e in launched if isinstance(e, BaseException)]
-            if errors:
-                self.remove([p.name for p in plans], grace=0)
-                raise errors[0]
-            abort = threading.Event()
+        abort = threading.Event()
+        gate = threading.Semaphore(max_starting or len(plans))
 
-            def wait(plan: PodPlan) -> ContainerInfo | BaseException:
-                def check(info: ContainerInfo) -> bool:
-                    if abort.is_set():
-                        raise _Aborted(plan.name)
-                    return ready(plan, info)
+        def bring_up(plan: PodPlan) -> ContainerInfo | BaseException:
+            def check(info: ContainerInfo) -> bool:
+                if abort.is_set():
+                    raise _Aborted(plan.name)
+                return ready(plan, info)
 
+            with gate:
+                if abort.is_set():
+                    return _Aborted(plan.name)
+                launched = self._launch(plan)
+                if isinstance(launched, BaseException):
+                    abort.set()
+                    return launched
                 try:
                     return wait_ready(self.engine, plan.name, check, timeout=timeout)
                 except BaseException as exc:
                     abort.set()
                     return exc
 
+        with ThreadPoolExecutor(min(self.max_parallel, len(plans)),
+                                thread_name_prefix="pod-start") as pool:
             try:
-                results = list(pool.map(wait, plans))
-            except BaseException:  # Ctrl-C while waiting: stop the waiters at once
+                results = list(pool.map(bring_up, plans))
+            except BaseException:  # Ctrl-C while starting: stop every waiter at once
                 abort.set()
                 raise
         failures = [r for r in results if isinstance(r, BaseException)]

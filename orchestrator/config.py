@@ -39,6 +39,7 @@ restart_policy     no | on-failure | always |  applied once a pod is ready
                    unless-stopped (on-failure)
 health_interval    seconds > 0 (0.5)           how often the head probes its workers
 stop_grace         seconds >= 0 (10)           SIGTERM-to-SIGKILL grace
+max_starting       int >= 1 (all at once)      staggered start: pods starting at a time
 needs              str or list (``[]``)        names of deployments this one follows
 external           bool (false)                an already running service at host:port
 protocol           grpc (grpc)                 wire protocol

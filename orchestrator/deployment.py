@@ -437,7 +437,8 @@ class Deployment(BaseDeployment):
         plans = list(self._pods.values())
         try:
             self._infos = self._actuator().start(
-                plans, self._pod_ready, timeout=self.spec.timeout_ready
+                plans, self._pod_ready, timeout=self.spec.timeout_ready,
+                max_starting=self.spec.max_starting,
             )
             self.activate()
             head = names.head_name(self.name)

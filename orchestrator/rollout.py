@@ -145,7 +145,8 @@ class Rollout:
         for plan in plans:
             self._emit("starting", plan)
         infos = act.start(plans, lambda _p, info: act.serving(info),
-                          timeout=self.target.timeout_ready)
+                          timeout=self.target.timeout_ready,
+                          max_starting=self.target.max_starting)
         try:
             self._monitor(plans, infos)
             control = dep.control()

@@ -253,6 +253,7 @@ class DeploymentSpec:
     restart_policy: str = "on-failure"
     health_interval: float = 0.5
     stop_grace: float = 10.0
+    max_starting: int | None = None  # staggered start: at most this many pods starting
     needs: frozenset[str] = frozenset()
     policy: UpdatePolicy = field(default_factory=UpdatePolicy)
 
@@ -303,6 +304,8 @@ class DeploymentSpec:
             restart_policy=_restart(raw.get("restart_policy", "on-failure")),
             health_interval=_seconds(raw.get("health_interval", 0.5), "health_interval"),
             stop_grace=_seconds(raw.get("stop_grace", 10.0), "stop_grace", zero_ok=True),
+            max_starting=None if raw.get("max_starting") is None
+            else _positive_int(raw.get("max_starting"), "max_starting"),
             needs=_needs(raw.get("needs")),
             policy=_policy(raw.get("policy")),
         )
@@ -350,7 +353,7 @@ class DeploymentSpec:
             "needs": sorted(self.needs),
             "policy": asdict(self.policy),
         }
-        for key in ("port", "cpus", "memory", "gpus"):
+        for key in ("port", "cpus", "memory", "gpus", "max_starting"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.uses_before:

@@ -356,3 +356,11 @@ def test_ctrl_c_during_start_stops_waiting_and_leaves_nothing(
             proc.kill()
             proc.wait()
     assert not list_owned(docker_engine, dep_name)
+
+
+def test_a_staggered_start_serves_like_any_other(runtime_image: str, dep_name: str) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=3, max_starting=2,
+                    image=runtime_image) as dep:
+        assert dep.is_ready and dep.num_pods == 4
+        served = {dep.post("/echo", docs=[{}])[0]["pod"] for _ in range(9)}
+        assert len(served) == 3

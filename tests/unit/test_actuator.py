@@ -115,3 +115,34 @@ def test_missing_image_is_a_spec_error_before_anything_starts() -> None:
         act.check_images([("uses", "absent:1")])
     assert info.value.field == "uses"
     assert engine.list_containers(L.managed()) == []
+
+
+class RecordingProbe(EngineProbe):
+    """Also records when each pod was first seen serving (engine clock)."""
+
+    def __init__(self, engine: MemoryEngine) -> None:
+        super().__init__(engine)
+        self.ready_at: dict[str, float] = {}
+
+    def serving(self, address: str, service: str = "") -> bool:
+        ok = super().serving(address, service)
+        pod = self._pod(address)
+        if ok and pod is not None:
+            self.ready_at.setdefault(pod.name, self.engine.clock.now())
+        return ok
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_a_staggered_start_never_has_more_than_max_starting_pods_starting(limit: int) -> None:
+    engine, _, plans = setup(replicas=4)
+    probe = RecordingProbe(engine)
+    act = Actuator(engine, network_name("dep"), probe)
+    engine.faults.slow_start("dep-*", 0.05)  # each pod takes a moment to turn healthy
+    act.start(plans, ready(act), timeout=5, max_starting=limit)
+    started = {e.name: e.time for e in engine.events(since=0, until=engine.clock.now() + 1)
+               if e.type == "container" and e.action == "start"}
+    assert set(started) == set(probe.ready_at) == {p.name for p in plans}
+    for name, at in started.items():
+        starting = [other for other, t in started.items()
+                    if other != name and t <= at < probe.ready_at[other]]
+        assert len(starting) <= limit - 1, (name, starting)

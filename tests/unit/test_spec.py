@@ -53,6 +53,7 @@ def spec(**fields: Any) -> DeploymentSpec:
         ({"policy": {"max_surge": 0, "max_unavailable": 0}}, "policy"),
         ({"policy": {"speed": 3}}, "policy.speed"),
         ({"external": True}, "port"),
+        ({"max_starting": 0}, "max_starting"),
     ],
 )
 def test_bad_fields_are_named(fields: dict[str, Any], field: str) -> None:
