@@ -205,6 +205,19 @@ def test_same_name_twice_is_refused(sharded: Deployment, runtime_image: str) -> 
     assert sharded.is_ready  # the first one is untouched
 
 
+def interrupt(proc: subprocess.Popen[str]) -> None:
+    """Ctrl-C the child; it must exit with KeyboardInterrupt, not hang."""
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 RUNNER = """
 import sys
 from orchestrator.deployment import Deployment
@@ -228,13 +241,9 @@ def test_ctrl_c_leaves_nothing_behind(
         line = proc.stdout.readline()
         assert line.startswith("READY"), proc.stderr.read() if proc.stderr else line
         assert len(list_owned(docker_engine, dep_name).containers) == 3
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode != 0 and "KeyboardInterrupt" in err
+        interrupt(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert not list_owned(docker_engine, dep_name)
 
 
@@ -347,14 +356,10 @@ def test_ctrl_c_during_start_stops_waiting_and_leaves_nothing(
         # The pods exist and will never serve: start() is waiting on them.
         wait_until(lambda: len(list_owned(docker_engine, dep_name).containers) == 3,
                    timeout=120, what="pods created")
-        os.kill(proc.pid, signal.SIGINT)
         # Far inside the 300 s readiness deadline: Ctrl-C does not wait it out.
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode != 0 and "KeyboardInterrupt" in err
+        interrupt(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert not list_owned(docker_engine, dep_name)
 
 
