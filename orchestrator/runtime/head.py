@@ -21,11 +21,13 @@ from typing import Any, NoReturn
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.proto import orchestrator_pb2 as pb
 from orchestrator.proto import orchestrator_pb2_grpc as pb_grpc
 from orchestrator.runtime import wire
 from orchestrator.runtime.config import HeadConfig, Polling
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State
+from orchestrator.runtime.relay import Relay
 from orchestrator.runtime.serve import bind, data_plane_handler
 
 # A stopping server answers CANCELLED; a dead one UNAVAILABLE: both mean "try another".
@@ -55,6 +57,7 @@ class HeadServer:
         self._health = health.aio.HealthServicer()
         self._serving: bool | None = None
         self._server: grpc.aio.Server | None = None
+        self._relay: Relay | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # Upstream channels are made in start(): aio channels bind to the running loop.
         self._before: tuple[Any, Any] = (None, None)
@@ -70,6 +73,9 @@ class HeadServer:
     async def start(self) -> int:
         """Register initial workers, listen, start health polling; returns the bound port.
 
+        The public port is the relay (see relay.py): unary ANY calls go straight to the
+        replicas; everything else reaches this grpcio server on a loopback port.
+
         Raises:
             OrchestratorError: the address cannot be bound.
         """
@@ -77,13 +83,20 @@ class HeadServer:
         server.add_generic_rpc_handlers((data_plane_handler(self._call, self._stream),))
         pb_grpc.add_ControlServicer_to_server(_Control(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self.port = bind(server, f"{self.config.host}:{self.config.port}")
+        inner = bind(server, "127.0.0.1:0")
         self._before = self._upstream(self.config.uses_before)
         self._after = self._upstream(self.config.uses_after)
         await asyncio.gather(*(self.add_worker(w.shard, w.address, w.worker_id)
                                for w in self.config.workers))
         await server.start()
         self._server = server
+        self._relay = Relay(self, f"127.0.0.1:{inner}", self.config.max_message_bytes)
+        try:
+            self.port = await self._relay.listen(self.config.host, self.config.port)
+        except OSError as exc:
+            await self.stop(None)
+            raise OrchestratorError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from exc
         await self._refresh_health()
         self._spawn(self._poll_health())
         return self.port
@@ -91,6 +104,8 @@ class HeadServer:
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first, refuse new RPCs, let in-flight ones finish within `grace`."""
         await self._health.enter_graceful_shutdown()
+        if self._relay is not None:  # GOAWAY to clients; in-flight calls finish
+            await self._relay.shutdown(grace)
         if self._server is not None:
             await self._server.stop(grace)
         for task in list(self._tasks):
@@ -98,6 +113,8 @@ class HeadServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         channels = [r.channel for r in self.pool] + [c for c, _ in (self._before, self._after) if c]
         await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+        if self._relay is not None:
+            self._relay.close_upstreams(list(self.pool))
 
     async def wait_for_termination(self) -> None:
         """Block until the server stops."""
@@ -140,7 +157,25 @@ class HeadServer:
         self.pool.remove(replica)
         await self._refresh_health()
         self._spawn(replica.channel.close(self.config.grace))
+        if self._relay is not None:
+            self._relay.forget(replica)
         return True
+
+    # ---- what the relay asks -----------------------------------------------------------
+
+    def fast_path(self, endpoint: bytes | None) -> bool:
+        """May a unary call to `endpoint` go straight to ANY replica (no decoding)?"""
+        if self._fast_any:
+            return True
+        if endpoint is None or self.config.uses_before:
+            return False
+        return self.config.polling.mode_for(endpoint.decode(errors="replace")) is Polling.ANY
+
+    def replica_failed(self, replica: Replica) -> None:
+        """A replica refused a request: route around it until its health says SERVING."""
+        if replica.state is State.READY:  # the health poll re-admits it
+            replica.state = State.UNHEALTHY
+            self._spawn(self._refresh_health())
 
     async def drain_worker(self, shard: int, address: str, timeout: float) -> bool:
         """Stop routing to a worker now; wait until its in-flight requests end or `timeout`.

@@ -1,0 +1,157 @@
+"""The head's HTTP/2 relay (relay.py): fast path and pipe, over real sockets, in-process."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from orchestrator import Client, RequestError, ServiceUnavailable
+from orchestrator.control import HeadControl
+from orchestrator.runtime import hpack, wire
+from orchestrator.runtime.config import PollingPolicy
+from orchestrator.runtime.relay import (
+    CLIENT_HELLO,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    HEADERS,
+    PADDED,
+    frame,
+    parse_timeout,
+)
+from tests.unit.runtime.harness import TOKEN, Cluster, addr, wait_until
+from tests.unit.runtime.test_worker import Gate
+
+
+def control(head: Any) -> HeadControl:
+    return HeadControl(addr(head), TOKEN, timeout=5)
+
+
+def test_fast_path_call_survives_its_replica_dying(cluster: Cluster) -> None:
+    victim, survivor = cluster.worker(replica=0), cluster.worker(replica=1)
+    head = cluster.head(1, [(0, victim), (0, survivor)])
+    with Client(addr(head)) as c, control(head) as ctl:
+        with ThreadPoolExecutor(8) as pool:
+            calls = [pool.submit(c.post, "/slow", [{"i": i}], {"delay": 0.3}, timeout=20)
+                     for i in range(16)]
+            wait_until(lambda: any(w.outstanding for w in ctl.list_workers()
+                                   if w.address == addr(victim)), what="calls on the victim")
+            cluster.stop(victim, grace=0)  # in-flight unary calls end CANCELLED / reset
+            out = [f.result(20) for f in calls]
+        stats = {w.address: w for w in ctl.list_workers()}
+    assert [d[0]["i"] for d in out] == list(range(16))
+    assert all(d[0]["replica"] == 1 for d in out[8:])  # later calls: the survivor only
+    assert stats[addr(victim)].failed >= 1
+    assert stats[addr(victim)].state == "unhealthy"
+
+
+@pytest.mark.parametrize("polling", ["ANY", "ALL"])  # ANY: fast path; ALL: piped to grpcio
+def test_large_messages_cross_the_relay_both_ways(cluster: Cluster, polling: str) -> None:
+    w = cluster.worker()
+    head = cluster.head(1, [(0, w)], polling=PollingPolicy.parse(polling))
+    blob = "x" * (3 << 20)  # several times every flow-control window and frame size
+    with Client(addr(head)) as c:
+        out = c.post("/echo", [{"blob": blob}, {"i": 1}], timeout=30)
+        streamed = c.post("/echo", [{"blob": blob} for _ in range(3)], request_size=1,
+                          timeout=30)
+    assert out[0]["blob"] == blob and out[1]["i"] == 1
+    assert [d["blob"] == blob for d in streamed] == [True] * 3
+
+
+def test_deadline_through_the_fast_path_frees_the_replica(cluster: Cluster) -> None:
+    w = cluster.worker()
+    head = cluster.head(1, [(0, w)])
+    with Client(addr(head)) as c, control(head) as ctl:
+        with pytest.raises(RequestError, match="no answer within the timeout"):
+            c.post("/slow", [{}], {"delay": 1.0}, timeout=0.2)
+        wait_until(lambda: ctl.list_workers()[0].outstanding == 0, what="replica released")
+        assert c.post("/echo", [{}], timeout=5)[0]["tag"] == "v1"
+
+
+def test_head_graceful_stop_lets_fast_path_calls_finish(cluster: Cluster) -> None:
+    gate = Gate()
+    w = cluster.serve_executor(gate)
+    head = cluster.head(1, [(0, w)])
+    results: list[Any] = []
+    with Client(addr(head)) as c:
+        t = threading.Thread(target=lambda: results.append(c.post("/x", [{"i": 7}], timeout=10)))
+        t.start()
+        assert gate.started.wait(10), "call never reached the executor"
+        stopping = cluster.lt.submit(head.stop(grace=5))
+        wait_until(lambda: not c.is_ready(timeout=0.2), what="head to refuse new calls")
+        with pytest.raises(ServiceUnavailable):
+            c.post("/echo", [{}], timeout=2)
+        assert t.is_alive()
+        gate.release.set()
+        t.join(10)
+        stopping.result(10)
+    assert results == [[{"i": 7}]]
+
+
+def test_non_http2_client_is_dropped_and_the_head_keeps_serving(cluster: Cluster) -> None:
+    w = cluster.worker()
+    head = cluster.head(1, [(0, w)])
+    with socket.create_connection(("127.0.0.1", head.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    assert b"not an HTTP/2 client" in received  # GOAWAY debug data, then the close
+    with Client(addr(head)) as c:
+        assert c.post("/echo", [{}], timeout=5)[0]["tag"] == "v1"
+
+
+def _read_frames(s: socket.socket, until_end_of: int) -> list[tuple[int, int, int, bytes]]:
+    frames, buf = [], b""
+    while True:
+        while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+            n = int.from_bytes(buf[:3], "big")
+            kind, flags, sid = buf[3], buf[4], int.from_bytes(buf[5:9], "big")
+            frames.append((kind, flags, sid, buf[9:9 + n]))
+            buf = buf[9 + n:]
+            if sid == until_end_of and flags & END_STREAM and kind in (DATA, HEADERS):
+                return frames
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed early; frames so far: {frames}"
+        buf += chunk
+
+
+def test_padded_headers_with_continuation_and_padded_data(cluster: Cluster) -> None:
+    """Frame shapes grpcio never sends but any HTTP/2 client may: the relay must parse them."""
+    w = cluster.worker()
+    head = cluster.head(1, [(0, w)])
+    block = hpack.encode([
+        (b":method", b"POST"), (b":scheme", b"http"),
+        (b":path", wire.METHOD_CALL.encode()), (b":authority", b"head"),
+        (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+    ])
+    body = wire.encode_request("/echo", [{"i": 42}])
+    message = b"\x00" + struct.pack(">L", len(body)) + body
+    pad = 7
+    with socket.create_connection(("127.0.0.1", head.port), timeout=5) as s:
+        s.sendall(
+            CLIENT_HELLO
+            + frame(HEADERS, PADDED, 1, bytes([pad]) + block[:5] + b"\x00" * pad)
+            + frame(CONTINUATION, END_HEADERS, 1, block[5:])
+            + frame(DATA, PADDED | END_STREAM, 1, bytes([pad]) + message + b"\x00" * pad)
+        )
+        frames = _read_frames(s, until_end_of=1)
+    decoder = hpack.Decoder()
+    blocks = [decoder.decode(p) for k, _, sid, p in frames if k == HEADERS and sid == 1]
+    data = b"".join(p for k, _, sid, p in frames if k == DATA and sid == 1)
+    assert (b"grpc-status", b"0") in blocks[-1]
+    resp = wire.parse_response(data[5:])
+    assert resp.status.code == wire.OK and wire.decode_docs(resp.docs)[0]["i"] == 42
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    (b"100m", 0.1), (b"2S", 2.0), (b"5u", 5e-6), (b"1H", 3600.0), (b"x", None), (b"10", None),
+])
+def test_parse_timeout(value: bytes, seconds: float | None) -> None:
+    assert parse_timeout(value) == (None if seconds is None else pytest.approx(seconds))
