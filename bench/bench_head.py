@@ -6,7 +6,10 @@ Starts worker and head processes through the real entry point
 (`python -m orchestrator.runtime ...`) on loopback and measures, for the same call:
   (a) direct to one worker, (b1) through a head with 1 replica, (b3) with 3 replicas.
 Latency: sequential unary calls (p50/p99), interleaved in rounds so machine noise hits all
-targets alike. Throughput: `--concurrency` calls in flight from one asyncio client.
+targets alike; (a3) rotates over the 3 workers directly, the physical cost of waking a
+different idle process per call, which (b3) pays too. Throughput: `--concurrency` calls in
+flight from one asyncio client, in `--rounds` interleaved rounds (median), with the CPU time
+each server process spent per request.
 Two workloads: `/echo` (one small doc; pure overhead) and `/block` (a sync handler that
 blocks `--block-ms`, like a model call: replicas exist for this). Prints ratios b/a.
 """
@@ -90,7 +93,19 @@ def payload(count: int) -> list[dict[str, Any]]:
     return [{"text": "hello world", "i": i} for i in range(count)]
 
 
-def latency(clients: dict[str, Client], n: int, docs: list[dict[str, Any]],
+class Rotating:
+    """Direct calls rotating over several workers (no head): reference for (b3)."""
+
+    def __init__(self, clients: list[Client]) -> None:
+        self.clients = clients
+        self.i = 0
+
+    def post(self, endpoint: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.i += 1
+        return self.clients[self.i % len(self.clients)].post(endpoint, docs)
+
+
+def latency(clients: dict[str, Client | Rotating], n: int, docs: list[dict[str, Any]],
             rounds: int = 10) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {k: [] for k in clients}
     for c in clients.values():  # warm-up: connections, caches
@@ -103,6 +118,12 @@ def latency(clients: dict[str, Client], n: int, docs: list[dict[str, Any]],
                 c.post("/echo", docs)
                 samples[name].append(time.perf_counter() - t)
     return samples
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def throughput(address: str, endpoint: str, params: dict[str, Any], seconds: float,
@@ -131,7 +152,8 @@ def pct(xs: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=2.0, help="per throughput round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--block-ms", type=float, default=5.0)
     ap.add_argument("--docs", type=int, default=1, help="docs per request (default 1)")
@@ -149,18 +171,35 @@ def main() -> None:
         targets = {"a direct": workers[0], "b1 head x1": f"127.0.0.1:{h1}",
                    "b3 head x3": f"127.0.0.1:{h3}"}
         wait_ready(list(targets.values()))
-        clients = {k: Client(v) for k, v in targets.items()}
+        direct = [Client(a) for a in workers]
+        clients: dict[str, Client | Rotating] = {k: Client(v) for k, v in targets.items()}
+        clients = {"a direct": clients["a direct"], "a3 direct rr": Rotating(direct),
+                   **{k: v for k, v in clients.items() if k != "a direct"}}
         try:
             lat = latency(clients, args.requests, payload(args.docs))
         finally:
-            for c in clients.values():
-                c.close()
+            for c in [*direct, *clients.values()]:
+                if isinstance(c, Client):
+                    c.close()
         report_latency(lat, args.docs)
+        servers = {"workers": procs[:3], "head": procs[3:]}
         for endpoint, params in (("/echo", {}), ("/block", {"ms": args.block_ms})):
-            rps = {k: asyncio.run(throughput(v, endpoint, params, args.seconds,
-                                             args.concurrency, payload(args.docs)))
-                   for k, v in targets.items()}
-            report_throughput(endpoint, rps, args.concurrency)
+            rps: dict[str, list[float]] = {k: [] for k in targets}
+            cpu: dict[str, list[float]] = {k: [] for k in targets}
+            for _ in range(args.rounds):
+                for k, v in targets.items():
+                    before = {r: sum(cpu_seconds(p.pid) for p in ps) for r, ps in servers.items()}
+                    started = time.perf_counter()
+                    rate = asyncio.run(throughput(v, endpoint, params, args.seconds,
+                                                  args.concurrency, payload(args.docs)))
+                    calls = rate * (time.perf_counter() - started)
+                    used = {r: sum(cpu_seconds(p.pid) for p in ps) - before[r]
+                            for r, ps in servers.items()}
+                    rps[k].append(rate)
+                    cpu[k].append(used["head"] / calls * 1e6)
+            report_throughput(endpoint, {k: statistics.median(v) for k, v in rps.items()},
+                              {k: statistics.median(v) for k, v in cpu.items()},
+                              args.concurrency, args.rounds)
 
 
 def report_latency(lat: dict[str, list[float]], docs: int) -> None:
@@ -172,13 +211,19 @@ def report_latency(lat: dict[str, list[float]], docs: int) -> None:
         print(f"  {name:12s} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  mean "
               f"{statistics.mean(xs) * 1000:6.3f} ms   ratio b/a p50 {p50 / base50:4.2f}  "
               f"p99 {p99 / base99:4.2f}")
+    if "a3 direct rr" in lat and "b3 head x3" in lat:
+        rr, b3 = pct(lat["a3 direct rr"], 0.5), pct(lat["b3 head x3"], 0.5)
+        print(f"  b3 against a3 (the same 3 workers called directly in turn): p50 ratio "
+              f"{b3 / rr:4.2f}")
 
 
-def report_throughput(endpoint: str, rps: dict[str, float], concurrency: int) -> None:
+def report_throughput(endpoint: str, rps: dict[str, float], head_cpu: dict[str, float],
+                      concurrency: int, rounds: int) -> None:
     base = rps["a direct"]
-    print(f"\nthroughput {endpoint} ({concurrency} in flight)")
+    print(f"\nthroughput {endpoint} ({concurrency} in flight, median of {rounds} rounds)")
     for name, value in rps.items():
-        print(f"  {name:12s} {value:8.0f} req/s   ratio b/a {value / base:4.2f}")
+        cost = f"   head CPU {head_cpu[name]:5.0f} us/req" if name != "a direct" else ""
+        print(f"  {name:12s} {value:8.0f} req/s   ratio b/a {value / base:4.2f}{cost}")
 
 
 if __name__ == "__main__":
