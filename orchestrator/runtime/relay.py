@@ -138,7 +138,7 @@ class Conn(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.emit(CLIENT_HELLO if self.client else SERVER_HELLO)
-        self.relay.flush()
+        self.relay.flush_soon()
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -171,7 +171,7 @@ class Conn(asyncio.Protocol):
             code = exc.code if isinstance(exc, ProtocolError) else COMPRESSION_ERROR
             self.abort(code, str(exc))
         finally:
-            self.relay.flush()
+            self.relay.flush_soon()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = self.usable = False
@@ -181,7 +181,7 @@ class Conn(asyncio.Protocol):
                 stream.closed = True
                 stream.handler.on_reset(self, stream, refused=False)
         self.lost()
-        self.relay.flush()
+        self.relay.flush_soon()
 
     def lost(self) -> None:
         """Hook: the connection is gone."""
@@ -546,7 +546,7 @@ class Link:
         waiting, self._waiting = self._waiting, []
         for then in waiting:
             then(conn if conn is not None and conn.usable else None)
-        self.relay.flush()
+        self.relay.flush_soon()
 
     def close(self) -> None:
         """Close once the in-flight streams are done."""
@@ -826,6 +826,7 @@ class Relay:
         self.inner = Link(self, inner_address)
         self.max_body = max_message_bytes + 5  # gRPC's 5-byte message prefix
         self.dirty: list[Conn] = []
+        self._flush_pending = False
         self.clients: set[Downstream] = set()
         self.pipes: set[Pipe] = set()
         self.calls = 0  # fast-path calls in flight
@@ -853,8 +854,17 @@ class Relay:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def flush_soon(self) -> None:
+        """Flush once the event loop has run every callback that is ready now: under load,
+        responses that several workers' connections deliver in one loop iteration reach a
+        client's socket in one write (sends cost most of the relay's CPU)."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
     def flush(self) -> None:
-        """Write every connection's queued output (one write per connection per event)."""
+        """Write every connection's queued output (one write per connection)."""
+        self._flush_pending = False
         dirty = self.dirty
         while dirty:
             dirty.pop().write_out()
