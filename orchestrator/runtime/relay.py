@@ -48,7 +48,8 @@ S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT, S_INITIAL_WINDOW, S_MAX_FR
 WINDOW = 1 << 20          # our per-stream receive window
 CONN_WINDOW = 1 << 30     # our connection receive window
 MAX_FRAME = 1 << 20       # largest frame we accept
-MAX_HEADER_BLOCK = 1 << 20
+MAX_HEADER_BLOCK = 64 << 10  # grpcio's own metadata limit is 8-16 KiB
+MAX_STREAMS = 1000           # concurrent streams per client connection (advertised, enforced)
 MAX_WINDOW = (1 << 31) - 1
 LAST_STREAM_ID = (1 << 31) - 1
 CONNECT_TIMEOUT = 3.0
@@ -71,7 +72,8 @@ def _settings(*pairs: tuple[int, int]) -> bytes:
 
 
 _WINDOW_BOOST = frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", CONN_WINDOW - 65535))
-SERVER_HELLO = _settings((S_INITIAL_WINDOW, WINDOW), (S_MAX_FRAME, MAX_FRAME)) + _WINDOW_BOOST
+SERVER_HELLO = _settings((S_MAX_CONCURRENT, MAX_STREAMS), (S_INITIAL_WINDOW, WINDOW),
+                         (S_MAX_FRAME, MAX_FRAME)) + _WINDOW_BOOST
 CLIENT_HELLO = PREFACE + _settings(
     (S_ENABLE_PUSH, 0), (S_INITIAL_WINDOW, WINDOW), (S_MAX_FRAME, MAX_FRAME)) + _WINDOW_BOOST
 
@@ -313,6 +315,8 @@ class Conn(asyncio.Protocol):
                 payload = _unpad(payload)
             if flags & PRIORITY_FLAG:
                 payload = payload[5:]
+            if len(payload) > MAX_HEADER_BLOCK:
+                raise ProtocolError(PROTOCOL_ERROR, "header block too large")
             if flags & END_HEADERS:
                 self._on_block(sid, flags, payload)
             else:
@@ -454,10 +458,10 @@ class Downstream(Conn):
             raise ProtocolError(PROTOCOL_ERROR, f"bad stream id {sid}")
         self.last_sid = sid
         stream = Stream(sid, None, self.peer_window)
-        self.streams[sid] = stream
-        if not self.usable:  # after our GOAWAY: refuse
+        if not self.usable or len(self.streams) >= MAX_STREAMS:  # after GOAWAY, or too many
             self.reset(stream, REFUSED_STREAM)
             return
+        self.streams[sid] = stream
         self.relay.start(self, stream, headers, end)
 
     last_sid = 0

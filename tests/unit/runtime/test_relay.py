@@ -21,7 +21,10 @@ from orchestrator.runtime.relay import (
     END_HEADERS,
     END_STREAM,
     HEADERS,
+    MAX_STREAMS,
     PADDED,
+    REFUSED_STREAM,
+    RST_STREAM,
     frame,
     parse_timeout,
 )
@@ -148,6 +151,29 @@ def test_padded_headers_with_continuation_and_padded_data(cluster: Cluster) -> N
     assert (b"grpc-status", b"0") in blocks[-1]
     resp = wire.parse_response(data[5:])
     assert resp.status.code == wire.OK and wire.decode_docs(resp.docs)[0]["i"] == 42
+
+
+def test_streams_beyond_the_advertised_limit_are_refused(cluster: Cluster) -> None:
+    w = cluster.worker()
+    head = cluster.head(1, [(0, w)])
+    block = hpack.encode([
+        (b":method", b"POST"), (b":scheme", b"http"), (b":path", wire.METHOD_CALL.encode()),
+        (b":authority", b"head"), (b"content-type", b"application/grpc"),
+    ])
+    over = 2 * MAX_STREAMS + 1  # client stream ids are odd: this is stream number MAX + 1
+    with socket.create_connection(("127.0.0.1", head.port), timeout=5) as s:
+        s.sendall(CLIENT_HELLO + b"".join(frame(HEADERS, END_HEADERS, sid, block)
+                                          for sid in range(1, over + 1, 2)))
+        buf = b""
+        while True:  # until the RST_STREAM for the stream over the limit
+            chunk = s.recv(65536)
+            assert chunk, "connection closed before the refusal"
+            buf += chunk
+            if frame(RST_STREAM, 0, over, struct.pack(">L", REFUSED_STREAM)) in buf:
+                break
+    assert frame(RST_STREAM, 0, over - 2, struct.pack(">L", REFUSED_STREAM)) not in buf
+    with Client(addr(head)) as c:  # the half-sent calls died with their connection
+        assert c.post("/echo", [{}], timeout=5)[0]["tag"] == "v1"
 
 
 @pytest.mark.parametrize(("value", "seconds"), [
