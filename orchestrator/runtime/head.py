@@ -97,6 +97,8 @@ class HeadServer:
             await self.stop(None)
             raise OrchestratorError(
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from exc
+        for replica in self.pool:
+            self._relay.connect(replica)
         await self._refresh_health()
         self._spawn(self._poll_health())
         return self.port
@@ -146,6 +148,8 @@ class HeadServer:
             self.pool.add(replica)
         elif worker_id:
             replica.worker_id = worker_id
+        if self._relay is not None:
+            self._relay.connect(replica)
         replica.state = State.READY if await self._check(replica) else State.UNHEALTHY
         await self._refresh_health()
 

@@ -935,6 +935,12 @@ class Relay:
         call.up_stream = stream = up.open_stream(call, headers, False)
         up.send_data(stream, bytes(call.body), True)
 
+    def connect(self, replica: Replica) -> None:
+        """Open the connection to a new replica now, so its first request does not wait."""
+        if replica.link is None:
+            replica.link = Link(self, replica.address)
+        replica.link.get(lambda _up: None)
+
     def forget(self, replica: Replica) -> None:
         """A replica left the pool: close its connection once its streams are done."""
         if replica.link is not None:

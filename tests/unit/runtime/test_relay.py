@@ -181,3 +181,18 @@ def test_streams_beyond_the_advertised_limit_are_refused(cluster: Cluster) -> No
 ])
 def test_parse_timeout(value: bytes, seconds: float | None) -> None:
     assert parse_timeout(value) == (None if seconds is None else pytest.approx(seconds))
+
+
+def test_replicas_are_connected_before_their_first_request(cluster: Cluster) -> None:
+    first, later = cluster.worker(replica=0), cluster.worker(replica=1)
+    head = cluster.head(1, [(0, first)])
+    with control(head) as ctl:
+        ctl.add_worker(0, addr(later))
+
+    def connected() -> bool:
+        links = [r.link for r in head.pool]
+        return all(link is not None and link.conn is not None and link.conn.open
+                   for link in links)
+
+    wait_until(connected, what="relay connections to both replicas")
+    assert {r.served for r in head.pool} == {0}  # no request has been routed yet
