@@ -84,12 +84,13 @@ class HeadServer:
         pb_grpc.add_ControlServicer_to_server(_Control(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         inner = bind(server, "127.0.0.1:0")
-        self._before = self._upstream(self.config.uses_before)
-        self._after = self._upstream(self.config.uses_after)
-        await asyncio.gather(*(self.add_worker(w.shard, w.address, w.worker_id)
-                               for w in self.config.workers))
+        for service in ("", wire.SERVICE):  # until every shard has a live replica
+            await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._serving = False
         await server.start()
         self._server = server
+        # Listen before the workers are checked: a readiness probe connects at once (and is
+        # told NOT_SERVING until they are) instead of backing off from a refused connection.
         self._relay = Relay(self, f"127.0.0.1:{inner}", self.config.max_message_bytes)
         try:
             self.port = await self._relay.listen(self.config.host, self.config.port)
@@ -97,8 +98,10 @@ class HeadServer:
             await self.stop(None)
             raise OrchestratorError(
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from exc
-        for replica in self.pool:
-            self._relay.connect(replica)
+        self._before = self._upstream(self.config.uses_before)
+        self._after = self._upstream(self.config.uses_after)
+        await asyncio.gather(*(self.add_worker(w.shard, w.address, w.worker_id)
+                               for w in self.config.workers))
         await self._refresh_health()
         self._spawn(self._poll_health())
         return self.port
