@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from orchestrator import Client, RequestError, ServiceUnavailable
+from orchestrator import Client, RequestError
 from orchestrator.control import HeadControl
 from orchestrator.runtime import hpack, wire
 from orchestrator.runtime.config import PollingPolicy
@@ -29,7 +28,7 @@ from orchestrator.runtime.relay import (
     parse_timeout,
 )
 from tests.unit.runtime.harness import TOKEN, Cluster, addr, wait_until
-from tests.unit.runtime.test_worker import Gate
+from tests.unit.runtime.test_worker import Gate, assert_graceful_stop
 
 
 def control(head: Any) -> HeadControl:
@@ -79,22 +78,8 @@ def test_deadline_through_the_fast_path_frees_the_replica(cluster: Cluster) -> N
 
 def test_head_graceful_stop_lets_fast_path_calls_finish(cluster: Cluster) -> None:
     gate = Gate()
-    w = cluster.serve_executor(gate)
-    head = cluster.head(1, [(0, w)])
-    results: list[Any] = []
-    with Client(addr(head)) as c:
-        t = threading.Thread(target=lambda: results.append(c.post("/x", [{"i": 7}], timeout=10)))
-        t.start()
-        assert gate.started.wait(10), "call never reached the executor"
-        stopping = cluster.lt.submit(head.stop(grace=5))
-        wait_until(lambda: not c.is_ready(timeout=0.2), what="head to refuse new calls")
-        with pytest.raises(ServiceUnavailable):
-            c.post("/echo", [{}], timeout=2)
-        assert t.is_alive()
-        gate.release.set()
-        t.join(10)
-        stopping.result(10)
-    assert results == [[{"i": 7}]]
+    head = cluster.head(1, [(0, cluster.serve_executor(gate))])
+    assert_graceful_stop(cluster, gate, head)
 
 
 def test_non_http2_client_is_dropped_and_the_head_keeps_serving(cluster: Cluster) -> None:

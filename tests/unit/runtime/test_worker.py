@@ -20,6 +20,8 @@ from orchestrator import (
     requests,
 )
 from orchestrator.runtime import wire
+from orchestrator.runtime.head import HeadServer
+from orchestrator.runtime.worker import WorkerServer
 from tests.unit.runtime.harness import ECHO, Cluster, addr, wait_until
 
 
@@ -160,16 +162,16 @@ class Gate(Executor):
         self.release.wait(10)
 
 
-def test_graceful_stop_finishes_in_flight_and_refuses_new(cluster: Cluster) -> None:
-    gate = Gate()
-    w = cluster.serve_executor(gate)
+def assert_graceful_stop(cluster: Cluster, gate: Gate, server: WorkerServer | HeadServer) -> None:
+    """A call held by `gate` finishes while `server` (the worker serving `gate`, or a head
+    in front of it) stops with a grace period; new calls are refused meanwhile."""
     results: list[Any] = []
-    with Client(addr(w)) as c:
+    with Client(addr(server)) as c:
         t = threading.Thread(target=lambda: results.append(c.post("/x", [{"i": 7}], timeout=10)))
         t.start()
         assert gate.started.wait(10), "call never reached the executor"
-        stopping = cluster.lt.submit(w.stop(grace=5))
-        wait_until(lambda: not c.is_ready(timeout=0.2), what="worker to refuse new calls")
+        stopping = cluster.lt.submit(server.stop(grace=5))
+        wait_until(lambda: not c.is_ready(timeout=0.2), what="server to refuse new calls")
         with pytest.raises(ServiceUnavailable):
             c.post("/echo", [{}], timeout=2)
         assert t.is_alive()  # still in flight while the server is stopping
@@ -177,6 +179,11 @@ def test_graceful_stop_finishes_in_flight_and_refuses_new(cluster: Cluster) -> N
         t.join(10)
         stopping.result(10)
     assert results == [[{"i": 7}]]
+
+
+def test_graceful_stop_finishes_in_flight_and_refuses_new(cluster: Cluster) -> None:
+    gate = Gate()
+    assert_graceful_stop(cluster, gate, cluster.serve_executor(gate))
 
 
 def test_echo_file_is_loadable_by_path() -> None:
