@@ -7,6 +7,7 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import pytest
 
 from orchestrator import Client, RequestError
@@ -181,3 +182,18 @@ def test_replicas_are_connected_before_their_first_request(cluster: Cluster) -> 
 
     wait_until(connected, what="relay connections to both replicas")
     assert {r.served for r in head.pool} == {0}  # no request has been routed yet
+
+
+def test_compressed_calls_pass_through(cluster: Cluster) -> None:
+    """grpc-encoding and compressed messages go through the fast path as they are."""
+    w = cluster.worker()
+    head = cluster.head(1, [(0, w)])
+    with grpc.insecure_channel(addr(head), compression=grpc.Compression.Gzip) as ch:
+        call = ch.unary_unary(wire.METHOD_CALL, request_serializer=wire.identity,
+                              response_deserializer=wire.identity)
+        body = wire.encode_request("/echo", [{"text": "y" * 50_000}])
+        resp = wire.parse_response(call(body, timeout=5))
+    with control(head) as ctl:
+        assert ctl.list_workers()[0].served == 1  # it took the fast path to the worker
+    assert resp.status.code == wire.OK
+    assert wire.decode_docs(resp.docs)[0]["text"] == "y" * 50_000
