@@ -34,6 +34,7 @@ from orchestrator.runtime.serve import bind, data_plane_handler
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 STREAM_PREFETCH = 32  # batches of one stream routed concurrently
 CHECK_TIMEOUT = 1.0
+MISSES_TO_FAIL = 3  # consecutive health-check timeouts before a replica leaves routing
 
 
 class Unroutable(Exception):
@@ -204,12 +205,16 @@ class HeadServer:
     # ---- health ----------------------------------------------------------------------
 
     async def _check(self, replica: Replica) -> bool:
+        return await self._probe(replica) is True
+
+    async def _probe(self, replica: Replica) -> bool | None:
+        """True: SERVING. False: said otherwise, or unreachable. None: no answer in time."""
         stub = health_pb2_grpc.HealthStub(replica.channel)
         timeout = min(CHECK_TIMEOUT, self.config.health_interval * 2)
         try:
             resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.aio.AioRpcError:
-            return False
+        except grpc.aio.AioRpcError as exc:
+            return None if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED else False
         return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def _poll_health(self) -> None:
@@ -217,8 +222,14 @@ class HeadServer:
         while True:
             await asyncio.sleep(self.config.health_interval)
             replicas = [r for r in self.pool if r.state is not State.DRAINING]
-            results = await asyncio.gather(*(self._check(r) for r in replicas))
+            results = await asyncio.gather(*(self._probe(r) for r in replicas))
             for replica, ok in zip(replicas, results, strict=True):
+                # A check that merely timed out (a busy worker, a loaded machine) takes a
+                # replica out of routing only the MISSES_TO_FAIL-th time in a row; an
+                # explicit NOT_SERVING or a refused connection does at once.
+                replica.misses = 0 if ok is not None else replica.misses + 1
+                if ok is None and replica.misses < MISSES_TO_FAIL:
+                    continue
                 if replica.state is not State.DRAINING:  # a drain may have begun meanwhile
                     replica.state = State.READY if ok else State.UNHEALTHY
             await self._refresh_health()

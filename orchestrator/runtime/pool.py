@@ -39,6 +39,7 @@ class Replica:
     served: int = 0
     failed: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    misses: int = 0  # consecutive health checks that timed out
     link: Any = None  # the head's relay connection to this replica (opened on demand)
 
     def __post_init__(self) -> None:

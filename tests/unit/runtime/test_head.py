@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -10,11 +11,21 @@ from typing import Any
 import grpc
 import pytest
 
-from orchestrator import Client, ControlAuthError, ExecutorError, RequestError, ServiceUnavailable
+from orchestrator import (
+    Client,
+    ControlAuthError,
+    Executor,
+    ExecutorError,
+    RequestError,
+    ServiceUnavailable,
+    requests,
+)
 from orchestrator.control import HeadControl
 from orchestrator.runtime import wire
 from orchestrator.runtime.config import PollingPolicy
-from tests.unit.runtime.harness import ECHO, TOKEN, Cluster, addr, wait_until
+from orchestrator.runtime.head import HeadServer
+from orchestrator.runtime.worker import WorkerServer
+from tests.unit.runtime.harness import ECHO, TOKEN, Cluster, LoopThread, addr, wait_until
 
 
 def control(head: Any, token: str = TOKEN) -> HeadControl:
@@ -201,3 +212,53 @@ def test_malformed_and_oversized_requests_through_the_head(cluster: Cluster) -> 
         assert resp.status.code == wire.BAD_REQUEST
     with Client(addr(fast)) as c, pytest.raises(RequestError, match="message too large"):
         c.post("/echo", [{"blob": "x" * 10_000}])
+
+
+class Hog(Executor):
+    """An async handler that blocks its worker's event loop (health checks go unanswered)."""
+
+    @requests(on="/hog")
+    async def hog(self, docs: list[dict[str, Any]], parameters: dict[str, Any],
+                  **kwargs: Any) -> None:
+        time.sleep(float(parameters["seconds"]))
+
+
+def test_health_check_timeouts_take_a_replica_out_only_when_they_persist(
+    cluster: Cluster,
+) -> None:
+    own_loop = LoopThread()  # the worker must not share the head's event loop here
+    w = WorkerServer(Hog(), host="127.0.0.1", port=0)
+    own_loop.run(w.start())
+    try:
+        head = cluster.head(1, [(0, w)])  # checks every 0.05 s, each with a 0.1 s timeout
+        _hog_and_watch(head)
+    finally:
+        own_loop.run(w.stop(0))
+        own_loop.close()
+
+
+def _hog_and_watch(head: HeadServer) -> None:
+    states: list[str] = []
+    watching = threading.Event()
+
+    def watch() -> None:
+        while watching.is_set():
+            states.extend(r.state.value for r in head.pool)
+            time.sleep(0.005)
+
+    def hog_states(seconds: float) -> set[str]:
+        states.clear()
+        watching.set()
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            with Client(addr(head)) as c:
+                c.post("/hog", [{}], {"seconds": seconds}, timeout=10)
+        finally:
+            watching.clear()
+            t.join()
+        return set(states)
+
+    assert hog_states(0.25) == {"ready"}  # one or two missed checks: still routable
+    assert "unhealthy" in hog_states(1.0)  # a worker stuck for a second is routed around
+    wait_until(lambda: [r.state.value for r in head.pool] == ["ready"], what="re-admitted")
