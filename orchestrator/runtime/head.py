@@ -154,7 +154,7 @@ class HeadServer:
             replica.worker_id = worker_id
         if self._relay is not None:
             self._relay.connect(replica)
-        replica.state = State.READY if await self._check(replica) else State.UNHEALTHY
+        replica.state = State.READY if await self._probe(replica) else State.UNHEALTHY
         await self._refresh_health()
 
     async def remove_worker(self, shard: int, address: str) -> bool:
@@ -203,9 +203,6 @@ class HeadServer:
         return True
 
     # ---- health ----------------------------------------------------------------------
-
-    async def _check(self, replica: Replica) -> bool:
-        return await self._probe(replica) is True
 
     async def _probe(self, replica: Replica) -> bool | None:
         """True: SERVING. False: said otherwise, or unreachable. None: no answer in time."""

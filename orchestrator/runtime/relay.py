@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from orchestrator.runtime.hpack import Decoder, HpackError, encode
-from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State
+from orchestrator.runtime.pool import Pool, Replica, ReplicaKey
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
@@ -444,6 +444,10 @@ def _unpad(payload: bytes) -> bytes:
 class Downstream(Conn):
     """A client's connection to the head."""
 
+    def __init__(self, relay: Relay) -> None:
+        super().__init__(relay)
+        self.last_sid = 0  # highest stream id the client opened
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.relay.clients.add(self)
@@ -463,8 +467,6 @@ class Downstream(Conn):
             return
         self.streams[sid] = stream
         self.relay.start(self, stream, headers, end)
-
-    last_sid = 0
 
     def _end_local(self, stream: Stream) -> None:
         self.forget(stream)  # our response is complete: the stream is done for us
@@ -981,5 +983,3 @@ class Relay:
         if self.inner.conn is not None and self.inner.conn.transport is not None:
             self.inner.conn.transport.close()
 
-
-__all__ = ["Relay", "State"]
