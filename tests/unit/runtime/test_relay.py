@@ -197,3 +197,32 @@ def test_compressed_calls_pass_through(cluster: Cluster) -> None:
         assert ctl.list_workers()[0].served == 1  # it took the fast path to the worker
     assert resp.status.code == wire.OK
     assert wire.decode_docs(resp.docs)[0]["text"] == "y" * 50_000
+
+
+def test_head_answers_not_serving_while_it_still_checks_its_workers(cluster: Cluster) -> None:
+    """A readiness probe must reach the head during start-up (and hear NOT_SERVING), not be
+    refused and back off."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from orchestrator.runtime.config import HeadConfig, WorkerAddress
+    from orchestrator.runtime.head import HeadServer
+    from tests.unit.runtime.harness import free_port
+
+    with socket.socket() as mute:  # accepts connections, never speaks: checks time out
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        port = free_port()
+        head = HeadServer(HeadConfig(
+            shards=1, host="127.0.0.1", port=port, health_interval=0.5, token=TOKEN,
+            workers=(WorkerAddress(0, f"127.0.0.1:{mute.getsockname()[1]}"),)))
+        starting = cluster.lt.submit(head.start())
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                stub = health_pb2_grpc.HealthStub(ch)
+                resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=5,
+                                  wait_for_ready=True)
+                assert not starting.done()  # the worker's check is still pending
+            assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        finally:
+            starting.result(10)
+            cluster.lt.run(head.stop(0))
