@@ -199,6 +199,14 @@ def test_compressed_calls_pass_through(cluster: Cluster) -> None:
     assert wire.decode_docs(resp.docs)[0]["text"] == "y" * 50_000
 
 
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def test_head_answers_not_serving_while_it_still_checks_its_workers(cluster: Cluster) -> None:
     """A readiness probe must reach the head during start-up (and hear NOT_SERVING), not be
     refused and back off."""
@@ -217,7 +225,11 @@ def test_head_answers_not_serving_while_it_still_checks_its_workers(cluster: Clu
             workers=(WorkerAddress(0, f"127.0.0.1:{mute.getsockname()[1]}"),)))
         starting = cluster.lt.submit(head.start())
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            wait_until(lambda: _accepts(port) or starting.done(), what="head port open")
+            # a local subchannel pool: no backoff inherited from an earlier test's channel
+            # to a port that free_port() hands out again
+            with grpc.insecure_channel(f"127.0.0.1:{port}",
+                                       options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
                 stub = health_pb2_grpc.HealthStub(ch)
                 resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=5,
                                   wait_for_ready=True)
