@@ -497,6 +497,13 @@ class Upstream(Conn):
         self._emit_headers(stream, encode_cached(headers), end)
         return stream
 
+    def new_stream(self, sid: int, headers: Headers, end: bool) -> None:
+        """HEADERS on a stream we opened and already reset or finished: the peer sent them
+        before it saw our RST_STREAM, and RFC 9113 section 5.1 says to ignore them (the
+        block was still decoded, so the HPACK table stays in step)."""
+        if sid % 2 == 0 or sid >= self.next_sid:
+            super().new_stream(sid, headers, end)
+
     def on_goaway(self, last: int) -> None:
         self.usable = False
         for sid in [s for s in self.streams if s > last]:

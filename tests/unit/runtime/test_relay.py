@@ -238,3 +238,23 @@ def test_head_answers_not_serving_while_it_still_checks_its_workers(cluster: Clu
         finally:
             starting.result(10)
             cluster.lt.run(head.stop(0))
+
+
+def test_a_reply_to_a_cancelled_call_leaves_the_replica_connection_up(cluster: Cluster) -> None:
+    """The client gives up, the relay resets the worker's stream, the worker answers anyway
+    (its reply was already under way): RFC 9113 section 5.1 says such frames are ignored, so
+    the connection, and every other call on it, must survive."""
+    gate = Gate()
+    head = cluster.head(1, [(0, cluster.serve_executor(gate))])
+    (replica,) = head.pool
+    with Client(addr(head)) as c:
+        with pytest.raises(RequestError, match="no answer within the timeout"):
+            c.post("/x", [{}], timeout=0.3)
+        assert gate.started.is_set()
+        link = replica.link
+        assert link is not None and link.conn is not None
+        conn = link.conn
+        wait_until(lambda: not conn.streams, what="the relay to reset the worker's stream")
+        gate.release.set()  # the worker now sends its reply on the reset stream
+        assert c.post("/x", [{"i": 1}], timeout=5) == [{"i": 1}]
+    assert link.conn is conn and conn.open and conn.usable
