@@ -12,6 +12,11 @@ flight from one asyncio client, in `--rounds` interleaved rounds (median), with 
 each server process spent per request.
 Two workloads: `/echo` (one small doc; pure overhead) and `/block` (a sync handler that
 blocks `--block-ms`, like a model call: replicas exist for this). Prints ratios b/a.
+
+On 2 cores a Python load generator takes as much CPU as the servers it measures, so /echo
+throughput is measured a second time with h2load (nghttp2's C load generator, installed by
+scripts/setup) sending the same serialized gRPC call: every response is checked by its
+byte count against one decoded reference reply.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -33,7 +41,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import grpc  # noqa: E402
+
 from orchestrator import AsyncClient, Client, Executor, requests  # noqa: E402
+from orchestrator.runtime import wire  # noqa: E402
 
 
 class Bench(Executor):
@@ -144,6 +155,36 @@ async def throughput(address: str, endpoint: str, params: dict[str, Any], second
         return done / (time.perf_counter() - start)
 
 
+def h2load(address: str, n: int, concurrency: int, docs: list[dict[str, Any]]) -> float:
+    """Requests per second of `n` unary /echo calls sent by h2load, `concurrency` in flight on
+    one connection. Raises unless every call got the reference reply (by size)."""
+    body = wire.encode_request("/echo", docs, None, request_id="h2load", timeout=None)
+    with grpc.insecure_channel(address) as channel:  # the reference reply, decoded once
+        reply = channel.unary_unary(wire.METHOD_CALL)(body, timeout=10)
+    status = wire.parse_response(reply).status
+    if status.code != wire.OK:
+        raise SystemExit(f"{address}: reference call failed: {status.message}")
+    path = Path(f"/tmp/bench-head-{os.getpid()}.grpc")
+    path.write_bytes(b"\0" + struct.pack(">I", len(body)) + body)  # a gRPC length prefix
+    try:
+        out = subprocess.run(
+            ["h2load", "-n", str(n), "-c", "1", "-m", str(concurrency), "-t", "1",
+             "-d", str(path), "-H", "content-type: application/grpc", "-H", "te: trailers",
+             f"http://{address}{wire.METHOD_CALL}"],
+            capture_output=True, text=True, check=True).stdout
+    finally:
+        path.unlink()
+    ok = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    data = re.search(r"\((\d+)\) data", out)
+    rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    if not (ok and data and rate):
+        raise SystemExit(f"unexpected h2load output:\n{out}")
+    # every reply (5-byte prefix + the same message) has the reference reply's size
+    if int(ok[1]) != n or int(data[1]) != n * (5 + len(reply)):
+        raise SystemExit(f"{address}: not every h2load call got a full reply:\n{out}")
+    return float(rate[1])
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * q))] * 1000
@@ -157,6 +198,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--block-ms", type=float, default=5.0)
     ap.add_argument("--docs", type=int, default=1, help="docs per request (default 1)")
+    ap.add_argument("--h2load-requests", type=int, default=10000, help="per h2load round")
     args = ap.parse_args()
     uses = f"{Path(__file__).resolve()}:Bench"
     w = [free_port() for _ in range(3)]
@@ -200,6 +242,16 @@ def main() -> None:
             report_throughput(endpoint, {k: statistics.median(v) for k, v in rps.items()},
                               {k: statistics.median(v) for k, v in cpu.items()},
                               args.concurrency, args.rounds)
+        if shutil.which("h2load") is None:
+            print("\nh2load not found (scripts/setup installs nghttp2-client): skipped")
+            return
+        rps = {k: [] for k in targets}
+        for _ in range(args.rounds):
+            for k, v in targets.items():
+                rps[k].append(h2load(v, args.h2load_requests, args.concurrency,
+                                     payload(args.docs)))
+        report_throughput("/echo", {k: statistics.median(v) for k, v in rps.items()}, None,
+                          args.concurrency, args.rounds, by="h2load")
 
 
 def report_latency(lat: dict[str, list[float]], docs: int) -> None:
@@ -217,12 +269,14 @@ def report_latency(lat: dict[str, list[float]], docs: int) -> None:
               f"{b3 / rr:4.2f}")
 
 
-def report_throughput(endpoint: str, rps: dict[str, float], head_cpu: dict[str, float],
-                      concurrency: int, rounds: int) -> None:
+def report_throughput(endpoint: str, rps: dict[str, float], head_cpu: dict[str, float] | None,
+                      concurrency: int, rounds: int, by: str = "the Python AsyncClient") -> None:
     base = rps["a direct"]
-    print(f"\nthroughput {endpoint} ({concurrency} in flight, median of {rounds} rounds)")
+    print(f"\nthroughput {endpoint} ({concurrency} in flight, median of {rounds} rounds, "
+          f"load from {by})")
     for name, value in rps.items():
-        cost = f"   head CPU {head_cpu[name]:5.0f} us/req" if name != "a direct" else ""
+        cost = (f"   head CPU {head_cpu[name]:5.0f} us/req"
+                if head_cpu is not None and name != "a direct" else "")
         print(f"  {name:12s} {value:8.0f} req/s   ratio b/a {value / base:4.2f}{cost}")
 
 
