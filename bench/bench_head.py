@@ -160,7 +160,8 @@ def h2load(address: str, n: int, concurrency: int, docs: list[dict[str, Any]]) -
     one connection. Raises unless every call got the reference reply (by size)."""
     body = wire.encode_request("/echo", docs, None, request_id="h2load", timeout=None)
     with grpc.insecure_channel(address) as channel:  # the reference reply, decoded once
-        reply = channel.unary_unary(wire.METHOD_CALL)(body, timeout=10)
+        call: Any = channel.unary_unary(wire.METHOD_CALL)  # bytes in, bytes out
+        reply: bytes = call(body, timeout=10)
     status = wire.parse_response(reply).status
     if status.code != wire.OK:
         raise SystemExit(f"{address}: reference call failed: {status.message}")
