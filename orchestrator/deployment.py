@@ -39,6 +39,7 @@ from orchestrator.errors import (
     SpecError,
 )
 from orchestrator.health import GrpcHealthProbe, HealthProbe, wait_ready
+from orchestrator.placement import own_container
 from orchestrator.planning import labels as L
 from orchestrator.planning import names
 from orchestrator.planning.hosts import Placement, resolve_worker_address
@@ -187,6 +188,7 @@ class Deployment(BaseDeployment):
         self._started = False
         self._detached = False
         self._lock_file: IO[str] | None = None
+        self._me: ContainerInfo | None = None  # our own container, once it joined the network
         self.pod_args: dict[str, Any] = {}
         self.update_pod_args()
 
@@ -239,11 +241,18 @@ class Deployment(BaseDeployment):
 
     @property
     def head_host(self) -> str:
+        """Where this process reaches the head: the published host address, or, from inside
+        a container of the engine, the head's address on the deployment network."""
+        inside = self._head_inside()
+        if inside is not None:
+            return inside
         host = self.spec.host
         return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
     @property
     def head_port(self) -> int:
+        if self._head_inside() is not None:
+            return CONTAINER_PORT
         port = self.port
         if port is None:
             raise OrchestratorError(f"deployment {self.name} is not started: no head port yet")
@@ -424,6 +433,7 @@ class Deployment(BaseDeployment):
         engine.create_network(
             self.network, labels={**L.for_deployment(self.name), L.OWNER: self._ctx.owner}
         )
+        self._join_network()
         self._pods = {p.name: p for p in plans}
         self._started = True
 
@@ -517,6 +527,25 @@ class Deployment(BaseDeployment):
             self._engine.close()
             self._engine = None
 
+    # -- an orchestrating process inside a container ---------------------------------
+    def _join_network(self) -> None:
+        """From inside a container of the engine (a CI job with the Docker socket, a dev
+        container), neither the head's port published on the host's 127.0.0.1 nor pod
+        addresses on another bridge network are reachable: attach our own container to the
+        deployment's network. Removing the network detaches it again."""
+        me = own_container(self.engine)
+        if me is None:
+            return
+        if self.network not in me.ip_addresses:
+            self.engine.connect_network(self.network, me.id)
+        self._me = me
+
+    def _head_inside(self) -> str | None:
+        if self._me is None:
+            return None
+        head = self._infos.get(names.head_name(self.name))
+        return None if head is None else head.ip_addresses.get(self.network)
+
     def detach(self) -> None:
         """Leave the deployment running when this object is closed (`up --detach`)."""
         self._detached = True
@@ -580,6 +609,7 @@ class Deployment(BaseDeployment):
         dep._infos = {c.name: c for c in containers}
         dep._started = True
         dep._detached = True
+        dep._join_network()
         dep.update_pod_args()
         return dep
 

@@ -9,9 +9,11 @@ goes wrong.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 from orchestrator.engine.base import ContainerEngine, ContainerInfo
+from orchestrator.errors import ResourceNotFound
 from orchestrator.planning.hosts import Placement
 from orchestrator.spec import CONTAINER_PORT
 
@@ -27,6 +29,10 @@ def self_container(engine: ContainerEngine, hostname: str | None = None) -> Cont
         EngineUnavailable: the engine does not answer.
     """
     me = hostname or socket.gethostname()
+    with contextlib.suppress(ResourceNotFound):  # the usual case: the hostname is our id
+        info = engine.inspect_container(me)
+        if info.running and info.id.startswith(me):
+            return info
     for info in engine.list_containers({}):
         if not info.running:
             continue
@@ -49,3 +55,24 @@ def orchestrator_placement(engine: ContainerEngine) -> Placement | None:
     """Where this process runs, as `get_worker_host`'s `orchestrator` argument."""
     info = self_container(engine)
     return None if info is None else container_placement(info, engine.engine_id())
+
+
+_IDS: dict[str, str | None] = {}  # engine id -> id of the container this process runs in
+
+
+def own_container(engine: ContainerEngine) -> ContainerInfo | None:
+    """`self_container`, asked of each engine once per process (a process never moves
+    between containers, and the full scan costs one inspect per container), then
+    inspected fresh each time so its networks are current."""
+    key = engine.engine_id()
+    if key not in _IDS:
+        info = self_container(engine)
+        _IDS[key] = None if info is None else info.id
+        return info
+    cid = _IDS[key]
+    if cid is None:
+        return None
+    try:
+        return engine.inspect_container(cid)
+    except ResourceNotFound:
+        return None

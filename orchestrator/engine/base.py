@@ -182,9 +182,24 @@ class ContainerEngine(Protocol):
         """Create a bridge network. Raises `ResourceConflict` if the name is taken."""
 
     def remove_network(self, name_or_id: str) -> None:
-        """Remove a managed network. Missing networks are ignored (idempotent)."""
+        """Remove a managed network. Missing networks are ignored (idempotent).
+
+        Unmanaged containers still attached (an orchestrating process's own container) are
+        detached first; an attached managed container raises `ResourceConflict`.
+        """
 
     def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]: ...
+
+    def connect_network(self, network: str, container: str) -> None:
+        """Attach a running container to a managed network (a no-op when it is attached).
+
+        The container need not be managed: this is how the orchestrating process, when it
+        runs in a container of this engine, joins a deployment's network. Raises
+        `NotManaged` (the network), `ResourceNotFound` (either one).
+        """
+
+    def disconnect_network(self, network: str, container: str) -> None:
+        """Detach a container from a managed network; missing ones are ignored."""
 
     # -- containers -----------------------------------------------------------------
     def run_container(self, spec: ContainerSpec) -> ContainerInfo:

@@ -298,9 +298,44 @@ class DockerEngine:
             try:
                 net = self._api.inspect_network(name_or_id)
                 _require_managed("network", name_or_id, net.get("Labels"))
+                for cid in net.get("Containers") or {}:
+                    try:
+                        labels = self._api.inspect_container(cid)["Config"].get("Labels")
+                    except docker.errors.NotFound:
+                        continue
+                    if (labels or {}).get(MANAGED_LABEL) != "true":
+                        self._api.disconnect_container_from_network(cid, net["Id"], force=True)
                 self._api.remove_network(net["Id"])
             except docker.errors.NotFound:
                 return
+
+    def connect_network(self, network: str, container: str) -> None:
+        """Attach a running container (managed or not) to a managed network.
+
+        Raises:
+            NotManaged: the network lacks `orchestrator.managed=true`.
+            ResourceNotFound: no such network or container.
+        """
+        with self._call("network", network):
+            net = self._api.inspect_network(network)
+            _require_managed("network", network, net.get("Labels"))
+            attached = self._api.inspect_container(container)["NetworkSettings"]["Networks"]
+            if net["Name"] in (attached or {}):
+                return
+            self._api.connect_container_to_network(container, net["Id"])
+
+    def disconnect_network(self, network: str, container: str) -> None:
+        """Detach a container from a managed network; missing ones are ignored."""
+        with self._call("network", network):
+            try:
+                net = self._api.inspect_network(network)
+                _require_managed("network", network, net.get("Labels"))
+                self._api.disconnect_container_from_network(container, net["Id"], force=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if "is not connected" not in str(exc):
+                    raise
 
     def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
         """Networks whose labels match all of `labels`. Raises `EngineUnavailable`."""

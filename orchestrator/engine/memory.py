@@ -26,6 +26,7 @@ import hashlib
 import shlex
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -277,6 +278,7 @@ class MemoryEngine:
         self._images: dict[str, _Image] = {}
         self._events: list[EngineEvent] = []
         self._serial = 0
+        self._engine_id = f"memory-engine-{uuid.uuid4().hex[:12]}"  # one engine, one id
         for ref, labels in (images or {}).items():
             self.add_image(ref, labels)
 
@@ -313,7 +315,7 @@ class MemoryEngine:
 
     def engine_id(self) -> str:
         self._up()
-        return "memory-engine"
+        return self._engine_id
 
     def close(self) -> None:
         """Nothing to release; the state stays readable."""
@@ -440,6 +442,9 @@ class MemoryEngine:
             if net is None:
                 return
             _require_managed("network", name_or_id, net.labels)
+            for c in self._live():
+                if net.name in c.ip and c.spec.labels.get(MANAGED_LABEL) != "true":
+                    del c.ip[net.name]  # an orchestrating process's own container
             attached = [c.spec.name for c in self._live() if net.name in c.ip]
             if attached:
                 raise ResourceConflict(
@@ -447,6 +452,28 @@ class MemoryEngine:
                 )
             del self._networks[net.name]
             self._emit("network", "destroy", net.id, net.name, {})
+
+    def connect_network(self, network: str, container: str) -> None:
+        """Raises `NotManaged` (the network) or `ResourceNotFound`."""
+        self._up()
+        c = self._get(container)
+        with self._lock:
+            net = self._network(network)
+            if net is None:
+                raise ResourceNotFound(f"network {network!r} not found")
+            _require_managed("network", network, net.labels)
+            if net.name not in c.ip:
+                c.ip.update(self._assign_ip(replace(c.spec, network=net.name)))
+
+    def disconnect_network(self, network: str, container: str) -> None:
+        self._up()
+        c = self._find(container)
+        with self._lock:
+            net = self._network(network)
+            if c is None or net is None:
+                return
+            _require_managed("network", network, net.labels)
+            c.ip.pop(net.name, None)
 
     def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
         self._up()

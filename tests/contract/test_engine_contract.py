@@ -204,6 +204,35 @@ def test_networks(engine: ContainerEngine, ours: Ours) -> None:
     engine.remove_network(net.name)  # idempotent
 
 
+def test_a_foreign_container_joins_a_managed_network_and_leaves_with_it(
+    engine: ContainerEngine, ours: Ours, unmanaged: tuple[str, str]
+) -> None:
+    """How an orchestrating process inside a container reaches a deployment's pods."""
+    container, foreign_net = unmanaged
+    net = engine.create_network(ours.name("join"), labels=ours.labels())
+    engine.connect_network(net.name, container)
+    engine.connect_network(net.name, container)  # already attached: a no-op
+    assert engine.inspect_container(container).ip_addresses[net.name]
+    engine.disconnect_network(net.name, container)
+    assert net.name not in engine.inspect_container(container).ip_addresses
+    engine.disconnect_network(net.name, container)  # not attached: ignored
+
+    engine.connect_network(net.name, container)
+    pod = engine.run_container(ours.spec("pod", network=net.name))
+    with pytest.raises(ResourceConflict):
+        engine.remove_network(net.name)  # a managed container is still attached
+    engine.remove_container(pod.id)
+    engine.remove_network(net.name)  # the foreign container is detached, then it goes
+    assert engine.list_networks(ours.labels()) == []
+    assert net.name not in engine.inspect_container(container).ip_addresses
+    assert engine.inspect_container(container).running  # and nothing else happened to it
+
+    with pytest.raises(NotManaged):
+        engine.connect_network(foreign_net, container)
+    with pytest.raises(ResourceNotFound):
+        engine.connect_network(ours.name("no-such-net"), container)
+
+
 def test_unknown_network_is_resource_not_found(engine: ContainerEngine, ours: Ours) -> None:
     with pytest.raises(ResourceNotFound):
         engine.run_container(ours.spec("n", network=ours.name("no-such-net")))
@@ -334,7 +363,7 @@ def unmanaged(engine: ContainerEngine, engine_kind: str) -> Iterator[tuple[str, 
 
     client = docker.from_env()
     try:
-        client.containers.create(TEST_IMAGE, ["sleep", "300"], name=container)
+        client.containers.run(TEST_IMAGE, ["sleep", "300"], name=container, detach=True)
         client.networks.create(network)
         yield container, network
     finally:

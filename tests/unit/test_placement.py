@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from orchestrator.engine.base import ContainerSpec
 from orchestrator.engine.memory import MemoryEngine
-from orchestrator.placement import self_container
+from orchestrator.placement import own_container, self_container
 
 MANAGED = {"orchestrator.managed": "true"}
 
@@ -38,3 +40,18 @@ def test_a_stopped_container_is_not_us() -> None:
     engine = engine_with_pods()
     engine.stop_container("web", grace=0)
     assert self_container(engine, hostname="web") is None
+
+
+def test_own_container_is_looked_up_once_per_engine_then_read_fresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = engine_with_pods()
+    job = engine.add_unmanaged_container("ci-job", "img:1")
+    monkeypatch.setattr("orchestrator.placement.socket.gethostname", lambda: job[:12])
+    first = own_container(engine)
+    assert first is not None and first.id == job and "net" not in first.ip_addresses
+    engine.connect_network("net", job)
+    monkeypatch.setattr("orchestrator.placement.socket.gethostname", lambda: "elsewhere")
+    again = own_container(engine)  # the id is remembered, the networks are current
+    assert again is not None and again.id == job and again.ip_addresses["net"]
+    assert own_container(engine_with_pods()) is None  # another engine: asked afresh
