@@ -377,7 +377,9 @@ def _bring_up(cfg: DeploymentConfig, engine: ContainerEngine, console: Console) 
     name = cfg.spec.name
     if name in running_deployments(engine):
         return _update(cfg, _attach(name, engine), console)
-    dep = Deployment(dict(cfg.fields), engine=engine, base_dir=cfg.base_dir)
+    # A reaper removes what this process started if it dies without a word (kill -9); a
+    # detached `up` tells it so and it leaves the deployment running.
+    dep = Deployment(dict(cfg.fields), engine=engine, base_dir=cfg.base_dir, reaper=True)
     pods = 1 + cfg.spec.shards * cfg.spec.replicas + (cfg.spec.uses_before is not None) \
         + (cfg.spec.uses_after is not None)
     try:

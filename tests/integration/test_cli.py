@@ -26,6 +26,7 @@ from orchestrator import Client
 from orchestrator.engine.cleanup import list_owned, remove_owned
 from orchestrator.errors import RequestError
 from tests.support.paths import ECHO, ROOT
+from tests.support.reapers import reapers
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -359,14 +360,30 @@ def test_foreground_up_tears_down_on_signal_exit_0(
     assert not list_owned(docker_engine, unique_name)
 
 
-def test_kill_9_of_foreground_up_then_down_leaves_nothing(
+def test_kill_9_of_foreground_up_is_reaped(
         foreground: Foreground, unique_name: str, docker_engine: DockerEngine) -> None:
-    foreground.proc.kill()  # SIGKILL: no handler, no teardown
+    assert len(list_owned(docker_engine, unique_name).containers) == 2
+    foreground.proc.kill()  # SIGKILL: no handler, no teardown in the CLI process
     foreground.proc.wait(timeout=DEADLINE)
-    assert len(list_owned(docker_engine, unique_name).containers) == 2  # orphaned pods
-    down = orch("down", unique_name, "--grace", "1")
-    assert down.returncode == EXIT_OK, down.stderr
-    assert not list_owned(docker_engine, unique_name)
+    # its reaper saw the pipe close and removes the pods and the network
+    wait_until(lambda: not list_owned(docker_engine, unique_name), timeout=DEADLINE,
+               what=f"the reaper removes {unique_name}")
+    wait_until(lambda: not reapers(unique_name), timeout=DEADLINE, what="the reaper exits")
+
+
+def test_detached_up_outlives_the_cli_process(
+        unique_name: str, runtime_image: str, tmp_path: Path,
+        docker_engine: DockerEngine) -> None:
+    path = write_yaml(tmp_path, unique_name, image=runtime_image)
+    up = orch("up", "-f", str(path), "-d")
+    assert up.returncode == EXIT_OK, up.stderr
+    try:
+        wait_until(lambda: not reapers(unique_name), timeout=DEADLINE,
+                   what="the reaper, told to detach, exits")
+        owned = list_owned(docker_engine, unique_name)
+        assert len(owned.containers) == 2 and all(c.running for c in owned.containers)
+    finally:
+        assert orch("down", unique_name, "--grace", "1").returncode == EXIT_OK
 
 
 # -- re-running up with a changed spec ---------------------------------------------------

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from orchestrator.engine.cleanup import list_owned, remove_owned
 from tests.support.paths import ECHO, ROOT
+from tests.support.reapers import reapers
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -29,20 +29,6 @@ if sys.argv[4] == "detach":
 print("READY", flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
-
-
-def reapers(name: str) -> list[int]:
-    """Pids of reaper processes watching deployment `name`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"orchestrator.reaper" in argv and name.encode() in argv:
-                found.append(int(entry.name))
-    return found
 
 
 def run_owner(name: str, runtime_image: str, mode: str) -> subprocess.CompletedProcess[str]:
