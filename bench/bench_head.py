@@ -16,7 +16,8 @@ blocks `--block-ms`, like a model call: replicas exist for this). Prints ratios 
 On 2 cores a Python load generator takes as much CPU as the servers it measures, so /echo
 throughput is measured a second time with h2load (nghttp2's C load generator, installed by
 scripts/setup) sending the same serialized gRPC call: every response is checked by its
-byte count against one decoded reference reply.
+byte count against one decoded reference reply. There, (a3) drives the 3 workers directly
+and at once: the most 3 replicas can serve on this machine, with no head at all.
 """
 
 from __future__ import annotations
@@ -155,35 +156,45 @@ async def throughput(address: str, endpoint: str, params: dict[str, Any], second
         return done / (time.perf_counter() - start)
 
 
-def h2load(address: str, n: int, concurrency: int, docs: list[dict[str, Any]]) -> float:
-    """Requests per second of `n` unary /echo calls sent by h2load, `concurrency` in flight on
-    one connection. Raises unless every call got the reference reply (by size)."""
+def h2load(addresses: list[str], n: int, concurrency: int,
+           docs: list[dict[str, Any]]) -> float:
+    """Requests per second of `n` unary /echo calls sent by h2load, `concurrency` in flight;
+    with several addresses, one h2load process per address (n and concurrency split evenly)
+    run at once and the rate is the total over the wall time. Raises unless every call got
+    the reference reply (checked by size)."""
     body = wire.encode_request("/echo", docs, None, request_id="h2load", timeout=None)
-    with grpc.insecure_channel(address) as channel:  # the reference reply, decoded once
+    with grpc.insecure_channel(addresses[0]) as channel:  # the reference reply, decoded once
         call: Any = channel.unary_unary(wire.METHOD_CALL)  # bytes in, bytes out
         reply: bytes = call(body, timeout=10)
     status = wire.parse_response(reply).status
     if status.code != wire.OK:
-        raise SystemExit(f"{address}: reference call failed: {status.message}")
+        raise SystemExit(f"{addresses[0]}: reference call failed: {status.message}")
     path = Path(f"/tmp/bench-head-{os.getpid()}.grpc")
     path.write_bytes(b"\0" + struct.pack(">I", len(body)) + body)  # a gRPC length prefix
+    each, inflight = n // len(addresses), max(1, concurrency // len(addresses))
     try:
-        out = subprocess.run(
-            ["h2load", "-n", str(n), "-c", "1", "-m", str(concurrency), "-t", "1",
+        started = time.perf_counter()
+        procs = [subprocess.Popen(
+            ["h2load", "-n", str(each), "-c", "1", "-m", str(inflight), "-t", "1",
              "-d", str(path), "-H", "content-type: application/grpc", "-H", "te: trailers",
              f"http://{address}{wire.METHOD_CALL}"],
-            capture_output=True, text=True, check=True).stdout
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for address in addresses]
+        outs = [p.communicate()[0] for p in procs]
+        elapsed = time.perf_counter() - started
     finally:
         path.unlink()
-    ok = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", out)
-    data = re.search(r"\((\d+)\) data", out)
-    rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
-    if not (ok and data and rate):
-        raise SystemExit(f"unexpected h2load output:\n{out}")
-    # every reply (5-byte prefix + the same message) has the reference reply's size
-    if int(ok[1]) != n or int(data[1]) != n * (5 + len(reply)):
-        raise SystemExit(f"{address}: not every h2load call got a full reply:\n{out}")
-    return float(rate[1])
+    rates = []
+    for address, proc, out in zip(addresses, procs, outs, strict=True):
+        ok = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored", out)
+        data = re.search(r"\((\d+)\) data", out)
+        rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+        if proc.returncode != 0 or not (ok and data and rate):
+            raise SystemExit(f"h2load failed against {address}:\n{out}")
+        # every reply (5-byte prefix + the same message) has the reference reply's size
+        if int(ok[1]) != each or int(data[1]) != each * (5 + len(reply)):
+            raise SystemExit(f"{address}: not every h2load call got a full reply:\n{out}")
+        rates.append(float(rate[1]))
+    return rates[0] if len(addresses) == 1 else each * len(addresses) / elapsed
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -246,13 +257,19 @@ def main() -> None:
         if shutil.which("h2load") is None:
             print("\nh2load not found (scripts/setup installs nghttp2-client): skipped")
             return
-        rps = {k: [] for k in targets}
+        # a3: the 3 workers driven directly and at once (no head), the most 3 replicas can
+        # give on this machine; a head in front of them can only come close to it
+        loads = {"a direct": [workers[0]], "a3 direct x3": workers,
+                 **{k: [v] for k, v in targets.items() if k != "a direct"}}
+        rps = {k: [] for k in loads}
         for _ in range(args.rounds):
-            for k, v in targets.items():
-                rps[k].append(h2load(v, args.h2load_requests, args.concurrency,
+            for k, addresses in loads.items():
+                rps[k].append(h2load(addresses, args.h2load_requests, args.concurrency,
                                      payload(args.docs)))
-        report_throughput("/echo", {k: statistics.median(v) for k, v in rps.items()}, None,
-                          args.concurrency, args.rounds, by="h2load")
+        medians = {k: statistics.median(v) for k, v in rps.items()}
+        report_throughput("/echo", medians, None, args.concurrency, args.rounds, by="h2load")
+        print(f"  b3 against a3 (the same 3 workers driven directly at once): ratio "
+              f"{medians['b3 head x3'] / medians['a3 direct x3']:4.2f}")
 
 
 def report_latency(lat: dict[str, list[float]], docs: int) -> None:
