@@ -338,11 +338,14 @@ class HeadServer:
                 raise _no_replica(shard, last)
             tried.add(replica.key)
             replica.begin()
-            ok = False
+            ok: bool | None = False
             try:
                 out: bytes = await replica.call(raw, timeout=timeout)
                 ok = True
                 return out
+            except asyncio.CancelledError:  # the client gave up: not the replica's failure
+                ok = None
+                raise
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise Unroutable(exc.code(), f"worker {replica.address}: {exc.details()}"

@@ -55,12 +55,13 @@ class Replica:
         self.outstanding += 1
         self.idle.clear()
 
-    def end(self, ok: bool) -> None:
-        """Count a request as finished."""
+    def end(self, ok: bool | None) -> None:
+        """Count a request as finished: served, failed, or (None) given up by its client,
+        which says nothing about the replica."""
         self.outstanding -= 1
         if ok:
             self.served += 1
-        else:
+        elif ok is not None:
             self.failed += 1
         if self.outstanding == 0:
             self.idle.set()

@@ -653,7 +653,7 @@ class Call:
     def on_reset(self, conn: Conn, stream: Stream, refused: bool) -> None:
         if conn is self.down:  # the client cancelled or went away
             self.done = True
-            self._release(False)
+            self._release(None)
             if self.up is not None and self.up_stream is not None:
                 self.up.reset(self.up_stream)
             self._finish()
@@ -697,7 +697,7 @@ class Call:
         if not self.done:
             self.relay.dispatch(self)
 
-    def _release(self, ok: bool) -> None:
+    def _release(self, ok: bool | None) -> None:
         if self.replica is not None:
             self.replica.end(ok)
             self.replica = None

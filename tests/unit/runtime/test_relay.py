@@ -258,3 +258,23 @@ def test_a_reply_to_a_cancelled_call_leaves_the_replica_connection_up(cluster: C
         gate.release.set()  # the worker now sends its reply on the reset stream
         assert c.post("/x", [{"i": 1}], timeout=5) == [{"i": 1}]
     assert link.conn is conn and conn.open and conn.usable
+
+
+@pytest.mark.parametrize("polling", ["ANY", "ALL"])  # ANY: fast path; ALL: piped to grpcio
+def test_a_call_the_client_cancels_is_not_counted_against_the_replica(
+        cluster: Cluster, polling: str) -> None:
+    gate = Gate()
+    head = cluster.head(1, [(0, cluster.serve_executor(gate))],
+                        polling=PollingPolicy.parse(polling))
+    body = wire.encode_request("/x", [{}], None, request_id="cancelled", timeout=None)
+    with grpc.insecure_channel(addr(head)) as channel, control(head) as ctl:
+        call: Any = channel.unary_unary(wire.METHOD_CALL)
+        pending = call.future(body, timeout=10)
+        assert gate.started.wait(10), "the call never reached the executor"
+        assert pending.cancel()
+        wait_until(lambda: ctl.list_workers()[0].outstanding == 0, what="replica released")
+        gate.release.set()
+        (worker,) = ctl.list_workers()
+        assert (worker.served, worker.failed, worker.state) == (0, 0, "ready")
+        assert wire.parse_response(call(body, timeout=5)).status.code == wire.OK
+        assert ctl.list_workers()[0].served == 1
