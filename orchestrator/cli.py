@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     _scale_args(command("scale", cmd_scale, "change the replicas per shard, with no downtime"))
     _rollout_args(command("rollout", cmd_rollout, "rolling update to a new image or uses_with"))
     _ping_args(command("ping", cmd_ping, "gRPC health check of HOST:PORT (exit 0 serving, 1 not)"))
+    _export_args(command("export", cmd_export, "write the deployments of a YAML file as a "
+                         "Compose file or Kubernetes manifests"))
     _images_args(sub)
     _executor_args(command("executor", cmd_executor,
                            "serve one executor in this process, for development"))
@@ -189,6 +191,53 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="set a uses_with key (value read as a YAML scalar); repeatable")
     _json_flag(p)
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--file", required=True, help="deployment YAML file")
+    p.add_argument("--to", required=True, choices=["compose", "kubernetes"],
+                   help="compose: one service per pod (docker-compose up); kubernetes: a "
+                   "StatefulSet per shard, the head as a Deployment (kubectl apply)")
+    p.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """`export -f FILE --to compose|kubernetes`: the same pods, for another engine."""
+    import secrets
+    from pathlib import Path
+
+    from orchestrator.config import load_file
+    from orchestrator.planning.export import TOKEN_VARIABLE, to_compose, to_kubernetes
+    from orchestrator.planning.pods import PodContext
+
+    configs = load_file(args.file)
+    if args.to == "compose":
+        services: dict[str, Any] = {}
+        networks: dict[str, Any] = {}
+        for cfg in configs:
+            doc = to_compose(cfg.spec, PodContext(owner="export", token=""))
+            services.update(doc["services"])
+            networks.update(doc["networks"])
+        text = (f"# orchestrator export --to compose, from {args.file}\n"
+                f"# start: {TOKEN_VARIABLE}=<a secret> docker-compose -f FILE up -d\n"
+                + yaml.safe_dump({"version": "2.4", "services": services,
+                                  "networks": networks}, sort_keys=False))
+    else:
+        docs: list[dict[str, Any]] = []
+        for cfg in configs:
+            spec = cfg.spec
+            sources = {u.path: Path(u.path).read_text(encoding="utf-8")
+                       for u in (spec.uses, spec.uses_before, spec.uses_after)
+                       if u is not None and u.kind == "file"}
+            ctx = PodContext(owner="export", token=secrets.token_urlsafe(24))
+            docs += to_kubernetes(spec, ctx, sources)
+        text = (f"# orchestrator export --to kubernetes, from {args.file}; kubectl apply -f\n"
+                + yaml.safe_dump_all(docs, sort_keys=False))
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
 
 
 def _ping_args(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,136 @@
+"""`orchestrator export`: Compose and Kubernetes documents from a spec (pure), the
+Kubernetes ones checked against the API's own schemas by kubernetes-validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from orchestrator.errors import SpecError
+from orchestrator.planning.export import to_compose, to_kubernetes
+from orchestrator.planning.pods import PodContext
+from orchestrator.spec import DeploymentSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO = str(ROOT / "executors" / "echo.py")
+CTX = PodContext(owner="export", token="s3cret")
+K8S_VERSION = "1.30.0"
+
+
+def spec(**fields: Any) -> DeploymentSpec:
+    base: dict[str, Any] = {"name": "shop", "uses": f"{ECHO}:Echo", "replicas": 3,
+                            "shards": 2, "uses_with": {"tag": "v7"}}
+    return DeploymentSpec.from_fields(**{**base, **fields})
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def sources() -> dict[str, str]:
+    return {ECHO: Path(ECHO).read_text()}
+
+
+def test_every_kubernetes_document_is_valid_for_the_api() -> None:
+    docs = to_kubernetes(spec(uses_before=f"{ECHO}:Echo", uses_after=f"{ECHO}:Echo",
+                              cpus=0.5, memory="256m"), CTX, sources())
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(["Secret", "ConfigMap", "ConfigMap", "ConfigMap",
+                            "Deployment", "Service", "Deployment", "Service",
+                            "Deployment", "Service", "Service", "StatefulSet",
+                            "Service", "StatefulSet"])
+
+
+def test_kubernetes_shards_are_stateful_sets_the_head_dials_by_name() -> None:
+    docs = to_kubernetes(spec(), CTX, sources())
+    sets, services = by_kind(docs, "StatefulSet"), by_kind(docs, "Service")
+    assert sorted(sets) == ["shop-s0", "shop-s1"]
+    for shard, name in enumerate(sorted(sets)):
+        sts = sets[name]["spec"]
+        assert sts["replicas"] == 3 and sts["serviceName"] == name
+        headless = services[name]["spec"]
+        assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"]
+        assert headless["selector"] == sts["selector"]["matchLabels"]
+        assert sts["selector"]["matchLabels"]["orchestrator.shard"] == str(shard)
+        args = sts["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--name") + 1] == "$(POD_NAME)"
+        assert args[args.index("--replica-id") + 1] == "$(POD_ORDINAL)"
+        assert args[args.index("--shard-id") + 1] == str(shard)
+    head = by_kind(docs, "Deployment")["shop-head"]["spec"]["template"]["spec"]
+    args = head["containers"][0]["args"]
+    workers = [args[i + 1] for i, a in enumerate(args) if a == "--worker"]
+    assert workers == [f"{s}=shop-s{s}-{r}.shop-s{s}:50051" for s in (0, 1) for r in (0, 1, 2)]
+    assert services["shop-head"]["spec"]["selector"] == \
+        by_kind(docs, "Deployment")["shop-head"]["spec"]["selector"]["matchLabels"]
+
+
+def test_kubernetes_pods_keep_the_security_defaults_and_the_token_is_a_secret() -> None:
+    docs = to_kubernetes(spec(), CTX, sources())
+    templates = [d["spec"]["template"]["spec"] for d in docs
+                 if d["kind"] in ("Deployment", "StatefulSet")]
+    for pod in templates:
+        (container,) = pod["containers"]
+        sec = container["securityContext"]
+        assert sec["runAsNonRoot"] and sec["runAsUser"] == 10001
+        assert sec["allowPrivilegeEscalation"] is False
+        assert sec["capabilities"] == {"drop": ["ALL"]}
+        assert pod["automountServiceAccountToken"] is False
+        assert container["readinessProbe"]["grpc"] == {"port": 50051}
+        assert all("value" not in e or e["name"] != "ORCHESTRATOR_TOKEN"
+                   for e in container["env"])
+    head_env = by_kind(docs, "Deployment")["shop-head"]["spec"]["template"]["spec"][
+        "containers"][0]["env"]
+    assert {"name": "ORCHESTRATOR_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "shop-token", "key": "token"}}} in head_env
+    assert by_kind(docs, "Secret")["shop-token"]["stringData"] == {"token": "s3cret"}
+    code = by_kind(docs, "ConfigMap")["shop-worker-code"]["data"]
+    assert code == {"echo.py": Path(ECHO).read_text()}  # the executor travels with it
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"volumes": ["/srv/data:/data"]}, "volumes"),
+    ({"gpus": "all"}, "gpus"),
+])
+def test_what_a_cluster_cannot_take_is_refused_by_field(fields: dict[str, Any],
+                                                        field: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        to_kubernetes(spec(**fields), CTX, sources())
+    assert caught.value.field == field
+
+
+def test_compose_has_a_service_per_pod_and_static_workers_at_the_head() -> None:
+    doc = to_compose(spec(shards=1, replicas=2), CTX)
+    services = doc["services"]
+    assert sorted(services) == ["shop-head", "shop-s0-r0-g1", "shop-s0-r1-g1"]
+    head = services["shop-head"]
+    workers = [head["command"][i + 1] for i, a in enumerate(head["command"])
+               if a == "--worker"]
+    assert workers == ["0=shop-s0-r0-g1:50051", "0=shop-s0-r1-g1:50051"]
+    assert head["ports"] == ["127.0.0.1::50051"]
+    assert head["environment"]["ORCHESTRATOR_TOKEN"].startswith("${ORCHESTRATOR_TOKEN:?")
+    for name, service in services.items():
+        assert service["user"] == "10001:10001" and service["cap_drop"] == ["ALL"]
+        assert service["security_opt"] == ["no-new-privileges:true"]
+        assert ("ports" in service) == (name == "shop-head")
+    assert doc["networks"] == {"shop-net": {"name": "shop-net", "labels": {
+        "orchestrator.managed": "true", "orchestrator.deployment": "shop"}}}
+
+
+def test_cli_export_writes_yaml_and_names_a_bad_file(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    path = tmp_path / "shop.yml"
+    path.write_text(f"name: shop\nuses: {ECHO}:Echo\nreplicas: 2\n")
+    assert main(["export", "-f", str(path), "--to", "kubernetes"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert {d["kind"] for d in docs} >= {"StatefulSet", "Deployment", "Secret"}
+    path.write_text(f"name: shop\nuses: {ECHO}:Echo\nvolumes: ['/a:/b']\n")
+    assert main(["export", "-f", str(path), "--to", "kubernetes"]) == 2
+    assert "volumes" in capsys.readouterr().err
