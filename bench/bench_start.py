@@ -19,6 +19,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,6 +33,24 @@ from orchestrator.images import ensure_runtime_image  # noqa: E402
 
 ECHO_DIR = str(ROOT / "executors")
 LABELS = {"orchestrator.managed": "true", "orchestrator.deployment": "bench-ref"}
+OWNED: dict[str, str | list[str] | bool] = {"label": "orchestrator.deployment=bench-ref"}
+
+
+def raw_worker(client: docker.DockerClient, image: str, network: str | None,
+               probe: GrpcHealthProbe) -> Any:
+    """One raw worker container (Docker SDK, same image, command and security options as
+    a pod), returned once it reports SERVING."""
+    c = client.containers.run(
+        image, ["worker", "--uses", "/opt/uses/echo.py:Echo", "--port", "50051"],
+        detach=True, labels=LABELS, network=network, user="10001:10001",
+        cap_drop=["ALL"], security_opt=["no-new-privileges"],
+        volumes={ECHO_DIR: {"bind": "/opt/uses", "mode": "ro"}},
+    )
+    c.reload()
+    ip = c.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+    while not probe.serving(f"{ip}:50051"):
+        time.sleep(0.02)
+    return c
 
 
 def reference(client: docker.DockerClient, image: str, count: int) -> float:
@@ -41,25 +60,14 @@ def reference(client: docker.DockerClient, image: str, count: int) -> float:
     started = time.monotonic()
 
     def one(i: int) -> str:
-        c = client.containers.run(
-            image, ["worker", "--uses", "/opt/uses/echo.py:Echo", "--port", "50051"],
-            detach=True, labels=LABELS, network=net.name, user="10001:10001",
-            cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            volumes={ECHO_DIR: {"bind": "/opt/uses", "mode": "ro"}},
-        )
-        c.reload()
-        ip = c.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
-        while not probe.serving(f"{ip}:50051"):
-            time.sleep(0.02)
-        return str(c.id)
+        return str(raw_worker(client, image, net.name, probe).id)
 
     try:
         with ThreadPoolExecutor(count) as pool:
             ids = list(pool.map(one, range(count)))
         elapsed = time.monotonic() - started
     finally:
-        owned = {"label": "orchestrator.deployment=bench-ref"}
-        for c in client.containers.list(all=True, filters=owned):
+        for c in client.containers.list(all=True, filters=OWNED):
             c.remove(force=True)
         net.remove()
     assert len(ids) == count
