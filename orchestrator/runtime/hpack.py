@@ -392,6 +392,10 @@ def _read_string(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[pos:end], end
 
 
+MEMO_BLOCK = 1024   # the longest header block a decoder remembers
+MEMO_ENTRIES = 256  # how many it remembers at most
+
+
 class Decoder:
     """Decoding context of one connection direction: the peer encoder's dynamic table.
 
@@ -403,7 +407,7 @@ class Decoder:
         ValueError: `max_table_size` is negative.
     """
 
-    __slots__ = ("_entries", "_limit", "_max_table_size", "_size")
+    __slots__ = ("_entries", "_limit", "_max_table_size", "_memo", "_size")
 
     def __init__(self, max_table_size: int = DEFAULT_TABLE_SIZE) -> None:
         if max_table_size < 0:
@@ -412,6 +416,10 @@ class Decoder:
         self._limit = max_table_size  # the size the peer currently uses
         self._size = 0
         self._entries: deque[tuple[bytes, bytes]] = deque()  # newest first
+        # Blocks that left the table alone, decoded: a connection's blocks repeat (the
+        # same indexed fields call after call), and they mean the same until the table
+        # changes, which empties this.
+        self._memo: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
 
     @property
     def max_table_size(self) -> int:
@@ -450,7 +458,11 @@ class Decoder:
                 then be half-updated: the error is fatal to the connection anyway.
         """
         data = block if type(block) is bytes else bytes(block)
+        known = self._memo.get(data)
+        if known is not None:
+            return list(known)
         end = len(data)
+        changed = False
         static = _STATIC
         entries = self._entries
         fields: list[tuple[bytes, bytes]] = []
@@ -481,6 +493,7 @@ class Decoder:
                 if size == 0x1F:
                     size, pos = _decode_int_tail(data, pos, 0x1F)
                 self._resize(size)
+                changed = True
                 continue
             else:  # literal without indexing (0000) or never indexed (0001), 6.2.2/3
                 index = first & 0x0F
@@ -508,6 +521,12 @@ class Decoder:
             append((name, value))
             if first & 0x40:
                 self._insert(name, value)
+                changed = True
+        if not changed and end <= MEMO_BLOCK:
+            memo = self._memo
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[data] = tuple(fields)
         return fields
 
     def _dynamic(self, index: int) -> tuple[bytes, bytes]:
@@ -526,6 +545,7 @@ class Decoder:
 
     def _insert(self, name: bytes, value: bytes) -> None:
         """Add an entry, evicting the oldest ones to make room (section 4.4)."""
+        self._memo.clear()  # indices moved: a remembered block may mean something else
         cost = ENTRY_OVERHEAD + len(name) + len(value)
         entries = self._entries
         if cost > self._limit:  # larger than the table: empties it, is not added
@@ -552,6 +572,7 @@ class Decoder:
                 f"{self._max_table_size}"
             )
         self._limit = limit
+        self._memo.clear()
         entries = self._entries
         size = self._size
         while size > limit:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -406,6 +408,41 @@ def test_table_matches_a_reference_model(fields: Fields, max_size: int) -> None:
             model.pop()
     assert decoder.dynamic_table == model
     assert decoder.table_size == sum(32 + len(n) + len(v) for n, v in model)
+
+
+def test_a_remembered_block_is_decoded_afresh_once_the_table_changed() -> None:
+    decoder = Decoder()
+    decoder.decode(_literal(b"x-tag", b"one"))  # dynamic index 62 is x-tag: one
+    newest = b"\xbe"
+    assert decoder.decode(newest) == [(b"x-tag", b"one")]
+    assert decoder.decode(newest) == [(b"x-tag", b"one")]  # remembered
+    decoder.decode(_literal(b"x-tag", b"two"))  # 62 now names the new entry
+    assert decoder.decode(newest) == [(b"x-tag", b"two")]
+    decoder.decode(b"\x20")  # size update to 0 empties the table
+    with pytest.raises(HpackError, match="index 62 out of range"):
+        decoder.decode(newest)
+
+
+@given(st.lists(st.one_of(
+    st.tuples(st.just("insert"), st.binary(max_size=8), st.binary(max_size=8)),
+    st.tuples(st.just("refer"), st.integers(min_value=62, max_value=66), st.just(b"")),
+), max_size=40))
+@settings(max_examples=80)
+def test_remembered_blocks_decode_like_fresh_ones(steps: list[tuple[str, Any, bytes]]) -> None:
+    """Decoding with the memo gives what decoding without it gives, after any mix of
+    table changes and repeated blocks."""
+    remembering, forgetting = Decoder(200), Decoder(200)
+    for kind, a, b in steps:
+        block = _literal(a, b) if kind == "insert" else bytes([0x80 | a])
+        outcomes = []
+        for decoder in (remembering, forgetting):
+            if decoder is forgetting:
+                decoder._memo.clear()
+            try:
+                outcomes.append(decoder.decode(block))
+            except HpackError as exc:
+                outcomes.append(str(exc))
+        assert outcomes[0] == outcomes[1]
 
 
 # ------------------------------------------------------------------------ errors
