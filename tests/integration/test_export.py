@@ -3,6 +3,7 @@ Debian's docker-compose v1, with no orchestrator process in the loop."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from orchestrator import Client
 from orchestrator.cli import main
 from orchestrator.control import HeadControl
-from orchestrator.engine.cleanup import remove_owned
+from orchestrator.engine.cleanup import list_owned, remove_owned
 from tests.support.paths import ECHO
 from tests.support.waiting import wait_until
 
@@ -52,8 +53,8 @@ def compose(path: Path, project: str, env: dict[str, str], *args: str) -> str:
 
 
 def test_an_exported_compose_file_serves_with_the_same_defaults(
-        stack: tuple[Path, dict[str, str]], dep_name: str,
-        docker_engine: DockerEngine) -> None:
+        stack: tuple[Path, dict[str, str]], dep_name: str, docker_engine: DockerEngine,
+        capsys: pytest.CaptureFixture[str]) -> None:
     path, env = stack
     compose(path, dep_name, env, "up", "-d")
     published = compose(path, dep_name, env, "port", f"{dep_name}-head", "50051").strip()
@@ -83,3 +84,10 @@ def test_an_exported_compose_file_serves_with_the_same_defaults(
             capture_output=True, text=True, check=True).stdout.split()
         bindings = "1" if pod.labels["orchestrator.role"] == "head" else "0"  # head only
         assert settings == ["10001:10001", "[ALL]", "[no-new-privileges:true]", bindings]
+
+    # the stack carries the orchestrator's labels: `ps` lists it and `down` removes it all
+    assert main(["ps", dep_name, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(p["role"] for p in listed) == ["head", "worker", "worker"]
+    assert main(["down", dep_name, "--grace", "1"]) == 0
+    assert not list_owned(docker_engine, dep_name)
