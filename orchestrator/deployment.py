@@ -609,7 +609,8 @@ class Deployment(BaseDeployment):
         dep._infos = {c.name: c for c in containers}
         dep._started = True
         dep._detached = True
-        dep._join_network()
+        with contextlib.suppress(ResourceNotFound):  # a half-removed one has no network
+            dep._join_network()
         dep.update_pod_args()
         return dep
 
