@@ -267,8 +267,13 @@ def _pod_template(spec: DeploymentSpec, pod: PodPlan, uses: UsesRef | None,
                                       "readOnly": True}]
         body["volumes"] = [{"name": "code", "configMap": {
             "name": _config_map_name(spec, pod.role)}}]
+    annotations = {L.SPEC: c.labels.get(L.SPEC, "")}
+    if pod.role == "head":  # the usual scrape annotations: GET /metrics on the gRPC port
+        annotations.update({"prometheus.io/scrape": "true",
+                            "prometheus.io/port": str(CONTAINER_PORT),
+                            "prometheus.io/path": "/metrics"})
     return {"metadata": {"labels": _selector(spec, component, shard),
-                         "annotations": {L.SPEC: c.labels.get(L.SPEC, "")}},
+                         "annotations": annotations},
             "spec": body}
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, NoReturn
 
 import grpc
@@ -24,8 +25,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from orchestrator.errors import OrchestratorError
 from orchestrator.proto import orchestrator_pb2 as pb
 from orchestrator.proto import orchestrator_pb2_grpc as pb_grpc
-from orchestrator.runtime import wire
+from orchestrator.runtime import metrics, wire
 from orchestrator.runtime.config import HeadConfig, Polling
+from orchestrator.runtime.metrics import RequestStats
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State
 from orchestrator.runtime.relay import Relay
 from orchestrator.runtime.serve import bind, data_plane_handler
@@ -51,6 +53,7 @@ class HeadServer:
     def __init__(self, config: HeadConfig) -> None:
         self.config = config
         self.pool = Pool(config.shards)
+        self.stats = RequestStats()  # GET /metrics (see metrics.py)
         self._opts = wire.channel_options(config.max_message_bytes)
         # The head retries on another replica itself; gRPC's transparent retries would only
         # add per-call buffering (measurably slower) and could duplicate a request.
@@ -179,6 +182,14 @@ class HeadServer:
             return False
         return self.config.polling.mode_for(endpoint.decode(errors="replace")) is Polling.ANY
 
+    def finished(self, seconds: float, code: int) -> None:
+        """A data-plane request was answered (either path): for the metrics."""
+        self.stats.observe(seconds, code)
+
+    def metrics(self) -> bytes:
+        """The Prometheus text of this head."""
+        return metrics.render(self.config.name, self.pool, self.stats, bool(self._serving))
+
     def replica_failed(self, replica: Replica) -> None:
         """A replica refused a request: route around it until its health says SERVING."""
         if replica.state is State.READY:  # the health poll re-admits it
@@ -246,10 +257,24 @@ class HeadServer:
         timeout = context.time_remaining()
         try:
             if self._fast_any:  # no metadata lookup, no decoding: the hot path
-                return await self._forward_any(raw, timeout)
-            return await self.route(raw, _endpoint_of(context), timeout)
+                return await self._measured(self._forward_any(raw, timeout))
+            return await self._measured(self.route(raw, _endpoint_of(context), timeout))
         except Unroutable as exc:
             await _abort(context, exc)
+
+    async def _measured(self, work: Awaitable[bytes]) -> bytes:
+        """Await one request's answer and count it for the metrics."""
+        started, code = time.monotonic(), grpc.StatusCode.OK
+        try:
+            return await work
+        except Unroutable as exc:
+            code = exc.code
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self.finished(time.monotonic() - started, code.value[0])
 
     async def _stream(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
@@ -259,8 +284,8 @@ class HeadServer:
 
         async def feed() -> None:
             async for raw in requests:
-                await pending.put(asyncio.ensure_future(
-                    self.route(raw, endpoint, context.time_remaining())))
+                await pending.put(asyncio.ensure_future(self._measured(
+                    self.route(raw, endpoint, context.time_remaining()))))
             await pending.put(None)
 
         feeder = asyncio.ensure_future(feed())

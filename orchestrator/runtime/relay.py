@@ -32,9 +32,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from orchestrator.runtime.hpack import Decoder, HpackError, encode
+from orchestrator.runtime.metrics import CONTENT_TYPE
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_PLAIN_REQUEST = 8192  # bytes of an HTTP/1.1 request head (GET /metrics)
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
     CONTINUATION = range(10)
 END_STREAM = ACK = 0x1
@@ -139,20 +141,27 @@ class Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.emit(CLIENT_HELLO if self.client else SERVER_HELLO)
-        self.relay.flush_soon()
+        if self.client:  # a server says hello once the client's preface is in (see below)
+            self.emit(CLIENT_HELLO)
+            self.relay.flush_soon()
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
         buf += data
         try:
             if self._preface:
+                if buf[:4] == b"GET " and self.plain_get(buf):
+                    return
                 if len(buf) < len(PREFACE):
                     return
                 if buf[:len(PREFACE)] != PREFACE:
                     raise ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 client")
                 del buf[:len(PREFACE)]
                 self._preface = False
+                # Our SETTINGS only now: an HTTP/1.1 client (GET /metrics) must not get a
+                # binary frame before its response.
+                self.emit(SERVER_HELLO)
+                self.on_preface()
             i, n = 0, len(buf)
             view = memoryview(buf)
             try:
@@ -187,6 +196,14 @@ class Conn(asyncio.Protocol):
 
     def lost(self) -> None:
         """Hook: the connection is gone."""
+
+    def on_preface(self) -> None:
+        """Hook (server side): the client's preface arrived and our SETTINGS are queued."""
+
+    def plain_get(self, buf: bytearray) -> bool:
+        """Hook: an HTTP/1.1 GET where the HTTP/2 preface should be; True when handled
+        (or when more of it must arrive first)."""
+        return False
 
     # ---- output ----------------------------------------------------------------------
 
@@ -452,7 +469,7 @@ class Downstream(Conn):
         super().connection_made(transport)
         self.relay.clients.add(self)
         if not self.relay.accepting:
-            self.goaway()
+            self.usable = False  # GOAWAY right after our SETTINGS
 
     def lost(self) -> None:
         self.relay.clients.discard(self)
@@ -471,10 +488,38 @@ class Downstream(Conn):
     def _end_local(self, stream: Stream) -> None:
         self.forget(stream)  # our response is complete: the stream is done for us
 
+    def on_preface(self) -> None:
+        if not self.usable:  # the head began to shut down first: GOAWAY follows SETTINGS
+            self.goaway()
+
+    def plain_get(self, buf: bytearray) -> bool:
+        """`GET /metrics` (Prometheus) on the head's one port; any other path is 404."""
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_PLAIN_REQUEST:
+                raise ProtocolError(PROTOCOL_ERROR, "HTTP/1.1 request head too large")
+            return True  # wait for the rest of the request head
+        parts = bytes(buf[:buf.find(b"\r\n")]).split(b" ")
+        del buf[:]
+        path = parts[1].split(b"?", 1)[0] if len(parts) == 3 else b""
+        if path == b"/metrics":
+            status, kind, body = b"200 OK", CONTENT_TYPE.encode(), self.relay.hooks.metrics()
+        else:
+            status, kind = b"404 Not Found", b"text/plain; charset=utf-8"
+            body = b"this port serves gRPC (HTTP/2) and GET /metrics\n"
+        self.emit(b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+                  b"Connection: close\r\n\r\n%s" % (status, kind, len(body), body))
+        self.relay.flush()
+        self.open = self.usable = False
+        if self.transport is not None:
+            self.transport.close()
+        return True
+
     def goaway(self) -> None:
-        """Tell the client no new streams will be accepted."""
+        """Tell the client no new streams will be accepted (once its preface is in)."""
         self.usable = False
-        self.emit(frame(GOAWAY, 0, 0, struct.pack(">LL", self.last_sid, NO_ERROR)))
+        if not self._preface:
+            self.emit(frame(GOAWAY, 0, 0, struct.pack(">LL", self.last_sid, NO_ERROR)))
 
 
 class Upstream(Conn):
@@ -582,6 +627,12 @@ class HeadHooks(Protocol):
 
     def replica_failed(self, replica: Replica) -> None: ...
 
+    def finished(self, seconds: float, code: int) -> None:
+        """A fast-path call was answered with gRPC status `code` (1: its client gave up)."""
+
+    def metrics(self) -> bytes:
+        """The Prometheus text for `GET /metrics`."""
+
 
 class Call:
     """One fast-path unary call: buffered request, tried on replicas until one answers."""
@@ -598,6 +649,7 @@ class Call:
         "relay",
         "replica",
         "resp",
+        "started",
         "stream",
         "tried",
         "up",
@@ -609,6 +661,7 @@ class Call:
         self.down = down
         self.stream = stream
         self.headers = headers
+        self.started = time.monotonic()
         self.body = bytearray()
         self.deadline: float | None = None
         self.tried: set[ReplicaKey] = set()
@@ -656,7 +709,7 @@ class Call:
             self._release(None)
             if self.up is not None and self.up_stream is not None:
                 self.up.reset(self.up_stream)
-            self._finish()
+            self._finish(GRPC_CANCELLED)
             return
         self._attempt_failed("stream refused" if refused else "connection lost")
 
@@ -673,7 +726,7 @@ class Call:
         if self.done:
             return
         self.done = True
-        self._finish()
+        self._finish(status or b"2")  # no grpc-status at all: UNKNOWN
         down, stream = self.down, self.stream
         if self.resp is None:
             down.send_headers(stream, trailers, True)
@@ -702,11 +755,13 @@ class Call:
             self.replica.end(ok)
             self.replica = None
 
-    def _finish(self) -> None:
+    def _finish(self, status: bytes) -> None:
         if not self.finished:
             self.finished = True
             self.relay.calls -= 1
             self.relay.check_idle()
+            code = int(status) if status.isdigit() else 2
+            self.relay.hooks.finished(time.monotonic() - self.started, code)
 
     def fail(self, code: bytes, message: str, unread: bool = False) -> None:
         """Answer the client with a trailers-only gRPC error.
@@ -720,7 +775,7 @@ class Call:
         if unread:
             self.down.emit(frame(RST_STREAM, 0, self.stream.sid, struct.pack(">L", NO_ERROR)))
         self._release(False)
-        self._finish()
+        self._finish(code)
 
 
 def _trailers_only(code: bytes, message: str) -> Headers:

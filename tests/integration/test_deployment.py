@@ -8,11 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator import Client
 from orchestrator.deployment import BaseDeployment, Deployment, DeploymentRoleType
@@ -112,6 +114,24 @@ def test_client_reaches_the_head_from_outside(sharded: Deployment) -> None:
     with Client(sharded.head_host, sharded.head_port) as client:
         docs = client.post("/echo", docs=[{"k": v} for v in range(5)])
     assert len(docs) == 10  # ALL: every shard answers every doc
+
+
+def test_prometheus_scrapes_the_head_on_its_one_port(sharded: Deployment) -> None:
+    with Client(sharded.head_host, sharded.head_port) as client:
+        for _ in range(3):
+            client.post("/echo", docs=[{}])
+    url = f"http://{sharded.head_host}:{sharded.head_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:  # plain HTTP/1.1, like Prometheus
+        text = response.read().decode()
+    samples = {(s.name, s.labels.get("code"), s.labels.get("pod"), s.labels.get("outcome")):
+               s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    head = sharded.head_args.name
+    assert samples[("orchestrator_requests_total", "OK", None, None)] == 3
+    workers = [ns.name for shard in sharded.pod_args["pods"].values() for ns in shard]
+    served = [samples[("orchestrator_replica_requests_total", None, w, "served")]
+              for w in workers]
+    assert len(workers) == 4 and sum(served) == 6  # ALL: each request, one per shard
+    assert f'head="{head}"' in text
 
 
 @pytest.mark.parametrize(

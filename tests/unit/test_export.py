@@ -90,6 +90,8 @@ def test_kubernetes_pods_keep_the_security_defaults_and_the_token_is_a_secret() 
     assert {"name": "ORCHESTRATOR_TOKEN", "valueFrom": {"secretKeyRef": {
         "name": "shop-token", "key": "token"}}} in head_env
     assert by_kind(docs, "Secret")["shop-token"]["stringData"] == {"token": "s3cret"}
+    head_meta = by_kind(docs, "Deployment")["shop-head"]["spec"]["template"]["metadata"]
+    assert head_meta["annotations"]["prometheus.io/port"] == "50051"
     code = by_kind(docs, "ConfigMap")["shop-worker-code"]["data"]
     assert code == {"echo.py": Path(ECHO).read_text()}  # the executor travels with it
 

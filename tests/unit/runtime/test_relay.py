@@ -87,7 +87,7 @@ def test_non_http2_client_is_dropped_and_the_head_keeps_serving(cluster: Cluster
     w = cluster.worker()
     head = cluster.head(1, [(0, w)])
     with socket.create_connection(("127.0.0.1", head.port), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")  # GET is for /metrics
         received = b""
         while chunk := s.recv(65536):
             received += chunk
