@@ -155,6 +155,9 @@ def _up_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", required=True, help="deployment YAML file")
     p.add_argument("-d", "--detach", action="store_true",
                    help="return once ready and leave the deployment running")
+    p.add_argument("--heal-after", type=float, default=30.0, metavar="SECONDS",
+                   help="in the foreground, replace a worker replica that has been unhealthy "
+                   "or gone for this long, start-first (default 30; 0 turns it off)")
     _json_flag(p)
 
 
@@ -369,8 +372,7 @@ def _up_foreground(configs: list[DeploymentConfig], args: argparse.Namespace,
                     done.append(_bring_up(cfg, engine, console))
                 _report_up(done, args, console)
                 console.print("press Ctrl-C to stop and remove everything", markup=False)
-                while not stop.wait(0.5):
-                    pass
+                _keep_healthy(done, args.heal_after, stop, console)
             except _Stop:
                 pass
             finally:
@@ -381,6 +383,26 @@ def _up_foreground(configs: list[DeploymentConfig], args: argparse.Namespace,
         _restore(previous)
     ok(console, "stopped and removed")
     return EXIT_OK
+
+
+HEAL_POLL = 1.0  # seconds between two looks at the replicas in a foreground `up`
+
+
+def _keep_healthy(done: list[_Up], heal_after: float, stop: threading.Event,
+                  console: Console) -> None:
+    """Until Ctrl-C: replace replicas that stay unhealthy or gone (Deployment.heal)."""
+    while not stop.wait(HEAL_POLL):
+        if heal_after <= 0:
+            continue
+        for item in done:
+            try:
+                replaced = item.dep.heal(heal_after)
+            except OrchestratorError as exc:  # reported; the next look tries again
+                console.print(f"{item.dep.name}: could not heal: {exc}", markup=False)
+                continue
+            if replaced:
+                console.print(f"{item.dep.name}: replaced unhealthy {', '.join(replaced)}",
+                              markup=False)
 
 
 def _install_stop_handlers(stop: threading.Event) -> dict[int, Any]:

@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import tempfile
+import time
 import uuid
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -189,6 +190,7 @@ class Deployment(BaseDeployment):
         self._detached = False
         self._lock_file: IO[str] | None = None
         self._me: ContainerInfo | None = None  # our own container, once it joined the network
+        self._sick_since: dict[str, float] = {}  # worker pod -> when it was first seen sick
         self.pod_args: dict[str, Any] = {}
         self.update_pod_args()
 
@@ -703,8 +705,52 @@ class Deployment(BaseDeployment):
         new_spec = self.spec.with_replicas(replicas)
         await self._rollout(new_spec, policy, on_progress, replace_all=False)
 
+    def heal(self, unhealthy_for: float = 30.0,
+             on_progress: ProgressCallback | None = None) -> list[str]:
+        """Replace the worker replicas that have been sick for `unhealthy_for` seconds: the
+        head routes around them (health check failing, or not answering) or their container
+        is not running (it exited for good, or was removed behind our back). Replacement is
+        start-first, like a rolling update of just those replicas.
+
+        One call looks once and remembers since when each replica has been sick;
+        `orchestrator up` in the foreground calls it every few seconds. Returns the names of
+        the replaced pods (none while another update or scale runs).
+
+        Raises:
+            RolloutError: a replacement failed (it was undone; the sick replica remains).
+            EngineUnavailable, RequestError: the engine or the head does not answer.
+        """
+        if self._rollout_busy or not self._started or self.spec.external:
+            return []
+        states = {w.worker_id: w.state for w in self.control().list_workers()}
+        running = {c.name for c in self.engine.list_containers(L.for_deployment(self.name))
+                   if c.running}
+        now, due = time.monotonic(), []
+        workers = [p.name for p in self._pods.values() if p.role == "worker"]
+        for name in workers:
+            if name in running and states.get(name) != "unhealthy":
+                self._sick_since.pop(name, None)
+            elif now - self._sick_since.setdefault(name, now) >= unhealthy_for:
+                due.append(name)
+        for gone in set(self._sick_since) - set(workers):
+            del self._sick_since[gone]
+        if not due:
+            return []
+        # No drain: what a hung replica holds will not finish. Stopping it drops the
+        # connection, and the head retries those requests on the healthy replicas.
+        policy = replace(self.spec.policy, drain_timeout=0.0)
+        try:
+            asyncio.run(self._rollout(self.spec, policy, on_progress, replace_all=False,
+                                      replace_pods=frozenset(due)))
+        except RolloutInProgress:
+            return []
+        for name in due:
+            self._sick_since.pop(name, None)
+        return sorted(due)
+
     async def _rollout(self, new_spec: DeploymentSpec, policy: UpdatePolicy | None,
-                       on_progress: ProgressCallback | None, *, replace_all: bool) -> None:
+                       on_progress: ProgressCallback | None, *, replace_all: bool,
+                       replace_pods: frozenset[str] = frozenset()) -> None:
         from orchestrator.rollout import Rollout
 
         self._begin_rollout()
@@ -714,7 +760,8 @@ class Deployment(BaseDeployment):
                 else [("image", new_spec.image)]
             )
             rollout = Rollout(self, new_spec, policy or new_spec.policy,
-                              on_progress or (lambda _e: None), replace_all=replace_all)
+                              on_progress or (lambda _e: None), replace_all=replace_all,
+                              replace_pods=replace_pods)
             await rollout.run()
         finally:
             self._end_rollout()

@@ -42,6 +42,7 @@ class Rollout:
         on_progress: Callable[[ProgressEvent], None],
         *,
         replace_all: bool,
+        replace_pods: frozenset[str] = frozenset(),
     ) -> None:
         self.dep = dep
         self.old_spec = dep.spec
@@ -49,7 +50,10 @@ class Rollout:
         self.policy = policy
         self.on_progress = on_progress
         self.replace_all = replace_all
-        self.generation = dep._next_generation() if replace_all else dep._ctx.generation
+        self.replace_pods = replace_pods  # heal: these replicas count as outdated
+        # replacements of the same slot need a new generation: it is part of the pod name
+        self.generation = dep._next_generation() if replace_all or replace_pods \
+            else dep._ctx.generation
         self.done: list[str] = []
         self.started: list[PodPlan] = []  # new replicas added by this operation
         self.failed = False
@@ -68,7 +72,7 @@ class Rollout:
         out: dict[Replica, PodPlan] = {}
         for pod in self._shard_pods(shard):
             assert pod.replica is not None
-            outdated = everything_old or pod.spec_hash != wanted
+            outdated = everything_old or pod.spec_hash != wanted or pod.name in self.replace_pods
             out[Replica(pod.replica, pod.generation, outdated)] = pod
         return out
 
@@ -212,7 +216,8 @@ class Rollout:
     async def _recover(self, exc: OrchestratorError) -> None:
         failed = str(exc)
         self._emit("failed", message=failed)
-        what = "rolling update" if self.replace_all else "scale"
+        what = "rolling update" if self.replace_all else "heal" if self.replace_pods \
+            else "scale"
         if self.policy.failure_action == "pause":
             raise RolloutError(
                 f"{what} of {self.dep.name} paused after a failure: {failed}",

@@ -350,6 +350,37 @@ def foreground(unique_name: str, runtime_image: str, tmp_path: Path) -> Iterator
         proc.stderr.close()
 
 
+def test_foreground_up_replaces_a_worker_that_is_gone(
+        unique_name: str, runtime_image: str, tmp_path: Path,
+        docker_engine: DockerEngine) -> None:
+    path = write_yaml(tmp_path, unique_name, image=runtime_image, replicas=2)
+    proc = subprocess.Popen([str(ORCH), "up", "-f", str(path), "--heal-after", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=cli_env())
+    fg = Foreground(proc)
+    reader = threading.Thread(target=fg.read, daemon=True)
+    reader.start()
+    try:
+        fg.wait_for("ready at")
+        (gone, *_) = [w["pod"] for w in workers(unique_name)]
+        docker_engine.remove_container(gone, force=True)  # behind the CLI's back
+        fg.wait_for(f"replaced unhealthy {gone}")
+        now = [w["pod"] for w in workers(unique_name)]
+        assert len(now) == 2 and gone not in now
+        with Client(*head_address(unique_name)) as client:
+            assert client.post("/echo", docs=[{}], timeout=10)[0]["tag"] == "v1"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=DEADLINE) == EXIT_OK, "".join(fg.lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=DEADLINE)
+        reader.join(timeout=DEADLINE)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert not list_owned(docker_engine, unique_name)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_foreground_up_tears_down_on_signal_exit_0(
         foreground: Foreground, unique_name: str, docker_engine: DockerEngine,

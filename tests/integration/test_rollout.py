@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from orchestrator.deployment import Deployment
-from orchestrator.errors import RolloutError, RolloutInProgress, SpecError
+from orchestrator.errors import RequestError, RolloutError, RolloutInProgress, SpecError
 from orchestrator.load import Load
 from orchestrator.planning import labels as L
 from orchestrator.progress import ProgressEvent
 from orchestrator.spec import UpdatePolicy
 from tests.support.paths import ECHO, TEST_EXECUTORS
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from orchestrator.engine.docker_engine import DockerEngine
@@ -284,3 +285,35 @@ def test_a_crashed_replica_is_routed_around_and_restarted(
             load.wait_for(40)
         assert load.failures == []
         assert victim in {d["pod"] for r in load.after(back) for d in r.docs}
+
+
+def test_heal_replaces_a_hung_replica_and_a_removed_one_with_zero_failed_requests(
+        runtime_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
+    uses = f"{TEST_EXECUTORS / 'hang.py'}:Freezes"
+    with Deployment(name=dep_name, uses=uses, replicas=2, image=runtime_image,
+                    stop_grace=1) as dep:
+        control = dep.control()
+        with Load(dep.head_host, dep.head_port) as load:
+            # hang one replica: its event loop blocks, its health checks time out
+            with pytest.raises(RequestError):
+                dep.post("/freeze", docs=[{}], timeout=1)
+            wait_until(lambda: [w.state for w in control.list_workers()].count("unhealthy")
+                       == 1, timeout=60, what="the head to mark the hung replica unhealthy")
+            hung = next(w.worker_id for w in control.list_workers() if w.state == "unhealthy")
+            assert dep.heal(unhealthy_for=60) == []  # sick, but not for 60 s yet
+            assert dep.heal(unhealthy_for=0) == [hung]
+            # a replica removed behind the deployment's back is replaced too
+            gone = next(w.worker_id for w in control.list_workers())
+            docker_engine.remove_container(gone, force=True)
+            wait_until(lambda: dep.heal(unhealthy_for=0) == [gone], timeout=60,
+                       what="heal to replace the removed replica")
+            finished = time.monotonic()
+            load.wait_for(20)
+        assert load.failures == [], load.failures[:3]
+        assert load.after(finished)
+        workers = control.list_workers()
+        assert len(workers) == 2 and {w.state for w in workers} == {"ready"}
+        assert {hung, gone}.isdisjoint({w.worker_id for w in workers})
+        running = {c.name for c in docker_engine.list_containers(L.for_deployment(dep.name))
+                   if c.labels[L.ROLE] == "worker"}
+        assert running == {w.worker_id for w in workers}  # the hung container is gone

@@ -18,3 +18,17 @@ class NeverReady(Executor):
     @requests
     def default(self, docs: list[dict[str, Any]], **kwargs: Any) -> None:
         """Never reached."""
+
+
+class Freezes(Executor):
+    """Serves /echo; /freeze blocks the worker's event loop for good, so its health checks
+    stop answering while the container keeps running: a hung replica."""
+
+    @requests(on="/echo")
+    def echo(self, docs: list[dict[str, Any]], **kwargs: Any) -> None:
+        for d in docs:
+            d["pod"] = self.runtime_args.name
+
+    @requests(on="/freeze")
+    async def freeze(self, docs: list[dict[str, Any]], **kwargs: Any) -> None:
+        threading.Event().wait()  # on the event loop: nothing else runs in this worker
