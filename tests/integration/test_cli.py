@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -332,9 +333,16 @@ class Foreground:
 
 @pytest.fixture
 def foreground(unique_name: str, runtime_image: str, tmp_path: Path) -> Iterator[Foreground]:
-    path = write_yaml(tmp_path, unique_name, image=runtime_image)
-    proc = subprocess.Popen([str(ORCH), "up", "-f", str(path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env())
+    with running_up(write_yaml(tmp_path, unique_name, image=runtime_image)) as fg:
+        yield fg
+
+
+@contextmanager
+def running_up(path: Path, *flags: str) -> Iterator[Foreground]:
+    """A foreground `up -f PATH` once it is ready; killed afterwards if still running."""
+    proc = subprocess.Popen([str(ORCH), "up", "-f", str(path), *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=cli_env())
     fg = Foreground(proc)
     reader = threading.Thread(target=fg.read, daemon=True)
     reader.start()
@@ -354,14 +362,7 @@ def test_foreground_up_replaces_a_worker_that_is_gone(
         unique_name: str, runtime_image: str, tmp_path: Path,
         docker_engine: DockerEngine) -> None:
     path = write_yaml(tmp_path, unique_name, image=runtime_image, replicas=2)
-    proc = subprocess.Popen([str(ORCH), "up", "-f", str(path), "--heal-after", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env=cli_env())
-    fg = Foreground(proc)
-    reader = threading.Thread(target=fg.read, daemon=True)
-    reader.start()
-    try:
-        fg.wait_for("ready at")
+    with running_up(path, "--heal-after", "1") as fg:
         (gone, *_) = [w["pod"] for w in workers(unique_name)]
         docker_engine.remove_container(gone, force=True)  # behind the CLI's back
         fg.wait_for(f"replaced unhealthy {gone}")
@@ -369,15 +370,8 @@ def test_foreground_up_replaces_a_worker_that_is_gone(
         assert len(now) == 2 and gone not in now
         with Client(*head_address(unique_name)) as client:
             assert client.post("/echo", docs=[{}], timeout=10)[0]["tag"] == "v1"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=DEADLINE) == EXIT_OK, "".join(fg.lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=DEADLINE)
-        reader.join(timeout=DEADLINE)
-        assert proc.stderr is not None
-        proc.stderr.close()
+        fg.proc.send_signal(signal.SIGINT)
+        assert fg.proc.wait(timeout=DEADLINE) == EXIT_OK, "".join(fg.lines)
     assert not list_owned(docker_engine, unique_name)
 
 
