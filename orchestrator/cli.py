@@ -237,7 +237,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         text = (f"# orchestrator export --to kubernetes, from {args.file}; kubectl apply -f\n"
                 + yaml.safe_dump_all(docs, sort_keys=False))
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}",
+                             field="--output") from exc
     else:
         sys.stdout.write(text)
     return EXIT_OK

@@ -136,3 +136,6 @@ def test_cli_export_writes_yaml_and_names_a_bad_file(tmp_path: Path,
     path.write_text(f"name: shop\nuses: {ECHO}:Echo\nvolumes: ['/a:/b']\n")
     assert main(["export", "-f", str(path), "--to", "kubernetes"]) == 2
     assert "volumes" in capsys.readouterr().err
+    out = tmp_path / "no-such-dir" / "out.yml"
+    assert main(["export", "-f", str(path), "--to", "compose", "-o", str(out)]) == 2
+    assert f"cannot write {out}" in capsys.readouterr().err
