@@ -713,8 +713,10 @@ class Deployment(BaseDeployment):
         start-first, like a rolling update of just those replicas.
 
         One call looks once and remembers since when each replica has been sick;
-        `orchestrator up` in the foreground calls it every few seconds. Returns the names of
-        the replaced pods (none while another update or scale runs).
+        `orchestrator up` in the foreground calls it every second. It holds the same lock as
+        an update or scale, and first takes over what another process changed (its spec and
+        pods, from the labels), so it never replaces replicas another process retired.
+        Returns the names of the replaced pods (none while another update or scale runs).
 
         Raises:
             RolloutError: a replacement failed (it was undone; the sick replica remains).
@@ -722,50 +724,79 @@ class Deployment(BaseDeployment):
         """
         if self._rollout_busy or not self._started or self.spec.external:
             return []
-        states = {w.worker_id: w.state for w in self.control().list_workers()}
+        try:
+            self._begin_rollout()
+        except RolloutInProgress:
+            return []
+        try:
+            due = self._sick(unhealthy_for)
+            if not due:
+                return []
+            # No drain: what a hung replica holds will not finish. Stopping it drops the
+            # connection, and the head retries those requests on the healthy replicas.
+            policy = replace(self.spec.policy, drain_timeout=0.0)
+            asyncio.run(self._run_rollout(self.spec, policy, on_progress, replace_all=False,
+                                          replace_pods=frozenset(due)))
+        finally:
+            self._end_rollout()
+            self.update_pod_args()
+        for name in due:
+            self._sick_since.pop(name, None)
+        return sorted(due)
+
+    def _sick(self, unhealthy_for: float) -> list[str]:
+        """Workers sick for `unhealthy_for` seconds now (remembering when each fell sick)."""
+        at_head = {w.worker_id: w.state for w in self.control().list_workers()}
+        if set(at_head) != {p.name for p in self._pods.values() if p.role == "worker"}:
+            self._take_over(set(at_head))
         running = {c.name for c in self.engine.list_containers(L.for_deployment(self.name))
                    if c.running}
         now, due = time.monotonic(), []
         workers = [p.name for p in self._pods.values() if p.role == "worker"]
         for name in workers:
-            if name in running and states.get(name) != "unhealthy":
+            if name in running and at_head.get(name) != "unhealthy":
                 self._sick_since.pop(name, None)
             elif now - self._sick_since.setdefault(name, now) >= unhealthy_for:
                 due.append(name)
         for gone in set(self._sick_since) - set(workers):
             del self._sick_since[gone]
-        if not due:
-            return []
-        # No drain: what a hung replica holds will not finish. Stopping it drops the
-        # connection, and the head retries those requests on the healthy replicas.
-        policy = replace(self.spec.policy, drain_timeout=0.0)
-        try:
-            asyncio.run(self._rollout(self.spec, policy, on_progress, replace_all=False,
-                                      replace_pods=frozenset(due)))
-        except RolloutInProgress:
-            return []
-        for name in due:
-            self._sick_since.pop(name, None)
-        return sorted(due)
+        return due
+
+    def _take_over(self, at_head: set[str]) -> None:
+        """Another process updated or scaled the deployment: take its spec and pods from
+        the labels (as `attach` does). Workers the head still lists but whose container is
+        gone keep the plan this object knew them by, so they can be replaced."""
+        fresh = Deployment._from_labels(self.name, self.engine, self._probe)
+        kept = {n: p for n, p in self._pods.items()
+                if p.role == "worker" and n in at_head and n not in fresh._pods}
+        self.spec = fresh.spec
+        self._pods = {**fresh._pods, **kept}
+        self._infos = dict(fresh._infos)
+        self._ctx = replace(self._ctx, generation=max(self._ctx.generation,
+                                                      fresh._ctx.generation))
 
     async def _rollout(self, new_spec: DeploymentSpec, policy: UpdatePolicy | None,
-                       on_progress: ProgressCallback | None, *, replace_all: bool,
-                       replace_pods: frozenset[str] = frozenset()) -> None:
-        from orchestrator.rollout import Rollout
-
+                       on_progress: ProgressCallback | None, *, replace_all: bool) -> None:
         self._begin_rollout()
         try:
-            self._actuator().check_images(
-                [("uses", new_spec.uses.image)] if new_spec.uses.kind == "docker"
-                else [("image", new_spec.image)]
-            )
-            rollout = Rollout(self, new_spec, policy or new_spec.policy,
-                              on_progress or (lambda _e: None), replace_all=replace_all,
-                              replace_pods=replace_pods)
-            await rollout.run()
+            await self._run_rollout(new_spec, policy, on_progress, replace_all=replace_all)
         finally:
             self._end_rollout()
             self.update_pod_args()
+
+    async def _run_rollout(self, new_spec: DeploymentSpec, policy: UpdatePolicy | None,
+                           on_progress: ProgressCallback | None, *, replace_all: bool,
+                           replace_pods: frozenset[str] = frozenset()) -> None:
+        from orchestrator.rollout import Rollout
+
+        self._actuator().check_images(
+            [("uses", new_spec.uses.image)] if new_spec.uses.kind == "docker"
+            else [("image", new_spec.image)]
+        )
+        rollout = Rollout(self, new_spec, policy or new_spec.policy,
+                          on_progress or (lambda _e: None), replace_all=replace_all,
+                          replace_pods=replace_pods)
+        await rollout.run()
 
     def rolling_update_sync(self, *args: Any, **kwargs: Any) -> None:
         """Blocking `rolling_update`, for callers without an event loop."""

@@ -317,3 +317,28 @@ def test_heal_replaces_a_hung_replica_and_a_removed_one_with_zero_failed_request
         running = {c.name for c in docker_engine.list_containers(L.for_deployment(dep.name))
                    if c.labels[L.ROLE] == "worker"}
         assert running == {w.worker_id for w in workers}  # the hung container is gone
+
+
+def test_heal_takes_over_what_another_process_rolled_out(
+        runtime_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", uses_with={"tag": "v1"}, replicas=2,
+                    image=runtime_image, stop_grace=1) as dep:
+        other = Deployment.attach(dep_name)  # as a second process (`orchestrator rollout`)
+        try:
+            other.rolling_update_sync(uses_with={"tag": "v2"})
+        finally:
+            other.close()
+        # every replica this handle knew is gone: none of them may be "healed" back
+        assert dep.heal(unhealthy_for=0) == []
+        assert len(worker_containers(docker_engine, dep)) == 2
+        gone = worker_containers(docker_engine, dep)[0]
+        docker_engine.remove_container(gone, force=True)
+        assert dep.heal(unhealthy_for=0) == [gone]
+        assert len(worker_containers(docker_engine, dep)) == 2
+        tags = {d["tag"] for _ in range(6) for d in dep.post("/echo", docs=[{}])}
+        assert tags == {"v2"}  # the replacement runs the spec the other process rolled out
+
+
+def worker_containers(engine: DockerEngine, dep: Deployment) -> list[str]:
+    return sorted(c.name for c in engine.list_containers(L.for_deployment(dep.name))
+                  if c.labels[L.ROLE] == "worker")
