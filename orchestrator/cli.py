@@ -576,9 +576,14 @@ def cmd_ps(args: argparse.Namespace) -> int:
 def pod_rows(pods: Sequence[ContainerInfo], now: datetime | None = None) -> list[dict[str, Any]]:
     """One JSON-able object per pod, sorted by deployment, role, shard, replica."""
     now = now or datetime.now(UTC)
+    heads = [p for p in pods if p.labels.get(L.ROLE) == "head" and p.running]
     with ThreadPoolExecutor(max_workers=8) as pool:
         health = list(pool.map(_health, pods))
-    rows = [_row(info, state, now) for info, state in zip(pods, health, strict=True)]
+        routing: dict[str, Any] = {}
+        for seen in pool.map(_routing, heads):
+            routing.update(seen)
+    rows = [_row(info, state, now, routing.get(info.name))
+            for info, state in zip(pods, health, strict=True)]
     return sorted(rows, key=lambda r: (r["deployment"], _ROLE_ORDER.get(r["role"], 9),
                                        r["shard"] if r["shard"] is not None else -1,
                                        r["replica"] if r["replica"] is not None else -1,
@@ -600,7 +605,28 @@ def _health(info: ContainerInfo) -> str:
     return "serving" if GrpcHealthProbe(timeout=1.0).serving(address) else "not-serving"
 
 
-def _row(info: ContainerInfo, health: str, now: datetime) -> dict[str, Any]:
+def _routing(head: ContainerInfo) -> dict[str, Any]:
+    """The head's view of its workers, by pod name (empty when it does not answer)."""
+    from orchestrator.control import HeadControl
+    from orchestrator.health import container_address
+    from orchestrator.planning import names
+    from orchestrator.planning.pods import TOKEN_ENV
+    from orchestrator.spec import CONTAINER_PORT
+
+    network = names.network_name(head.labels[L.DEPLOYMENT])
+    address = container_address(head, network, CONTAINER_PORT)
+    if address is None:
+        return {}
+    try:
+        with HeadControl(address, head.env.get(TOKEN_ENV, ""), timeout=2.0) as control:
+            return {w.worker_id: w for w in control.list_workers()}
+    except OrchestratorError:
+        return {}
+
+
+def _row(info: ContainerInfo, health: str, now: datetime, seen: Any = None
+         ) -> dict[str, Any]:
+    """`seen`: the head's WorkerStatus for this pod, if it lists it."""
     labels = info.labels
 
     def number(key: str) -> int | None:
@@ -617,19 +643,26 @@ def _row(info: ContainerInfo, health: str, now: datetime) -> dict[str, Any]:
         "ports": [f"{ip}:{host_port}->{port}/tcp"
                   for port, (ip, host_port) in sorted(info.ports.items())],
         "image": info.image, "exit_code": info.exit_code,
+        # the head's view (workers only): ready / unhealthy / draining, or None when the
+        # head does not list the pod (or does not answer)
+        "routing": seen.state if seen is not None else None,
+        "served": seen.served if seen is not None else None,
+        "failed": seen.failed if seen is not None else None,
+        "in_flight": seen.outstanding if seen is not None else None,
     }
 
 
 def format_table(rows: Sequence[dict[str, Any]], *, with_deployment: bool) -> str:
     """Aligned plain-text columns (greppable; no colour needed)."""
-    headers = ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "HEALTH", "UPTIME", "PORTS", "IMAGE"]
+    headers = ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "HEALTH", "ROUTING", "UPTIME",
+               "PORTS", "IMAGE"]
     if with_deployment:
         headers.insert(0, "DEPLOYMENT")
     table = [headers]
     for r in rows:
         cells = [r["pod"], r["role"], _dash(r["shard"]), _dash(r["replica"]), r["state"],
-                 r["health"], format_uptime(r["uptime_seconds"]), ",".join(r["ports"]) or "-",
-                 r["image"]]
+                 r["health"], _dash(r["routing"]), format_uptime(r["uptime_seconds"]),
+                 ",".join(r["ports"]) or "-", r["image"]]
         table.append([r["deployment"], *cells] if with_deployment else cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))

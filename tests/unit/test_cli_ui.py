@@ -91,6 +91,7 @@ def test_pod_rows_and_table_for_stopped_pods() -> None:
     assert rows[0]["ports"] == ["127.0.0.1:9->50051/tcp"]
     table = format_table(rows, with_deployment=False).splitlines()
     assert table[0].split() == ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "HEALTH",
-                                "UPTIME", "PORTS", "IMAGE"]
+                                "ROUTING", "UPTIME", "PORTS", "IMAGE"]
     assert table[2].split() == ["d-s0-r0-g1", "worker", "0", "0", "exited", "-", "-", "-",
-                                "img"]
+                                "-", "img"]
+    assert rows[1]["routing"] is None  # no running head to ask
