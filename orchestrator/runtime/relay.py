@@ -36,6 +36,7 @@ from orchestrator.runtime.metrics import CONTENT_TYPE
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+WATCH_PATH = b"/grpc.health.v1.Health/Watch"
 MAX_PLAIN_REQUEST = 8192  # bytes of an HTTP/1.1 request head (GET /metrics)
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
     CONTINUATION = range(10)
@@ -808,14 +809,18 @@ def parse_timeout(value: bytes) -> float | None:
 class Pipe:
     """A stream passed through to the head's grpcio server, both ways, flow-controlled."""
 
-    __slots__ = ("down", "down_stream", "early", "relay", "up", "up_stream")
+    __slots__ = ("down", "down_stream", "early", "relay", "replied", "up", "up_stream",
+                 "watch")
 
-    def __init__(self, relay: Relay, down: Downstream, stream: Stream) -> None:
+    def __init__(self, relay: Relay, down: Downstream, stream: Stream,
+                 watch: bool = False) -> None:
         self.relay = relay
         self.down = down
         self.down_stream = stream
         self.up: Upstream | None = None
         self.up_stream: Stream | None = None
+        self.watch = watch  # a health Watch: open-ended, it does not hold a shutdown
+        self.replied = False  # response headers went to the client
         # what the client sent before the inner connection was there
         self.early: list[tuple[Headers | None, bytes, bool]] | None = []
 
@@ -850,6 +855,7 @@ class Pipe:
         other, out = self._other(conn)
         if other is not None and out is not None and not out.closed:
             other.send_headers(out, headers, end)
+            self.replied = self.replied or other is self.down
         if end:
             self._ended(conn, stream)
 
@@ -880,6 +886,16 @@ class Pipe:
         if conn is not self.down and isinstance(conn, Upstream):
             conn.forget(stream)
             self._closed()
+
+    def end(self, message: str) -> None:
+        """Finish the stream from the relay: UNAVAILABLE to the client, CANCEL inside."""
+        if self.up is not None and self.up_stream is not None:
+            self.up.reset(self.up_stream)
+        if not self.down_stream.closed:
+            status = [(b"grpc-status", GRPC_UNAVAILABLE), (b"grpc-message", _percent(message))]
+            self.down.send_headers(self.down_stream, status if self.replied
+                                   else _trailers_only(GRPC_UNAVAILABLE, message), True)
+        self._closed()
 
     def _closed(self) -> None:
         self.relay.pipes.discard(self)
@@ -959,7 +975,7 @@ class Relay:
             if end:
                 self.dispatch(call)
             return
-        pipe = Pipe(self, down, stream)
+        pipe = Pipe(self, down, stream, watch=path == WATCH_PATH)
         stream.handler = pipe
         self.pipes.add(pipe)
         self._idle.clear()
@@ -1011,8 +1027,9 @@ class Relay:
             replica.link.close()
 
     def check_idle(self) -> None:
-        """Wake a graceful shutdown once nothing is in flight."""
-        if self.calls == 0 and not self.pipes:
+        """Wake a graceful shutdown once nothing is in flight (a health Watch never ends
+        by itself, so it does not count)."""
+        if self.calls == 0 and all(pipe.watch for pipe in self.pipes):
             self._idle.set()
 
     # ---- shutdown --------------------------------------------------------------------
@@ -1029,6 +1046,9 @@ class Relay:
         if grace is not None:  # None: stop now, like grpcio's stop(None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)
+        for pipe in [p for p in self.pipes if p.watch]:  # watchers learn the head is going
+            pipe.end("the head is shutting down")
+        self.flush()
         for client in list(self.clients):
             if client.transport is not None:
                 client.transport.close()

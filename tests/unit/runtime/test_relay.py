@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestrator import Client, RequestError
 from orchestrator.control import HeadControl
@@ -278,3 +279,21 @@ def test_a_call_the_client_cancels_is_not_counted_against_the_replica(
         assert (worker.served, worker.failed, worker.state) == (0, 0, "ready")
         assert wire.parse_response(call(body, timeout=5)).status.code == wire.OK
         assert ctl.list_workers()[0].served == 1
+
+
+def test_a_health_watch_ends_with_unavailable_and_does_not_hold_the_head_shutdown(
+        cluster: Cluster) -> None:
+    head = cluster.head(1, [(0, cluster.worker())])
+    with grpc.insecure_channel(addr(head)) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=120)
+        wait_until(lambda: next(watch).status == health_pb2.HealthCheckResponse.SERVING,
+                   what="the watch to report SERVING")
+        stopping = cluster.lt.submit(head.stop(grace=120))
+        seen = []
+        with pytest.raises(grpc.RpcError) as ended:
+            for update in watch:
+                seen.append(update.status)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING]  # told first, then ended
+        stopping.result(timeout=60)  # well within the 120 s grace: nothing else was in flight
