@@ -590,16 +590,23 @@ def pod_rows(pods: Sequence[ContainerInfo], now: datetime | None = None) -> list
                                        r["pod"]))
 
 
-def _health(info: ContainerInfo) -> str:
-    """'serving' / 'not-serving' from gRPC health, '-' when the pod is not running."""
-    from orchestrator.health import GrpcHealthProbe, container_address
+def _pod_address(info: ContainerInfo) -> str | None:
+    """host:port of a pod on its deployment's network, as this host reaches it."""
+    from orchestrator.health import container_address
     from orchestrator.planning import names
     from orchestrator.spec import CONTAINER_PORT
 
+    network = names.network_name(info.labels[L.DEPLOYMENT])
+    return container_address(info, network, CONTAINER_PORT)
+
+
+def _health(info: ContainerInfo) -> str:
+    """'serving' / 'not-serving' from gRPC health, '-' when the pod is not running."""
+    from orchestrator.health import GrpcHealthProbe
+
     if not info.running:
         return "-"
-    network = names.network_name(info.labels[L.DEPLOYMENT])
-    address = container_address(info, network, CONTAINER_PORT)
+    address = _pod_address(info)
     if address is None:
         return "unknown"
     return "serving" if GrpcHealthProbe(timeout=1.0).serving(address) else "not-serving"
@@ -608,13 +615,9 @@ def _health(info: ContainerInfo) -> str:
 def _routing(head: ContainerInfo) -> dict[str, Any]:
     """The head's view of its workers, by pod name (empty when it does not answer)."""
     from orchestrator.control import HeadControl
-    from orchestrator.health import container_address
-    from orchestrator.planning import names
     from orchestrator.planning.pods import TOKEN_ENV
-    from orchestrator.spec import CONTAINER_PORT
 
-    network = names.network_name(head.labels[L.DEPLOYMENT])
-    address = container_address(head, network, CONTAINER_PORT)
+    address = _pod_address(head)
     if address is None:
         return {}
     try:

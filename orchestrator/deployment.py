@@ -189,7 +189,7 @@ class Deployment(BaseDeployment):
         self._started = False
         self._detached = False
         self._lock_file: IO[str] | None = None
-        self._me: ContainerInfo | None = None  # our own container, once it joined the network
+        self._joined = False  # this process's own container joined the deployment network
         self._sick_since: dict[str, float] = {}  # worker pod -> when it was first seen sick
         self.pod_args: dict[str, Any] = {}
         self.update_pod_args()
@@ -540,10 +540,10 @@ class Deployment(BaseDeployment):
             return
         if self.network not in me.ip_addresses:
             self.engine.connect_network(self.network, me.id)
-        self._me = me
+        self._joined = True
 
     def _head_inside(self) -> str | None:
-        if self._me is None:
+        if not self._joined:
             return None
         head = self._infos.get(names.head_name(self.name))
         return None if head is None else head.ip_addresses.get(self.network)
@@ -747,18 +747,19 @@ class Deployment(BaseDeployment):
     def _sick(self, unhealthy_for: float) -> list[str]:
         """Workers sick for `unhealthy_for` seconds now (remembering when each fell sick)."""
         at_head = {w.worker_id: w.state for w in self.control().list_workers()}
-        if set(at_head) != {p.name for p in self._pods.values() if p.role == "worker"}:
+        workers = {p.name for p in self._pods.values() if p.role == "worker"}
+        if set(at_head) != workers:
             self._take_over(set(at_head))
+            workers = {p.name for p in self._pods.values() if p.role == "worker"}
         running = {c.name for c in self.engine.list_containers(L.for_deployment(self.name))
                    if c.running}
         now, due = time.monotonic(), []
-        workers = [p.name for p in self._pods.values() if p.role == "worker"]
-        for name in workers:
+        for name in sorted(workers):
             if name in running and at_head.get(name) != "unhealthy":
                 self._sick_since.pop(name, None)
             elif now - self._sick_since.setdefault(name, now) >= unhealthy_for:
                 due.append(name)
-        for gone in set(self._sick_since) - set(workers):
+        for gone in set(self._sick_since) - workers:
             del self._sick_since[gone]
         return due
 

@@ -198,9 +198,6 @@ class ContainerEngine(Protocol):
         `NotManaged` (the network), `ResourceNotFound` (either one).
         """
 
-    def disconnect_network(self, network: str, container: str) -> None:
-        """Detach a container from a managed network; missing ones are ignored."""
-
     # -- containers -----------------------------------------------------------------
     def run_container(self, spec: ContainerSpec) -> ContainerInfo:
         """Create and start a container.

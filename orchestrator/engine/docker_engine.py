@@ -324,19 +324,6 @@ class DockerEngine:
                 return
             self._api.connect_container_to_network(container, net["Id"])
 
-    def disconnect_network(self, network: str, container: str) -> None:
-        """Detach a container from a managed network; missing ones are ignored."""
-        with self._call("network", network):
-            try:
-                net = self._api.inspect_network(network)
-                _require_managed("network", network, net.get("Labels"))
-                self._api.disconnect_container_from_network(container, net["Id"], force=True)
-            except docker.errors.NotFound:
-                return
-            except docker.errors.APIError as exc:
-                if "is not connected" not in str(exc):
-                    raise
-
     def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
         """Networks whose labels match all of `labels`. Raises `EngineUnavailable`."""
         with self._call("network", "*"):

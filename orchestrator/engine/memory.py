@@ -465,16 +465,6 @@ class MemoryEngine:
             if net.name not in c.ip:
                 c.ip.update(self._assign_ip(replace(c.spec, network=net.name)))
 
-    def disconnect_network(self, network: str, container: str) -> None:
-        self._up()
-        c = self._find(container)
-        with self._lock:
-            net = self._network(network)
-            if c is None or net is None:
-                return
-            _require_managed("network", network, net.labels)
-            c.ip.pop(net.name, None)
-
     def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
         self._up()
         with self._lock:

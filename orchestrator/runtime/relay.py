@@ -779,9 +779,14 @@ class Call:
         self._finish(code)
 
 
+def _grpc_status(code: bytes, message: str) -> Headers:
+    """The status fields of gRPC trailers."""
+    return [(b"grpc-status", code), (b"grpc-message", _percent(message))]
+
+
 def _trailers_only(code: bytes, message: str) -> Headers:
     return [(b":status", b"200"), (b"content-type", b"application/grpc"),
-            (b"grpc-status", code), (b"grpc-message", _percent(message))]
+            *_grpc_status(code, message)]
 
 
 def _percent(text: str) -> bytes:
@@ -892,9 +897,8 @@ class Pipe:
         if self.up is not None and self.up_stream is not None:
             self.up.reset(self.up_stream)
         if not self.down_stream.closed:
-            status = [(b"grpc-status", GRPC_UNAVAILABLE), (b"grpc-message", _percent(message))]
-            self.down.send_headers(self.down_stream, status if self.replied
-                                   else _trailers_only(GRPC_UNAVAILABLE, message), True)
+            status = _grpc_status if self.replied else _trailers_only
+            self.down.send_headers(self.down_stream, status(GRPC_UNAVAILABLE, message), True)
         self._closed()
 
     def _closed(self) -> None:
