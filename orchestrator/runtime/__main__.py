@@ -2,7 +2,7 @@
 
 Exit codes: 0 clean (also after SIGTERM), 1 runtime failure (e.g. port in use),
 2 bad arguments, 3 executor failed to load. Imports stay lazy so `probe` (the Docker
-HEALTHCHECK) pays only for grpc.
+HEALTHCHECK) imports no grpc at all (see probe.py).
 """
 
 from __future__ import annotations
@@ -137,16 +137,9 @@ def _head(args: argparse.Namespace) -> int:
 
 
 def _probe(port: int, timeout: float) -> int:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from orchestrator.runtime.probe import check
 
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:
-            resp = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.RpcError:
-            return 1
-    return 0 if resp.status == health_pb2.HealthCheckResponse.SERVING else 1
+    return 0 if check(port, timeout) else 1
 
 
 if __name__ == "__main__":
