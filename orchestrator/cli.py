@@ -198,42 +198,54 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", required=True, help="deployment YAML file")
-    p.add_argument("--to", required=True, choices=["compose", "kubernetes"],
-                   help="compose: one service per pod (docker-compose up); kubernetes: a "
-                   "StatefulSet per shard, the head as a Deployment (kubectl apply)")
+    p.add_argument("--to", required=True, choices=["compose", "swarm", "kubernetes"],
+                   help="compose: one service per pod (docker-compose up); swarm: a stack, "
+                   "one service per pod (docker stack deploy); kubernetes: a StatefulSet "
+                   "per shard, the head as a Deployment (kubectl apply)")
     p.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """`export -f FILE --to compose|kubernetes`: the same pods, for another engine."""
+    """`export -f FILE --to compose|swarm|kubernetes`: the same pods, for another engine."""
     import secrets
     from pathlib import Path
 
     from orchestrator.config import load_file
-    from orchestrator.planning.export import TOKEN_VARIABLE, to_compose, to_kubernetes
+    from orchestrator.planning.export import (
+        TOKEN_VARIABLE,
+        to_compose,
+        to_kubernetes,
+        to_swarm,
+    )
     from orchestrator.planning.pods import PodContext
 
+    def sources(spec: DeploymentSpec) -> dict[str, str]:
+        return {u.path: Path(u.path).read_text(encoding="utf-8")
+                for u in (spec.uses, spec.uses_before, spec.uses_after)
+                if u is not None and u.kind == "file"}
+
     configs = load_file(args.file)
-    if args.to == "compose":
-        services: dict[str, Any] = {}
-        networks: dict[str, Any] = {}
+    if args.to in ("compose", "swarm"):
+        merged: dict[str, dict[str, Any]] = {"services": {}, "networks": {}, "configs": {}}
         for cfg in configs:
-            doc = to_compose(cfg.spec, PodContext(owner="export", token=""))
-            services.update(doc["services"])
-            networks.update(doc["networks"])
-        text = (f"# orchestrator export --to compose, from {args.file}\n"
-                f"# start: {TOKEN_VARIABLE}=<a secret> docker-compose -f FILE up -d\n"
-                + yaml.safe_dump({"version": "2.4", "services": services,
-                                  "networks": networks}, sort_keys=False))
+            ctx = PodContext(owner="export", token="")
+            doc = (to_compose(cfg.spec, ctx) if args.to == "compose"
+                   else to_swarm(cfg.spec, ctx, sources(cfg.spec)))
+            for key, part in merged.items():
+                part.update(doc.get(key, {}))
+        version = "2.4" if args.to == "compose" else "3.8"
+        start = ("docker-compose -f FILE up -d" if args.to == "compose"
+                 else "docker stack deploy --resolve-image never -c FILE STACK")
+        text = (f"# orchestrator export --to {args.to}, from {args.file}\n"
+                f"# start: {TOKEN_VARIABLE}=<a secret> {start}\n"
+                + yaml.safe_dump({"version": version,
+                                  **{k: v for k, v in merged.items() if v}},
+                                 sort_keys=False))
     else:
         docs: list[dict[str, Any]] = []
         for cfg in configs:
-            spec = cfg.spec
-            sources = {u.path: Path(u.path).read_text(encoding="utf-8")
-                       for u in (spec.uses, spec.uses_before, spec.uses_after)
-                       if u is not None and u.kind == "file"}
             ctx = PodContext(owner="export", token=secrets.token_urlsafe(24))
-            docs += to_kubernetes(spec, ctx, sources)
+            docs += to_kubernetes(cfg.spec, ctx, sources(cfg.spec))
         text = (f"# orchestrator export --to kubernetes, from {args.file}; kubectl apply -f\n"
                 + yaml.safe_dump_all(docs, sort_keys=False))
     if args.output:

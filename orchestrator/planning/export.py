@@ -1,4 +1,4 @@
-"""A deployment as files for another engine: Compose, or Kubernetes manifests.
+"""A deployment as files for another engine: Compose, a Swarm stack, or Kubernetes manifests.
 
 Pure: the pods come from `initial_pods`, so an export runs the same images, commands,
 users and limits as `Deployment.start()`. What the orchestrator does at run time is
@@ -7,12 +7,16 @@ replaced by static configuration:
 - on Kubernetes, each shard is a StatefulSet behind a headless Service, so every replica
   has a stable DNS name for the head to dial (`NAME-s0-1.NAME-s0:50051`), and a replaced
   replica comes back under the same name;
-- an executor given as a local file travels in a ConfigMap (Kubernetes), or is bind-mounted
-  from the same host path (Compose).
+- on Swarm, each pod is a one-task service reached by its name on an overlay network
+  (endpoint_mode dnsrr: the head connects to the task itself, not to a virtual IP), and
+  Swarm's own start-first updates, gated by the image's health probe, replace a task;
+- an executor given as a local file travels in a ConfigMap (Kubernetes) or a Swarm config,
+  or is bind-mounted from the same host path (Compose).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import replace
@@ -67,7 +71,9 @@ def to_compose(spec: DeploymentSpec, ctx: PodContext) -> dict[str, Any]:
     }
 
 
-def _compose_service(pod: PodPlan, network: str) -> dict[str, Any]:
+def _service_base(pod: PodPlan, network: str) -> dict[str, Any]:
+    """What a Compose service and a Swarm stack service write the same way. The control
+    token is `${ORCHESTRATOR_TOKEN}`, which both tools substitute from their environment."""
     c = pod.container
     env = dict(c.env)
     if TOKEN_ENV in env:
@@ -78,23 +84,31 @@ def _compose_service(pod: PodPlan, network: str) -> dict[str, Any]:
         "hostname": c.hostname or pod.name,
         "user": c.user or RUNTIME_USER,
         "cap_drop": list(c.cap_drop),
-        "security_opt": [_compose_security_opt(o) for o in c.security_opt],
         "environment": env,
-        "labels": {k: v for k, v in c.labels.items() if k != L.OWNER},
         "networks": [network],
-        "restart": c.restart_policy if c.restart_policy != "on-failure"
-        else f"on-failure:{c.restart_max_retries}" if c.restart_max_retries else "on-failure",
     }
     if c.stop_timeout is not None:
         service["stop_grace_period"] = f"{c.stop_timeout}s"
+    if c.extra_hosts:
+        service["extra_hosts"] = [f"{h}:{ip}" for h, ip in c.extra_hosts.items()]
+    return service
+
+
+def _compose_service(pod: PodPlan, network: str) -> dict[str, Any]:
+    c = pod.container
+    service = _service_base(pod, network)
+    service.update({
+        "security_opt": [_compose_security_opt(o) for o in c.security_opt],
+        "labels": {k: v for k, v in c.labels.items() if k != L.OWNER},
+        "restart": c.restart_policy if c.restart_policy != "on-failure"
+        else f"on-failure:{c.restart_max_retries}" if c.restart_max_retries else "on-failure",
+    })
     if c.mounts:
         service["volumes"] = [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
                               for m in c.mounts]
     if c.ports:
         service["ports"] = [f"{p.host_ip}:{p.host_port or ''}:{p.container_port}"
                             for p in c.ports]
-    if c.extra_hosts:
-        service["extra_hosts"] = [f"{h}:{ip}" for h, ip in c.extra_hosts.items()]
     if c.cpu_shares:
         service["cpu_shares"] = c.cpu_shares
     if c.cpus:
@@ -109,6 +123,127 @@ def _compose_service(pod: PodPlan, network: str) -> dict[str, Any]:
 
 def _compose_security_opt(option: str) -> str:
     return "no-new-privileges:true" if option == "no-new-privileges" else option
+
+
+# -- Swarm --------------------------------------------------------------------------------
+
+SWARM_HEALTHCHECK: dict[str, Any] = {
+    "test": ["CMD", "/opt/venv/bin/python", "-m", "orchestrator.runtime", "probe"],
+    "interval": "5s", "timeout": "3s", "retries": 3, "start_period": "60s",
+}
+"""Swarm publishes a task (in DNS) and moves a start-first update on only once the task is
+healthy, and the first check runs one interval after the start: the image's 30 s would
+stall both. The stdlib probe costs ~0.17 s of CPU per exec."""
+
+_SWARM_RESTART = {"no": "none", "on-failure": "on-failure", "always": "any",
+                  "unless-stopped": "any"}
+
+
+def to_swarm(spec: DeploymentSpec, ctx: PodContext,
+             sources: Mapping[str, str]) -> dict[str, Any]:
+    """A stack file (format 3.8) for `docker stack deploy --resolve-image never`: one
+    single-task service per pod on an attachable overlay network, so the head dials every
+    worker by its service name.
+
+    Swarm services cannot set no-new-privileges (the runtime image has no setuid files
+    instead) nor a CPU weight, and cannot bind a published port to one address: the head's
+    port is published (mode host, every interface) only when the spec gives `port` with
+    `host: 0.0.0.0`; without `port`, clients reach `NAME-head:50051` on the network.
+    The policy becomes each service's update_config (order, parallelism = max_surge,
+    monitor, failure_action) and stop_grace its stop_grace_period.
+
+    Raises:
+        SpecError: `port` with another host than 0.0.0.0, `gpus` (Swarm has only generic
+            resources set up per node), a file executor missing from `sources`.
+    """
+    if spec.port is not None and spec.host != "0.0.0.0":
+        raise SpecError(f"Swarm cannot publish a port on {spec.host} only; set host: "
+                        "0.0.0.0 to publish on every interface, or drop port and reach the "
+                        "head on the stack's network", field="host")
+    if spec.gpus is not None:
+        raise SpecError("Swarm has no GPU request, only generic resources set up per node",
+                        field="gpus")
+    pods = initial_pods(spec, ctx)
+    pods = _with_static_workers(pods, {p.name: p.address for p in pods})
+    network = pods[0].container.network or "default"
+    configs: dict[str, Any] = {}
+    services: dict[str, Any] = {}
+    for pod in pods:
+        uses = _uses_of(spec, pod.role)
+        code = None
+        if uses is not None and uses.kind == "file":
+            code = _swarm_config(spec, pod.role, uses, sources)
+            configs.update(code)
+        services[pod.name] = _swarm_service(spec, pod, network, code)
+    doc: dict[str, Any] = {
+        "version": "3.8",
+        "services": services,
+        "networks": {network: {"name": network, "driver": "overlay", "attachable": True,
+                               "labels": L.for_deployment(spec.name)}},
+    }
+    if configs:
+        doc["configs"] = configs
+    return doc
+
+
+def _swarm_config(spec: DeploymentSpec, role: str, uses: UsesRef,
+                  sources: Mapping[str, str]) -> dict[str, Any]:
+    """A Swarm config holding the executor's file. Configs cannot change, so the name
+    carries a hash of the text: an edited executor deploys as a new config."""
+    if uses.path not in sources:
+        raise SpecError(f"the source of {uses.path} was not given to the export",
+                        field="uses" if role == "worker" else role)
+    digest = hashlib.sha256(sources[uses.path].encode()).hexdigest()[:12]
+    name = f"{_config_map_name(spec, role)}-{digest}"
+    return {name: {"name": name, "file": uses.path}}
+
+
+def _swarm_service(spec: DeploymentSpec, pod: PodPlan, network: str,
+                   code: Mapping[str, Any] | None) -> dict[str, Any]:
+    c = pod.container
+    service = _service_base(pod, network)
+    service["healthcheck"] = {**SWARM_HEALTHCHECK, "test": list(SWARM_HEALTHCHECK["test"])}
+    volumes = [{"type": "bind", "source": m.source, "target": m.target,
+                "read_only": m.read_only} for m in c.mounts if m.target != USES_MOUNT]
+    if volumes:
+        service["volumes"] = volumes
+    if code:
+        user, group = (c.user or RUNTIME_USER).split(":")
+        service["configs"] = [{
+            "source": name,
+            "target": f"{USES_MOUNT}/{PurePosixPath(body['file']).name}",
+            "uid": user, "gid": group, "mode": 0o444,
+        } for name, body in code.items()]
+    if pod.role == "head" and spec.port is not None:
+        service["ports"] = [{"target": CONTAINER_PORT, "published": spec.port,
+                             "protocol": "tcp", "mode": "host"}]
+    policy = spec.policy
+    update: dict[str, Any] = {
+        "parallelism": max(policy.max_surge, 1), "order": policy.order,
+        "failure_action": policy.failure_action,
+    }
+    if policy.monitor:
+        update["monitor"] = f"{policy.monitor}s"
+    restart: dict[str, Any] = {"condition": _SWARM_RESTART[c.restart_policy or "no"]}
+    if c.restart_policy == "on-failure" and c.restart_max_retries:
+        restart["max_attempts"] = c.restart_max_retries
+    deploy: dict[str, Any] = {
+        "replicas": 1,
+        "endpoint_mode": "dnsrr",
+        "labels": {k: v for k, v in c.labels.items() if k != L.OWNER},
+        "restart_policy": restart,
+        "update_config": update,
+        "rollback_config": {"parallelism": update["parallelism"], "order": policy.order},
+    }
+    limits: dict[str, Any] = {}
+    if c.cpus:
+        limits["cpus"] = str(c.cpus)
+    if c.memory_bytes:
+        limits["memory"] = f"{c.memory_bytes}b"
+    if limits:
+        deploy["resources"] = {"limits": limits}
+    service["deploy"] = deploy
+    return service
 
 
 # -- Kubernetes ---------------------------------------------------------------------------

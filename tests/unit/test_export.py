@@ -1,8 +1,11 @@
-"""`orchestrator export`: Compose and Kubernetes documents from a spec (pure), the
-Kubernetes ones checked against the API's own schemas by kubernetes-validate."""
+"""`orchestrator export`: Compose, Swarm and Kubernetes documents from a spec (pure); the
+Kubernetes ones checked against the API's own schemas by kubernetes-validate, the Swarm
+stack against the stack schema of the docker CLI (`docker stack config`, client side)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import yaml
 
 from orchestrator.cli import main
 from orchestrator.errors import SpecError
-from orchestrator.planning.export import to_compose, to_kubernetes
+from orchestrator.planning.export import to_compose, to_kubernetes, to_swarm
 from orchestrator.planning.pods import PodContext
 from orchestrator.spec import DeploymentSpec
 
@@ -123,6 +126,75 @@ def test_compose_has_a_service_per_pod_and_static_workers_at_the_head() -> None:
         assert ("ports" in service) == (name == "shop-head")
     assert doc["networks"] == {"shop-net": {"name": "shop-net", "labels": {
         "orchestrator.managed": "true", "orchestrator.deployment": "shop"}}}
+
+
+def test_swarm_has_a_one_task_service_per_pod_that_the_head_dials_by_name() -> None:
+    doc = to_swarm(spec(shards=1, replicas=2, policy={"monitor": 3, "max_surge": 2}),
+                   CTX, sources())
+    services = doc["services"]
+    assert sorted(services) == ["shop-head", "shop-s0-r0-g1", "shop-s0-r1-g1"]
+    head = services["shop-head"]
+    workers = [head["command"][i + 1] for i, a in enumerate(head["command"])
+               if a == "--worker"]
+    assert workers == ["0=shop-s0-r0-g1:50051", "0=shop-s0-r1-g1:50051"]
+    assert head["environment"]["ORCHESTRATOR_TOKEN"].startswith("${ORCHESTRATOR_TOKEN:?")
+    (config, body), = doc["configs"].items()
+    assert body == {"name": config, "file": ECHO} and config.startswith("shop-worker-code-")
+    for name, service in services.items():
+        assert service["user"] == "10001:10001" and service["cap_drop"] == ["ALL"]
+        assert "ports" not in service  # no `port` in the spec: reached on the network
+        assert "labels" not in service  # Swarm owns the containers: `down` must not see them
+        deploy = service["deploy"]
+        assert deploy["replicas"] == 1 and deploy["endpoint_mode"] == "dnsrr"
+        assert deploy["labels"]["orchestrator.deployment"] == "shop"
+        assert deploy["update_config"] == {"parallelism": 2, "order": "start-first",
+                                           "failure_action": "rollback", "monitor": "3s"}
+        assert service["healthcheck"]["test"][-1] == "probe"
+        if name != "shop-head":
+            assert service["configs"] == [{"source": config, "target": "/opt/uses/echo.py",
+                                           "uid": "10001", "gid": "10001", "mode": 0o444}]
+    net = doc["networks"]["shop-net"]
+    assert net["driver"] == "overlay" and net["attachable"] is True
+
+
+def test_swarm_config_names_follow_the_executor_text() -> None:
+    """Swarm configs cannot be updated in place: an edited file must get a new name."""
+    first = to_swarm(spec(), CTX, sources())["configs"]
+    edited = to_swarm(spec(), CTX, {ECHO: sources()[ECHO] + "\n# edited\n"})["configs"]
+    assert first.keys() != edited.keys()
+    assert to_swarm(spec(), CTX, sources())["configs"] == first
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"port": 8080}, "host"),  # 127.0.0.1 by default: Swarm would publish everywhere
+    ({"gpus": 1}, "gpus"),
+])
+def test_what_swarm_cannot_take_is_refused_by_field(fields: dict[str, Any], field: str
+                                                    ) -> None:
+    with pytest.raises(SpecError) as caught:
+        to_swarm(spec(**fields), CTX, sources())
+    assert caught.value.field == field
+
+
+def test_cli_swarm_stack_passes_the_docker_cli_schema(tmp_path: Path) -> None:
+    path = tmp_path / "app.yml"
+    path.write_text(f"deployments:\n"
+                    f"- {{name: shop, uses: '{ECHO}:Echo', replicas: 2, port: 8080, "
+                    f"host: 0.0.0.0, cpus: 0.5, memory: 256m, volumes: ['/srv:/data:ro']}}\n"
+                    f"- {{name: cart, uses: '{ECHO}:Echo', shards: 2, "
+                    f"uses_after: '{ECHO}:Echo'}}\n")
+    out = tmp_path / "stack.yml"
+    assert main(["export", "-f", str(path), "--to", "swarm", "-o", str(out)]) == 0
+    stack = yaml.safe_load(out.read_text())
+    assert {"shop-head", "cart-head", "cart-uses-after"} <= set(stack["services"])
+    assert stack["services"]["shop-head"]["ports"] == [
+        {"target": 50051, "published": 8080, "protocol": "tcp", "mode": "host"}]
+    assert sorted(stack["networks"]) == ["cart-net", "shop-net"]
+    proc = subprocess.run(["docker", "stack", "config", "-c", str(out)], capture_output=True,
+                          text=True, env={**os.environ, "ORCHESTRATOR_TOKEN": "t"},
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "endpoint_mode: dnsrr" in proc.stdout
 
 
 def test_cli_export_writes_yaml_and_names_a_bad_file(tmp_path: Path,
