@@ -9,9 +9,7 @@ re-raised.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -33,13 +31,6 @@ from orchestrator.spec import CONTAINER_PORT
 
 Ready = Callable[[PodPlan, ContainerInfo], bool]
 
-DEFAULT_CPU_SHARES = 1024  # Docker's weight for a container that sets none
-STARTING_CPU_SHARES = 64
-"""A pod's CPU weight while it starts: its imports and server start-up yield to the pods
-serving requests (the head weighs 4096, a worker 1024) whenever both want the CPU. On a
-host whose serving pods are busy all the time this would starve the start, so a pod that
-is not ready after `Actuator.boost_after` seconds gets its own weight early."""
-
 
 class _Aborted(OrchestratorError):
     """Internal: another pod of the batch failed, stop waiting for this one."""
@@ -53,7 +44,6 @@ class Actuator:
     network: str
     probe: HealthProbe = field(default_factory=GrpcHealthProbe)
     max_parallel: int = 16
-    boost_after: float = 2.0
 
     def address(self, info: ContainerInfo) -> str:
         """host:port at which this process reaches a pod (its IP on the network)."""
@@ -106,16 +96,9 @@ class Actuator:
         gate = threading.Semaphore(max_starting or len(plans))
 
         def bring_up(plan: PodPlan) -> ContainerInfo | BaseException:
-            boost_at = math.inf  # set once the container is launched
-
             def check(info: ContainerInfo) -> bool:
-                nonlocal boost_at
                 if abort.is_set():
                     raise _Aborted(plan.name)
-                if time.monotonic() >= boost_at:
-                    boost_at = math.inf
-                    with contextlib.suppress(ResourceNotFound):  # the next inspect says why
-                        self.engine.update_container(plan.name, cpu_shares=_weight(plan))
                 return ready(plan, info)
 
             with gate:
@@ -125,7 +108,6 @@ class Actuator:
                 if isinstance(launched, BaseException):
                     abort.set()
                     return launched
-                boost_at = time.monotonic() + self.boost_after
                 try:
                     return wait_ready(self.engine, plan.name, check, timeout=timeout)
                 except BaseException as exc:
@@ -145,21 +127,18 @@ class Actuator:
             first = next((f for f in failures if not isinstance(f, _Aborted)), failures[0])
             raise first
         for plan in plans:
-            self.engine.update_container(
-                plan.name, restart_policy=plan.container.restart_policy,
-                max_retries=plan.container.restart_max_retries,
-                cpu_shares=_weight(plan),
-            )
+            if plan.container.restart_policy != "no":
+                self.engine.update_container(
+                    plan.name, restart_policy=plan.container.restart_policy,
+                    max_retries=plan.container.restart_max_retries,
+                )
         return {plan.name: info for plan, info in zip(plans, results, strict=True)
                 if isinstance(info, ContainerInfo)}
 
     def _launch(self, plan: PodPlan) -> ContainerInfo | BaseException:
         # Start with no restart policy, so a crash at start-up is reported at once with
-        # its exit code instead of disappearing into a restart loop; and with a low CPU
-        # weight, so the new pod's start-up (imports, server start) yields the CPU to the
-        # pods serving requests whenever both want it.
-        spec = replace(plan.container, restart_policy="no", restart_max_retries=0,
-                       cpu_shares=STARTING_CPU_SHARES)
+        # its exit code instead of disappearing into a restart loop.
+        spec = replace(plan.container, restart_policy="no", restart_max_retries=0)
         try:
             return self.engine.run_container(spec)
         except PortAllocated as exc:
@@ -189,8 +168,3 @@ class Actuator:
         with ThreadPoolExecutor(min(self.max_parallel, len(names)),
                                 thread_name_prefix="pod-stop") as pool:
             list(pool.map(lambda n: self.stop(n, grace=grace), names))
-
-
-def _weight(plan: PodPlan) -> int:
-    """The CPU weight a pod keeps once started."""
-    return plan.container.cpu_shares or DEFAULT_CPU_SHARES

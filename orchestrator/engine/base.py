@@ -236,13 +236,11 @@ class ContainerEngine(Protocol):
         *,
         restart_policy: RestartPolicy | None = None,
         max_retries: int = 0,
-        cpu_shares: int | None = None,
     ) -> None:
-        """Change a managed container's restart policy and CPU weight in place.
+        """Change a managed container's restart policy in place.
 
         Pods start with restart policy "no", so a crash at start-up is reported at once
-        with its exit code, and with a low CPU weight, so that their start-up yields to the
-        pods already serving; once ready, a pod gets the spec's policy and weight.
+        with its exit code; once ready, a pod gets the spec's policy.
         """
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:

@@ -507,9 +507,8 @@ class DockerEngine:
         *,
         restart_policy: RestartPolicy | None = None,
         max_retries: int = 0,
-        cpu_shares: int | None = None,
     ) -> None:
-        """`docker update` of the restart policy and CPU weight of a managed container.
+        """`docker update` of the restart policy of a managed container.
 
         Raises:
             NotManaged, ResourceNotFound.
@@ -517,18 +516,13 @@ class DockerEngine:
         cid = self._managed_container(name_or_id)
         if cid is None:
             raise ResourceNotFound(f"container {name_or_id} does not exist")
-        changes: dict[str, Any] = {}
-        if restart_policy is not None:
-            policy: dict[str, Any] = {"Name": "" if restart_policy == "no" else restart_policy}
-            if restart_policy == "on-failure":
-                policy["MaximumRetryCount"] = max_retries
-            changes["restart_policy"] = policy
-        if cpu_shares is not None:
-            changes["cpu_shares"] = cpu_shares
-        if not changes:
+        if restart_policy is None:
             return
+        policy: dict[str, Any] = {"Name": "" if restart_policy == "no" else restart_policy}
+        if restart_policy == "on-failure":
+            policy["MaximumRetryCount"] = max_retries
         with self._call("container", name_or_id):
-            self._api.update_container(cid, **changes)
+            self._api.update_container(cid, restart_policy=cast(Any, policy))
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
         """Remove a managed container; a missing one is ignored.

@@ -707,7 +707,6 @@ class MemoryEngine:
         *,
         restart_policy: RestartPolicy | None = None,
         max_retries: int = 0,
-        cpu_shares: int | None = None,
     ) -> None:
         """Recorded on the container's spec (not enacted). Raises `NotManaged`."""
         with self._lock:
@@ -717,8 +716,6 @@ class MemoryEngine:
             if restart_policy is not None:
                 c.spec = replace(c.spec, restart_policy=restart_policy,
                                  restart_max_retries=max_retries)
-            if cpu_shares is not None:
-                c.spec = replace(c.spec, cpu_shares=cpu_shares)
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
         """Raises `NotManaged`, or `ResourceConflict` for a running one without `force`."""

@@ -59,14 +59,6 @@ def test_create_options_reach_the_engine(
     assert info.ip_addresses[net.name] == endpoint["IPAddress"]
     assert info.ports[9000][0] == "127.0.0.1"
 
-    # `docker update` in place: restart policy and CPU weight, together or alone
-    docker_engine.update_container(spec.name, restart_policy="always", cpu_shares=64)
-    host = raw.inspect_container(info.id)["HostConfig"]
-    assert host["RestartPolicy"]["Name"] == "always" and host["CpuShares"] == 64
-    docker_engine.update_container(spec.name, cpu_shares=2048)
-    host = raw.inspect_container(info.id)["HostConfig"]
-    assert host["RestartPolicy"]["Name"] == "always" and host["CpuShares"] == 2048
-
 
 def test_from_env_honours_docker_host(docker_engine: DockerEngine) -> None:
     engine = DockerEngine.from_env({"DOCKER_HOST": "unix:///var/run/docker.sock"})

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from orchestrator.actuator import DEFAULT_CPU_SHARES, STARTING_CPU_SHARES, Actuator
-from orchestrator.engine.base import ContainerInfo, ContainerSpec
+from orchestrator.actuator import Actuator
+from orchestrator.engine.base import ContainerInfo
 from orchestrator.engine.memory import MemoryEngine
 from orchestrator.errors import HealthCheckTimeout, PodStartError, SpecError
 from orchestrator.planning import labels as L
@@ -148,54 +146,3 @@ def test_a_staggered_start_never_has_more_than_max_starting_pods_starting(limit:
         starting = [other for other, t in started.items()
                     if other != name and t <= at < probe.ready_at[other]]
         assert len(starting) <= limit - 1, (name, starting)
-
-
-class WeightLog(MemoryEngine):
-    """Records each pod's CPU weight at creation and at every update, in order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log: list[tuple[str, str, int | None]] = []
-
-    def run_container(self, spec: ContainerSpec) -> ContainerInfo:
-        self.log.append(("run", spec.name, spec.cpu_shares))
-        return super().run_container(spec)
-
-    def update_container(self, name_or_id: str, **changes: Any) -> None:
-        self.log.append(("update", name_or_id, changes.get("cpu_shares")))
-        super().update_container(name_or_id, **changes)
-
-
-def weighted_setup(**actuator: Any) -> tuple[WeightLog, Actuator, list[PodPlan]]:
-    _, plain, plans = setup()
-    engine = WeightLog()
-    engine.add_image(IMAGE)
-    engine.create_network(plain.network, labels=L.for_deployment("dep"))
-    return engine, Actuator(engine, plain.network, EngineProbe(engine), **actuator), plans
-
-
-def test_pods_start_with_a_low_cpu_weight_and_get_their_own_once_ready() -> None:
-    engine, act, plans = weighted_setup()
-    act.start(plans, ready(act), timeout=5)  # type: ignore[arg-type]
-    for plan in plans:
-        own = plan.container.cpu_shares or DEFAULT_CPU_SHARES
-        assert [(kind, w) for kind, name, w in engine.log if name == plan.name] == [
-            ("run", STARTING_CPU_SHARES), ("update", own)]
-    head = plans[0]
-    assert head.role == "head" and head.container.cpu_shares == 4096
-
-
-def test_a_pod_slow_to_get_ready_gets_its_own_weight_early() -> None:
-    """The low starting weight must not starve a start on a busy host: past boost_after,
-    the pod gets its weight while it is still starting."""
-    engine, act, plans = weighted_setup(boost_after=0.0)
-    seen: list[str] = []
-
-    def slow(plan: PodPlan, info: ContainerInfo) -> bool:
-        seen.append(plan.name)
-        return seen.count(plan.name) > 1  # not ready at the first look
-
-    act.start(plans[1:2], slow, timeout=5)
-    name = plans[1].name
-    updates = [w for kind, n, w in engine.log if kind == "update" and n == name]
-    assert updates == [DEFAULT_CPU_SHARES, DEFAULT_CPU_SHARES]  # early, then once ready
