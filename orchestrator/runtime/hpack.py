@@ -25,6 +25,7 @@ __all__ = [
     "STATIC_TABLE",
     "Decoder",
     "HpackError",
+    "NeverIndexed",
     "encode",
     "huffman_decode",
     "huffman_encode",
@@ -32,6 +33,27 @@ __all__ = [
 
 DEFAULT_TABLE_SIZE = 4096
 ENTRY_OVERHEAD = 32  # RFC 7541 section 4.1: each entry costs len(name) + len(value) + 32
+
+
+class NeverIndexed(tuple[bytes, bytes]):
+    """A header field that arrived as "never indexed" (RFC 7541 section 6.2.3): a value,
+    such as a credential, that its sender keeps out of every compression table. An
+    intermediary must pass it on in the same representation, and `encode` does.
+
+    It unpacks and indexes like a plain (name, value) pair, but never equals one (nor
+    hashes like one), so a block memoized for the plain fields is never reused for it.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is NeverIndexed and tuple.__eq__(self, other) is True
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((NeverIndexed, tuple.__hash__(self)))
 
 
 class HpackError(ValueError):
@@ -482,6 +504,7 @@ class Decoder:
                 else:
                     append(self._dynamic(index))  # raises the out-of-range error
                 continue
+            never = 0
             if first & 0x40:  # literal with incremental indexing (section 6.2.1)
                 index = first & 0x3F
                 if index == 0x3F:
@@ -496,6 +519,7 @@ class Decoder:
                 changed = True
                 continue
             else:  # literal without indexing (0000) or never indexed (0001), 6.2.2/3
+                never = first & 0x10
                 index = first & 0x0F
                 if index == 0x0F:
                     index, pos = _decode_int_tail(data, pos, 0x0F)
@@ -518,7 +542,7 @@ class Decoder:
                 raise HpackError("truncated HPACK string literal")
             value = huffman_decode(data[pos:stop]) if head & 0x80 else data[pos:stop]
             pos = stop
-            append((name, value))
+            append(NeverIndexed((name, value)) if never else (name, value))
             if first & 0x40:
                 self._insert(name, value)
                 changed = True
@@ -592,6 +616,7 @@ for _index, (_name, _) in enumerate(STATIC_TABLE, 1):
 del _index, _name
 _SHORT_LENGTHS: tuple[bytes, ...] = tuple(bytes((n,)) for n in range(0x7F))  # H=0 lengths
 _NEW_NAME = b"\x00"  # literal without indexing, literal name
+_NEVER_NEW_NAME = b"\x10"  # never indexed, literal name
 
 
 def encode(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -602,8 +627,8 @@ def encode(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     indexing with an indexed name; anything else a literal without indexing with a
     literal name. Strings are sent raw (no Huffman: cheaper to produce).
 
-    A "never indexed" field (RFC 7541 section 6.2.3) is not told apart by `Decoder`,
-    so it goes out as a plain literal without indexing.
+    A `NeverIndexed` field (as `Decoder` returns a field received "never indexed") goes
+    out never indexed (RFC 7541 section 6.2.3), whatever the static table holds.
 
     Args:
         headers: (name, value) pairs, sent in order and byte for byte.
@@ -617,19 +642,20 @@ def encode(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     parts: list[bytes] = []
     append = parts.append
     for field in headers:
-        hit = exact.get(field)
+        hit = exact.get(field)  # never a NeverIndexed field: it equals no plain pair
         if hit is not None:
             append(hit)
             continue
         name, value = field
         prefix = names.get(name)
+        never = field.__class__ is NeverIndexed  # sent on as it came: 0001xxxx
         if prefix is None:
-            append(_NEW_NAME)
+            append(_NEVER_NEW_NAME if never else _NEW_NAME)
             length = len(name)
             append(short[length] if length < 0x7F else _encode_int(length, 7))
             append(name)
         else:
-            append(prefix)
+            append(bytes((prefix[0] | 0x10,)) + prefix[1:] if never else prefix)
         length = len(value)
         append(short[length] if length < 0x7F else _encode_int(length, 7))
         append(value)

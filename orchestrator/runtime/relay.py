@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from orchestrator.runtime.hpack import Decoder, HpackError, encode
+from orchestrator.runtime.hpack import Decoder, HpackError, NeverIndexed, encode
 from orchestrator.runtime.metrics import CONTENT_TYPE
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey
 
@@ -451,6 +451,11 @@ def encode_cached(headers: Headers) -> bytes:
             _ENCODED.clear()
         block = _ENCODED[key] = encode(headers)
     return block
+
+
+def _with_value(field: tuple[bytes, bytes], value: bytes) -> tuple[bytes, bytes]:
+    """`field` with another value, in the same representation (never indexed stays so)."""
+    return NeverIndexed((field[0], value)) if type(field) is NeverIndexed else (field[0], value)
 
 
 def _unpad(payload: bytes) -> bytes:
@@ -1014,7 +1019,8 @@ class Relay:
         headers = call.headers
         if call.deadline is not None:  # retries get what is left of the client's deadline
             left = max(1, int((call.deadline - time.monotonic()) * 1e6))
-            headers = [(k, b"%du" % left if k == b"grpc-timeout" else v) for k, v in headers]
+            headers = [f if f[0] != b"grpc-timeout" else _with_value(f, b"%du" % left)
+                       for f in headers]
         call.up = up
         call.up_stream = stream = up.open_stream(call, headers, False)
         up.send_data(stream, bytes(call.body), True)

@@ -13,6 +13,7 @@ from orchestrator.runtime.hpack import (
     STATIC_TABLE,
     Decoder,
     HpackError,
+    NeverIndexed,
     _decode_int,
     _encode_int,
     encode,
@@ -268,7 +269,8 @@ def test_huffman_invalid_strings_raise(coded: bytes, message: str) -> None:
             "040c 2f73 616d 706c 652f 7061 7468", [(b":path", b"/sample/path")], [], 0,
         ),
         (  # C.2.3 literal never indexed
-            "1008 7061 7373 776f 7264 0673 6563 7265 74", [(b"password", b"secret")], [], 0,
+            "1008 7061 7373 776f 7264 0673 6563 7265 74",
+            [NeverIndexed((b"password", b"secret"))], [], 0,
         ),
         ("82", [(b":method", b"GET")], [], 0),  # C.2.4 indexed
     ],
@@ -569,3 +571,41 @@ def test_encode_then_decode_round_trips(fields: Fields) -> None:
     decoder = Decoder()
     assert decoder.decode(encode(fields)) == fields
     assert decoder.table_size == 0
+
+
+# ----------------------------------------------------------------- never indexed (6.2.3)
+
+
+def test_a_never_indexed_field_is_passed_on_never_indexed() -> None:
+    """RFC 7541 section 6.2.3: an intermediary must re-encode such a field in the same
+    representation. C.2.3 decodes to a NeverIndexed field and encodes back byte for byte."""
+    block = unhex("1008 7061 7373 776f 7264 0673 6563 7265 74")
+    [field] = Decoder().decode(block)
+    assert type(field) is NeverIndexed
+    name, value = field  # unpacks like any field
+    assert (name, value) == (b"password", b"secret")
+    assert field != (b"password", b"secret") and hash(field) != hash((name, value))
+    assert encode([field]) == block
+    assert encode([(b"password", b"secret")]) == unhex("0008") + block[2:]  # plain: 0000
+
+
+def test_never_indexed_with_a_static_name_and_even_an_exact_static_match() -> None:
+    # authorization is static index 23: 4-bit prefix 0x1F then 23 - 15 = 8
+    secret = NeverIndexed((b"authorization", b"Bearer t0ken"))
+    block = encode([secret])
+    assert block[:2] == b"\x1f\x08"
+    # an exact static match must not turn into an indexed field either
+    method = NeverIndexed((b":method", b"GET"))
+    assert encode([method]) == b"\x12\x03GET"  # never indexed, name index 2
+    decoder = Decoder()
+    assert decoder.decode(block + encode([method])) == [secret, method]
+    assert decoder.table_size == 0
+
+
+@given(st.lists(st.tuples(FIELDS, st.booleans()), max_size=20))
+def test_never_indexed_marks_survive_encode_then_decode(marked: list[tuple[Any, bool]]
+                                                        ) -> None:
+    fields = [NeverIndexed(f) if never else tuple(f) for f, never in marked]
+    decoded = Decoder().decode(encode(fields))
+    assert decoded == fields
+    assert [type(f) is NeverIndexed for f in decoded] == [never for _, never in marked]

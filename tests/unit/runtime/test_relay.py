@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -297,3 +298,100 @@ def test_a_health_watch_ends_with_unavailable_and_does_not_hold_the_head_shutdow
         assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
         assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING]  # told first, then ended
         stopping.result(timeout=60)  # well within the 120 s grace: nothing else was in flight
+
+
+class RecordingProxy:
+    """A TCP pass-through in front of a worker that keeps what the head sends it, one
+    buffer per connection (the head's health checks connect through it too)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.sent: list[bytearray] = []
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.port = self.listener.getsockname()[1]
+        self.pool = ThreadPoolExecutor(16)
+        self.accepting = self.pool.submit(self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += (down, up)
+            record = bytearray()
+            self.sent.append(record)
+            self.pool.submit(self._pump, down, up, record)
+            self.pool.submit(self._pump, up, down, None)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, record: bytearray | None) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(65536):
+                if record is not None:
+                    record += chunk
+                dst.sendall(chunk)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
+        self.accepting.result(5)
+        self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self.pool.shutdown(wait=True)
+
+    def header_blocks(self) -> list[list[tuple[bytes, bytes]]]:
+        """Every header block the head sent, decoded per connection."""
+        blocks = []
+        for record in self.sent:
+            data, decoder = bytes(record[len(CLIENT_HELLO):]), hpack.Decoder()
+            while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+                n = int.from_bytes(data[:3], "big")
+                if data[3] == HEADERS:
+                    blocks.append(decoder.decode(data[9:9 + n]))  # small: END_HEADERS
+                data = data[9 + n:]
+        return blocks
+
+
+def test_a_never_indexed_header_reaches_the_worker_never_indexed(cluster: Cluster) -> None:
+    """RFC 7541 section 6.2.3: an intermediary must pass a never-indexed field (here a
+    credential) on in that representation; the fast path decodes and re-encodes every
+    block. (The pipe to the head's own grpcio server encodes the same way, and grpcio ends
+    the call there.)"""
+    w = cluster.worker()
+    proxy = RecordingProxy(w.port)
+    try:
+        head = cluster.head(1, [])
+        with control(head) as ctl:
+            ctl.add_worker(0, f"127.0.0.1:{proxy.port}")
+            wait_until(lambda: [x.state for x in ctl.list_workers()] == ["ready"],
+                       what="the worker ready behind the proxy")
+        secret = hpack.NeverIndexed((b"authorization", b"Bearer s3cret"))
+        block = hpack.encode([
+            (b":method", b"POST"), (b":scheme", b"http"),
+            (b":path", wire.METHOD_CALL.encode()), (b":authority", b"head"),
+            (b"content-type", b"application/grpc"), (b"te", b"trailers"), secret,
+        ])
+        body = wire.encode_request("/echo", [{"i": 7}])
+        with socket.create_connection(("127.0.0.1", head.port), timeout=5) as s:
+            s.sendall(CLIENT_HELLO + frame(HEADERS, END_HEADERS, 1, block)
+                      + frame(DATA, END_STREAM, 1,
+                              b"\x00" + struct.pack(">L", len(body)) + body))
+            frames = _read_frames(s, until_end_of=1)
+        assert any(k == DATA and sid == 1 for k, _, sid, _ in frames)  # it was served
+        calls = [b for b in proxy.header_blocks()
+                 if (b":path", wire.METHOD_CALL.encode()) in b]
+        assert calls, "the call never reached the worker"
+        forwarded = [f for f in calls[-1] if f[0] == b"authorization"]
+        assert forwarded == [secret] and type(forwarded[0]) is hpack.NeverIndexed
+    finally:
+        proxy.close()
