@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     _logs_args(command("logs", cmd_logs, "show the pods' logs, prefixed by pod"))
     _scale_args(command("scale", cmd_scale, "change the replicas per shard, with no downtime"))
     _rollout_args(command("rollout", cmd_rollout, "rolling update to a new image or uses_with"))
+    _heal_args(command("heal", cmd_heal, "keep replacing worker replicas that stay unhealthy "
+                       "or gone, start-first (for a detached `up`)"))
     _ping_args(command("ping", cmd_ping, "gRPC health check of HOST:PORT (exit 0 serving, 1 not)"))
     _export_args(command("export", cmd_export, "write the deployments of a YAML file as a "
                          "Compose file or Kubernetes manifests"))
@@ -388,7 +390,8 @@ def _up_foreground(configs: list[DeploymentConfig], args: argparse.Namespace,
                     done.append(_bring_up(cfg, engine, console))
                 _report_up(done, args, console)
                 console.print("press Ctrl-C to stop and remove everything", markup=False)
-                _keep_healthy(done, args.heal_after, stop, console)
+                _keep_healthy([item.dep for item in done], args.heal_after, stop, console,
+                              engine)
             except _Stop:
                 pass
             finally:
@@ -404,21 +407,65 @@ def _up_foreground(configs: list[DeploymentConfig], args: argparse.Namespace,
 HEAL_POLL = 1.0  # seconds between two looks at the replicas in a foreground `up`
 
 
-def _keep_healthy(done: list[_Up], heal_after: float, stop: threading.Event,
-                  console: Console) -> None:
-    """Until Ctrl-C: replace replicas that stay unhealthy or gone (Deployment.heal)."""
-    while not stop.wait(HEAL_POLL):
+def _keep_healthy(deps: list[Deployment], heal_after: float, stop: threading.Event,
+                  console: Console, engine: ContainerEngine) -> None:
+    """Until Ctrl-C, or until another process removed them all (`orchestrator down`):
+    replace replicas that stay unhealthy or gone (Deployment.heal)."""
+    from orchestrator.deployment import running_deployments
+
+    watched = list(deps)
+    while watched and not stop.wait(HEAL_POLL):
         if heal_after <= 0:
             continue
-        for item in done:
+        running = running_deployments(engine)
+        for dep in list(watched):
+            if dep.name not in running:
+                console.print(f"{dep.name}: removed by another process", markup=False)
+                watched.remove(dep)
+                continue
             try:
-                replaced = item.dep.heal(heal_after)
+                replaced = dep.heal(heal_after)
             except OrchestratorError as exc:  # reported; the next look tries again
-                console.print(f"{item.dep.name}: could not heal: {exc}", markup=False)
+                console.print(f"{dep.name}: could not heal: {exc}", markup=False)
                 continue
             if replaced:
-                console.print(f"{item.dep.name}: replaced unhealthy {', '.join(replaced)}",
+                console.print(f"{dep.name}: replaced unhealthy {', '.join(replaced)}",
                               markup=False)
+
+
+def _heal_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="deployment name")
+    p.add_argument("--after", type=float, default=30.0, metavar="SECONDS",
+                   help="replace a worker replica once it has been unhealthy or gone this "
+                   "long (default 30)")
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    """`heal NAME [--after S]`: what a foreground `up` does after start-up, for a deployment
+    started with `up -d`: every second, replace (start-first) the worker replicas that have
+    been unhealthy or gone for S seconds, until Ctrl-C / SIGTERM or until the deployment is
+    removed. Run it under a service manager next to a detached `up`."""
+    if args.after <= 0:
+        raise UsageError("must be a number of seconds > 0", field="--after")
+    console = _console(args)
+    stop = threading.Event()
+    previous = _install_stop_handlers(stop)
+    try:
+        with _engine() as engine:
+            dep = _attach(args.name, engine)
+            try:
+                console.print(f"{dep.name}: replacing worker replicas unhealthy or gone for "
+                              f"{args.after:g}s; Ctrl-C to stop", markup=False)
+                _keep_healthy([dep], args.after, stop, console, engine)
+            except _Stop:
+                pass
+            finally:
+                _ignore_signals_while(dep.close, previous)  # leaves the deployment running
+    except _Stop:  # arrived before the deployment was attached
+        pass
+    finally:
+        _restore(previous)
+    return EXIT_OK
 
 
 def _install_stop_handlers(stop: threading.Event) -> dict[int, Any]:

@@ -115,7 +115,7 @@ def shared(docker_engine: DockerEngine, runtime_image: str,
 # -- no engine needed ---------------------------------------------------------------------
 
 
-COMMANDS = ["up", "down", "ps", "logs", "scale", "rollout", "ping", "images",
+COMMANDS = ["up", "down", "ps", "logs", "scale", "rollout", "heal", "ping", "images",
             "images build", "executor", "version", "demo"]
 
 
@@ -343,14 +343,22 @@ def foreground(unique_name: str, runtime_image: str, tmp_path: Path) -> Iterator
 @contextmanager
 def running_up(path: Path, *flags: str) -> Iterator[Foreground]:
     """A foreground `up -f PATH` once it is ready; killed afterwards if still running."""
-    proc = subprocess.Popen([str(ORCH), "up", "-f", str(path), *flags],
+    with running(["up", "-f", str(path), *flags], "ready at") as fg:
+        yield fg
+
+
+@contextmanager
+def running(args: list[str], ready: str) -> Iterator[Foreground]:
+    """`orchestrator ARGS` in the foreground once its stderr says `ready`; killed
+    afterwards if still running."""
+    proc = subprocess.Popen([str(ORCH), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT, env=cli_env())
     fg = Foreground(proc)
     reader = threading.Thread(target=fg.read, daemon=True)
     reader.start()
     try:
-        fg.wait_for("ready at")
+        fg.wait_for(ready)
         yield fg
     finally:
         if proc.poll() is None:
@@ -376,6 +384,37 @@ def test_foreground_up_replaces_a_worker_that_is_gone(
         fg.proc.send_signal(signal.SIGINT)
         assert fg.proc.wait(timeout=DEADLINE) == EXIT_OK, "".join(fg.lines)
     assert not list_owned(docker_engine, unique_name)
+
+
+def test_heal_keeps_a_detached_deployment_whole_until_it_is_removed(
+        unique_name: str, runtime_image: str, tmp_path: Path,
+        docker_engine: DockerEngine) -> None:
+    """`up -d` returns; `heal NAME` then does what a foreground `up` does after start-up,
+    and exits 0 by itself once another process took the deployment down."""
+    path = write_yaml(tmp_path, unique_name, image=runtime_image, replicas=2)
+    assert orch("up", "-f", str(path), "-d").returncode == EXIT_OK
+    try:
+        with running(["heal", unique_name, "--after", "1"], "replacing") as fg:
+            (gone, *_) = [w["pod"] for w in workers(unique_name)]
+            docker_engine.remove_container(gone, force=True)  # behind everyone's back
+            fg.wait_for(f"replaced unhealthy {gone}")
+            now = [w["pod"] for w in workers(unique_name)]
+            assert len(now) == 2 and gone not in now
+            with Client(*head_address(unique_name)) as client:
+                assert client.post("/echo", docs=[{}], timeout=10)[0]["tag"] == "v1"
+            assert orch("down", unique_name, "--grace", "1").returncode == EXIT_OK
+            fg.wait_for(f"{unique_name}: removed by another process")
+            assert fg.proc.wait(timeout=DEADLINE) == EXIT_OK, "".join(fg.lines)
+    finally:
+        remove_owned(docker_engine, unique_name, grace=0)
+    assert not list_owned(docker_engine, unique_name)
+
+
+def test_heal_of_an_unknown_deployment_exit_1_and_a_bad_after_exit_2(shared: str) -> None:
+    unknown = orch("heal", "no-such-deployment")
+    assert unknown.returncode == 1 and shared in unknown.stderr  # it lists what runs
+    bad = orch("heal", shared, "--after", "0")
+    assert bad.returncode == 2 and "--after" in bad.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
