@@ -226,7 +226,16 @@ def cmd_export(args: argparse.Namespace) -> int:
                 for u in (spec.uses, spec.uses_before, spec.uses_after)
                 if u is not None and u.kind == "file"}
 
-    configs = load_file(args.file)
+    configs = []
+    for cfg in load_file(args.file):
+        if cfg.spec.external:  # a service running elsewhere: nothing of it to deploy
+            print(f"orchestrator: {cfg.spec.name} is external: not exported",
+                  file=sys.stderr)
+        else:
+            configs.append(cfg)
+    if not configs:
+        raise UsageError(f"every deployment of {args.file} is external: nothing to export",
+                         field="--file")
     if args.to in ("compose", "swarm"):
         merged: dict[str, dict[str, Any]] = {"services": {}, "networks": {}, "configs": {}}
         for cfg in configs:

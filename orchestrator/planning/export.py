@@ -40,6 +40,13 @@ TOKEN_VARIABLE = "ORCHESTRATOR_TOKEN"
 """Compose reads the head's control token from this variable when the stack starts."""
 
 
+def _exportable(spec: DeploymentSpec) -> None:
+    """Raises SpecError for a deployment that has no pods of its own to export."""
+    if spec.external:
+        raise SpecError("an external deployment is a service running elsewhere: it has no "
+                        "pods to export", field="external")
+
+
 def _with_static_workers(pods: list[PodPlan], addresses: Mapping[str, str]) -> list[PodPlan]:
     """The head's command gains one `--worker SHARD=ADDRESS` per worker pod."""
     head, rest = pods[0], pods[1:]
@@ -59,7 +66,11 @@ def to_compose(spec: DeploymentSpec, ctx: PodContext) -> dict[str, Any]:
     with one service per pod, on one network, with the orchestrator's labels.
 
     The head's control token is `${ORCHESTRATOR_TOKEN}`, required when the stack starts.
+
+    Raises:
+        SpecError: an `external` deployment.
     """
+    _exportable(spec)
     pods = initial_pods(spec, ctx)
     pods = _with_static_workers(pods, {p.name: p.address for p in pods})
     network = pods[0].container.network or "default"
@@ -154,8 +165,10 @@ def to_swarm(spec: DeploymentSpec, ctx: PodContext,
 
     Raises:
         SpecError: `port` with another host than 0.0.0.0, `gpus` (Swarm has only generic
-            resources set up per node), a file executor missing from `sources`.
+            resources set up per node), a file executor missing from `sources`, an
+            `external` deployment.
     """
+    _exportable(spec)
     if spec.port is not None and spec.host != "0.0.0.0":
         raise SpecError(f"Swarm cannot publish a port on {spec.host} only; set host: "
                         "0.0.0.0 to publish on every interface, or drop port and reach the "
@@ -259,8 +272,10 @@ def to_kubernetes(spec: DeploymentSpec, ctx: PodContext,
 
     Raises:
         SpecError: a field Kubernetes cannot take from a single host (`volumes`, `gpus`
-            given as "all", a file executor missing from `sources`).
+            given as "all", a file executor missing from `sources`), an `external`
+            deployment.
     """
+    _exportable(spec)
     if spec.volumes:
         raise SpecError("host bind mounts do not carry over to a cluster; bake the files "
                         "into an image (uses: docker://...) or mount a volume of the "

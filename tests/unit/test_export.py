@@ -212,3 +212,25 @@ def test_cli_export_writes_yaml_and_names_a_bad_file(tmp_path: Path,
     out = tmp_path / "no-such-dir" / "out.yml"
     assert main(["export", "-f", str(path), "--to", "compose", "-o", str(out)]) == 2
     assert f"cannot write {out}" in capsys.readouterr().err
+
+
+def test_an_external_deployment_has_nothing_to_export(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    external = spec(external=True, port=9999)
+    for export in (lambda s: to_compose(s, CTX), lambda s: to_swarm(s, CTX, sources()),
+                   lambda s: to_kubernetes(s, CTX, sources())):
+        with pytest.raises(SpecError) as caught:
+            export(external)
+        assert caught.value.field == "external"
+    path = tmp_path / "app.yml"
+    path.write_text(f"deployments:\n- {{name: db, uses: '{ECHO}:Echo', external: true, "
+                    f"port: 9999}}\n- {{name: shop, uses: '{ECHO}:Echo', needs: db}}\n")
+    out = tmp_path / "stack.yml"
+    assert main(["export", "-f", str(path), "--to", "swarm", "-o", str(out)]) == 0
+    assert "db is external: not exported" in capsys.readouterr().err
+    assert sorted(yaml.safe_load(out.read_text())["services"]) == ["shop-head",
+                                                                   "shop-s0-r0-g1"]
+    path.write_text(f"name: db\nuses: '{ECHO}:Echo'\nexternal: true\nport: 9999\n")
+    assert main(["export", "-f", str(path), "--to", "compose"]) == 2
+    assert "nothing to export" in capsys.readouterr().err
