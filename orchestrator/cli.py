@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "or gone, start-first (for a detached `up`)"))
     _ping_args(command("ping", cmd_ping, "gRPC health check of HOST:PORT (exit 0 serving, 1 not)"))
     _export_args(command("export", cmd_export, "write the deployments of a YAML file as a "
-                         "Compose file or Kubernetes manifests"))
+                         "Compose file, a Swarm stack or Kubernetes manifests"))
     _images_args(sub)
     _executor_args(command("executor", cmd_executor,
                            "serve one executor in this process, for development"))
