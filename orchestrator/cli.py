@@ -413,7 +413,7 @@ def _up_foreground(configs: list[DeploymentConfig], args: argparse.Namespace,
     return EXIT_OK
 
 
-HEAL_POLL = 1.0  # seconds between two looks at the replicas in a foreground `up`
+HEAL_POLL = 1.0  # seconds between two looks at the replicas (foreground `up`, `heal`)
 
 
 def _keep_healthy(deps: list[Deployment], heal_after: float, stop: threading.Event,
