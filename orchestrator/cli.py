@@ -237,7 +237,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"every deployment of {args.file} is external: nothing to export",
                          field="--file")
     if args.to in ("compose", "swarm"):
-        merged: dict[str, dict[str, Any]] = {"services": {}, "networks": {}, "configs": {}}
+        merged: dict[str, dict[str, Any]] = {"services": {}, "networks": {}, "configs": {},
+                                             "secrets": {}}
         for cfg in configs:
             ctx = PodContext(owner="export", token="")
             doc = (to_compose(cfg.spec, ctx) if args.to == "compose"
@@ -245,10 +246,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             for key, part in merged.items():
                 part.update(doc.get(key, {}))
         version = "2.4" if args.to == "compose" else "3.8"
-        start = ("docker-compose -f FILE up -d" if args.to == "compose"
-                 else "docker stack deploy --resolve-image never -c FILE STACK")
-        text = (f"# orchestrator export --to {args.to}, from {args.file}\n"
-                f"# start: {TOKEN_VARIABLE}=<a secret> {start}\n"
+        start = (f"# start: {TOKEN_VARIABLE}=<a secret> docker-compose -f FILE up -d\n"
+                 if args.to == "compose" else "".join(
+                     f"# printf %s <a secret> | docker secret create {name} -\n"
+                     for name in merged["secrets"])
+                 + "# start: docker stack deploy --resolve-image never -c FILE STACK\n")
+        text = (f"# orchestrator export --to {args.to}, from {args.file}\n" + start
                 + yaml.safe_dump({"version": version,
                                   **{k: v for k, v in merged.items() if v}},
                                  sort_keys=False))

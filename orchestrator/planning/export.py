@@ -39,6 +39,10 @@ from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UsesRef
 TOKEN_VARIABLE = "ORCHESTRATOR_TOKEN"
 """Compose reads the head's control token from this variable when the stack starts."""
 
+TOKEN_FILE_ENV = "ORCHESTRATOR_TOKEN_FILE"
+SWARM_TOKEN_TARGET = "/run/secrets/orchestrator-token"
+"""On Swarm, the head reads its token from this file: the Swarm secret NAME-token."""
+
 
 def _exportable(spec: DeploymentSpec) -> None:
     """Raises SpecError for a deployment that has no pods of its own to export."""
@@ -156,6 +160,8 @@ def to_swarm(spec: DeploymentSpec, ctx: PodContext,
     single-task service per pod on an attachable overlay network, so the head dials every
     worker by its service name.
 
+    The head's control token is the external Swarm secret `NAME-token` (created first with
+    `docker secret create`), mounted as a file: it is in no service's environment.
     Swarm services cannot set no-new-privileges (the runtime image has no setuid files
     instead) nor a CPU weight, and cannot bind a published port to one address: the head's
     port is published (mode host, every interface) only when the spec gives `port` with
@@ -196,7 +202,14 @@ def to_swarm(spec: DeploymentSpec, ctx: PodContext,
     }
     if configs:
         doc["configs"] = configs
+    secret = swarm_secret_name(spec)
+    doc["secrets"] = {secret: {"external": True, "name": secret}}
     return doc
+
+
+def swarm_secret_name(spec: DeploymentSpec) -> str:
+    """The Swarm secret holding a deployment's control token."""
+    return f"{spec.name}-token"
 
 
 def _swarm_config(spec: DeploymentSpec, role: str, uses: UsesRef,
@@ -220,16 +233,22 @@ def _swarm_service(spec: DeploymentSpec, pod: PodPlan, network: str,
                 "read_only": m.read_only} for m in c.mounts if m.target != USES_MOUNT]
     if volumes:
         service["volumes"] = volumes
+    user, group = (c.user or RUNTIME_USER).split(":")
     if code:
-        user, group = (c.user or RUNTIME_USER).split(":")
         service["configs"] = [{
             "source": name,
             "target": f"{USES_MOUNT}/{PurePosixPath(body['file']).name}",
             "uid": user, "gid": group, "mode": 0o444,
         } for name, body in code.items()]
-    if pod.role == "head" and spec.port is not None:
-        service["ports"] = [{"target": CONTAINER_PORT, "published": spec.port,
-                             "protocol": "tcp", "mode": "host"}]
+    if pod.role == "head":
+        service["environment"].pop(TOKEN_ENV, None)
+        service["environment"][TOKEN_FILE_ENV] = SWARM_TOKEN_TARGET
+        service["secrets"] = [{"source": swarm_secret_name(spec),
+                               "target": PurePosixPath(SWARM_TOKEN_TARGET).name,
+                               "uid": user, "gid": group, "mode": 0o400}]
+        if spec.port is not None:
+            service["ports"] = [{"target": CONTAINER_PORT, "published": spec.port,
+                                 "protocol": "tcp", "mode": "host"}]
     policy = spec.policy
     update: dict[str, Any] = {
         "parallelism": max(policy.max_surge, 1), "order": policy.order,

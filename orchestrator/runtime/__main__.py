@@ -11,7 +11,11 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+TOKEN_ENV = "ORCHESTRATOR_TOKEN"
+TOKEN_FILE_ENV = "ORCHESTRATOR_TOKEN_FILE"
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -32,8 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--workspace")
     _common(worker, "executor")
 
-    head = sub.add_parser("head", help="route requests to worker replicas "
-                          "(control token: env ORCHESTRATOR_TOKEN)")
+    head = sub.add_parser("head", help="route requests to worker replicas (control token: "
+                          "env ORCHESTRATOR_TOKEN, or read from the file named by "
+                          "ORCHESTRATOR_TOKEN_FILE, e.g. a Swarm secret)")
     head.add_argument("--shards", type=int, required=True)
     head.add_argument("--polling", default="ANY",
                       help='ANY, ALL or a JSON map like \'{"/index":"ALL","*":"ANY"}\'')
@@ -128,12 +133,37 @@ def _head(args: argparse.Namespace) -> int:
         uses_after=args.uses_after, workers=tuple(WorkerAddress.parse(w) for w in args.worker),
         grace=args.grace, health_interval=args.health_interval,
         max_message_bytes=args.max_message_bytes,
-        token=os.environ.get("ORCHESTRATOR_TOKEN") or None,
+        token=_token(os.environ),
     )
     if cfg.token is None:
         _fail("head: ORCHESTRATOR_TOKEN is unset: control RPCs will be refused")
     asyncio.run(serve_until_signalled(HeadServer(cfg), cfg.grace, f"head {cfg.name}"))
     return 0
+
+
+def _token(env: Mapping[str, str]) -> str | None:
+    """The control token: ORCHESTRATOR_TOKEN, or the text of the file that
+    ORCHESTRATOR_TOKEN_FILE names (a mounted secret keeps it out of the container's
+    environment, which `docker inspect` shows).
+
+    Raises:
+        SpecError: both are set, or the file cannot be read or is empty.
+    """
+    from orchestrator.errors import SpecError
+
+    path = env.get(TOKEN_FILE_ENV)
+    if not path:
+        return env.get(TOKEN_ENV) or None
+    if env.get(TOKEN_ENV):
+        raise SpecError(f"set {TOKEN_ENV} or {TOKEN_FILE_ENV}, not both", field=TOKEN_FILE_ENV)
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                        field=TOKEN_FILE_ENV) from exc
+    if not token:
+        raise SpecError(f"{path} is empty", field=TOKEN_FILE_ENV)
+    return token
 
 
 def _probe(port: int, timeout: float) -> int:

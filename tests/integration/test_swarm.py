@@ -4,7 +4,6 @@ loop, and Swarm's own start-first update replaces a worker while a client posts.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import threading
@@ -74,6 +73,10 @@ def stack(swarm: None, dep_name: str, runtime_image: str, tmp_path: Path
                     f"port: {port}\nhost: 0.0.0.0\n")
     out = tmp_path / "stack.yml"
     assert main(["export", "-f", str(spec), "--to", "swarm", "-o", str(out)]) == 0
+    secret = subprocess.run(["docker", "secret", "create", f"{dep_name}-token", "-"],
+                            input=TOKEN, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert secret.returncode == 0, secret.stderr
     try:
         yield out, port
     finally:
@@ -82,13 +85,13 @@ def stack(swarm: None, dep_name: str, runtime_image: str, tmp_path: Path
                                       f"label=com.docker.stack.namespace={dep_name}").split()
                    and f"{dep_name}-net" not in _networks(),
                    timeout=120, what="the stack's containers and network removed")
+        docker("secret", "rm", f"{dep_name}-token", check=False)
 
 
 def test_an_exported_swarm_stack_serves_and_survives_a_swarm_update(
         stack: tuple[Path, int], dep_name: str) -> None:
     path, port = stack
-    env = {**os.environ, "ORCHESTRATOR_TOKEN": TOKEN}
-    docker("stack", "deploy", "--resolve-image", "never", "-c", str(path), dep_name, env=env)
+    docker("stack", "deploy", "--resolve-image", "never", "-c", str(path), dep_name)
     with Client("127.0.0.1", port) as client, \
             HeadControl(f"127.0.0.1:{port}", TOKEN, timeout=10) as control:
         # a task joins DNS once its HEALTHCHECK passed; the head then finds both workers
@@ -141,3 +144,6 @@ def test_an_exported_swarm_stack_serves_and_survives_a_swarm_update(
     settings = sorted(docker("inspect", "-f", "{{.Config.User}} {{.HostConfig.CapDrop}} "
                              "{{len .HostConfig.PortBindings}}", *pods.split()).splitlines())
     assert settings == ["10001:10001 [ALL] 0", "10001:10001 [ALL] 0", "10001:10001 [ALL] 1"]
+    # the control token (it worked above) came from the secret: no container's env has it
+    envs = docker("inspect", "-f", "{{json .Config.Env}}", *pods.split())
+    assert TOKEN not in envs and "ORCHESTRATOR_TOKEN_FILE" in envs

@@ -111,21 +111,21 @@ def test_what_a_cluster_cannot_take_is_refused_by_field(fields: dict[str, Any],
 
 
 def assert_static_workers(services: dict[str, Any]) -> None:
-    """A service per pod (1 shard x 2 replicas), the workers on the head's command line, and
-    the token from the environment."""
+    """A service per pod (1 shard x 2 replicas), the workers on the head's command line."""
     assert sorted(services) == ["shop-head", "shop-s0-r0-g1", "shop-s0-r1-g1"]
     head = services["shop-head"]
     workers = [head["command"][i + 1] for i, a in enumerate(head["command"])
                if a == "--worker"]
     assert workers == ["0=shop-s0-r0-g1:50051", "0=shop-s0-r1-g1:50051"]
-    assert head["environment"]["ORCHESTRATOR_TOKEN"].startswith("${ORCHESTRATOR_TOKEN:?")
 
 
 def test_compose_has_a_service_per_pod_and_static_workers_at_the_head() -> None:
     doc = to_compose(spec(shards=1, replicas=2), CTX)
     services = doc["services"]
     assert_static_workers(services)
-    assert services["shop-head"]["ports"] == ["127.0.0.1::50051"]
+    head = services["shop-head"]
+    assert head["ports"] == ["127.0.0.1::50051"]
+    assert head["environment"]["ORCHESTRATOR_TOKEN"].startswith("${ORCHESTRATOR_TOKEN:?")
     for name, service in services.items():
         assert service["user"] == "10001:10001" and service["cap_drop"] == ["ALL"]
         assert service["security_opt"] == ["no-new-privileges:true"]
@@ -139,6 +139,13 @@ def test_swarm_has_a_one_task_service_per_pod_that_the_head_dials_by_name() -> N
                    CTX, sources())
     services = doc["services"]
     assert_static_workers(services)
+    # the token is a Swarm secret mounted as a file, in no service's environment
+    assert doc["secrets"] == {"shop-token": {"external": True, "name": "shop-token"}}
+    head = services["shop-head"]
+    assert head["secrets"] == [{"source": "shop-token", "target": "orchestrator-token",
+                                "uid": "10001", "gid": "10001", "mode": 0o400}]
+    assert head["environment"]["ORCHESTRATOR_TOKEN_FILE"] == "/run/secrets/orchestrator-token"
+    assert not any("ORCHESTRATOR_TOKEN" in s["environment"] for s in services.values())
     (config, body), = doc["configs"].items()
     assert body == {"name": config, "file": ECHO} and config.startswith("shop-worker-code-")
     for name, service in services.items():

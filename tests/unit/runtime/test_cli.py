@@ -132,3 +132,44 @@ def test_head_cli_routes_to_initial_workers(spawn: Any) -> None:
         assert c.post("/echo", [{"i": 1}])[0]["tag"] == "cli"
     head.send_signal(signal.SIGTERM)
     assert head.wait(TIMEOUT) == 0
+
+
+def test_head_reads_its_token_from_a_file(spawn: Any, tmp_path: Path) -> None:
+    """ORCHESTRATOR_TOKEN_FILE (a mounted secret) instead of the environment."""
+    from orchestrator.control import HeadControl
+    from orchestrator.errors import RequestError
+
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file\n")
+    port = free_port()
+    head = spawn("head", "--shards", "1", "--port", str(port), "--host", "127.0.0.1",
+                 env={"ORCHESTRATOR_TOKEN": "", "ORCHESTRATOR_TOKEN_FILE": str(secret)})
+    with HeadControl(f"127.0.0.1:{port}", "from-a-file", timeout=5) as control:
+        wait_until(lambda: _lists(control) or head.poll() is not None, TIMEOUT, "head up")
+        assert control.list_workers() == []
+    with HeadControl(f"127.0.0.1:{port}", "from-the-env", timeout=5) as wrong, \
+            pytest.raises(RequestError):
+        wrong.list_workers()
+
+
+def _lists(control: Any) -> bool:
+    from orchestrator.errors import RequestError
+
+    try:
+        control.list_workers()
+    except RequestError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"ORCHESTRATOR_TOKEN": "t", "ORCHESTRATOR_TOKEN_FILE": "/etc/hostname"}, "not both"),
+    ({"ORCHESTRATOR_TOKEN_FILE": "/no/such/file"}, "cannot read /no/such/file"),
+    ({"ORCHESTRATOR_TOKEN_FILE": "/dev/null"}, "/dev/null is empty"),
+])
+def test_a_bad_token_file_fails_the_head_at_start_exit_2(env: dict[str, str],
+                                                         needle: str) -> None:
+    res = run("head", "--shards", "1", "--port", str(free_port()), "--host", "127.0.0.1",
+              env={"ORCHESTRATOR_TOKEN": "", **env})
+    assert res.returncode == 2
+    assert "ORCHESTRATOR_TOKEN_FILE" in res.stderr and needle in res.stderr
