@@ -42,6 +42,8 @@ TOKEN_VARIABLE = "ORCHESTRATOR_TOKEN"
 TOKEN_FILE_ENV = "ORCHESTRATOR_TOKEN_FILE"
 SWARM_TOKEN_TARGET = "/run/secrets/orchestrator-token"
 """On Swarm, the head reads its token from this file: the Swarm secret NAME-token."""
+K8S_TOKEN_DIR = "/run/secrets/orchestrator"
+"""On Kubernetes, the Secret NAME-token is mounted here; the head reads the file `token`."""
 
 
 def _exportable(spec: DeploymentSpec) -> None:
@@ -396,9 +398,9 @@ def _pod_template(spec: DeploymentSpec, pod: PodPlan, uses: UsesRef | None,
     component = pod.role.replace("_", "-")
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in c.env.items()
                                  if k != TOKEN_ENV]
-    if secret is not None and TOKEN_ENV in c.env:
-        env.append({"name": TOKEN_ENV,
-                    "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}})
+    token = secret is not None and TOKEN_ENV in c.env
+    if token:  # a file from the Secret's volume: no value in the pod's environment
+        env.append({"name": TOKEN_FILE_ENV, "value": f"{K8S_TOKEN_DIR}/token"})
     user, group = (int(x) for x in (c.user or RUNTIME_USER).split(":"))
     probe = {"grpc": {"port": CONTAINER_PORT}, "periodSeconds": 2, "failureThreshold": 3}
     container: dict[str, Any] = {
@@ -431,11 +433,21 @@ def _pod_template(spec: DeploymentSpec, pod: PodPlan, uses: UsesRef | None,
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,  # no pod talks to the API server
     }
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
     if uses is not None and uses.kind == "file":
-        container["volumeMounts"] = [{"name": "code", "mountPath": USES_MOUNT,
-                                      "readOnly": True}]
-        body["volumes"] = [{"name": "code", "configMap": {
-            "name": _config_map_name(spec, pod.role)}}]
+        mounts.append({"name": "code", "mountPath": USES_MOUNT, "readOnly": True})
+        volumes.append({"name": "code", "configMap": {
+            "name": _config_map_name(spec, pod.role)}})
+    if token:
+        mounts.append({"name": "token", "mountPath": K8S_TOKEN_DIR, "readOnly": True})
+        # owner root, group fsGroup: readable by the pod's group, no one else
+        volumes.append({"name": "token", "secret": {"secretName": secret,
+                                                    "defaultMode": 0o440}})
+        body["securityContext"] = {"fsGroup": group}
+    if mounts:
+        container["volumeMounts"] = mounts
+        body["volumes"] = volumes
     annotations = {L.SPEC: c.labels.get(L.SPEC, "")}
     if pod.role == "head":  # the usual scrape annotations: GET /metrics on the gRPC port
         annotations.update({"prometheus.io/scrape": "true",

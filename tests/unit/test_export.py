@@ -88,10 +88,17 @@ def test_kubernetes_pods_keep_the_security_defaults_and_the_token_is_a_secret() 
         assert container["readinessProbe"]["grpc"] == {"port": 50051}
         assert all("value" not in e or e["name"] != "ORCHESTRATOR_TOKEN"
                    for e in container["env"])
-    head_env = by_kind(docs, "Deployment")["shop-head"]["spec"]["template"]["spec"][
-        "containers"][0]["env"]
-    assert {"name": "ORCHESTRATOR_TOKEN", "valueFrom": {"secretKeyRef": {
-        "name": "shop-token", "key": "token"}}} in head_env
+    head_pod = by_kind(docs, "Deployment")["shop-head"]["spec"]["template"]["spec"]
+    (head,) = head_pod["containers"]
+    # the token is a file from the Secret's volume, in no pod's environment
+    assert not any(e["name"] == "ORCHESTRATOR_TOKEN" for e in head["env"])
+    assert {"name": "ORCHESTRATOR_TOKEN_FILE",
+            "value": "/run/secrets/orchestrator/token"} in head["env"]
+    assert {"name": "token", "mountPath": "/run/secrets/orchestrator",
+            "readOnly": True} in head["volumeMounts"]
+    assert {"name": "token", "secret": {"secretName": "shop-token", "defaultMode": 0o440}
+            } in head_pod["volumes"]
+    assert head_pod["securityContext"] == {"fsGroup": 10001}  # the file's group: the pod's
     assert by_kind(docs, "Secret")["shop-token"]["stringData"] == {"token": "s3cret"}
     head_meta = by_kind(docs, "Deployment")["shop-head"]["spec"]["template"]["metadata"]
     assert head_meta["annotations"]["prometheus.io/port"] == "50051"
