@@ -29,6 +29,7 @@ from orchestrator.planning import labels as L
 from orchestrator.planning.pods import (
     RUNTIME_USER,
     TOKEN_ENV,
+    TOKEN_FILE_ENV,
     USES_MOUNT,
     PodContext,
     PodPlan,
@@ -39,7 +40,6 @@ from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UsesRef
 TOKEN_VARIABLE = "ORCHESTRATOR_TOKEN"
 """Compose reads the head's control token from this variable when the stack starts."""
 
-TOKEN_FILE_ENV = "ORCHESTRATOR_TOKEN_FILE"
 SWARM_TOKEN_TARGET = "/run/secrets/orchestrator-token"
 """On Swarm, the head reads its token from this file: the Swarm secret NAME-token."""
 K8S_TOKEN_DIR = "/run/secrets/orchestrator"

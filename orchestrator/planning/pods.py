@@ -22,6 +22,7 @@ USES_MOUNT = "/opt/uses"
 WORKSPACE = "/workspace"
 RUNTIME_USER = "10001:10001"
 TOKEN_ENV = "ORCHESTRATOR_TOKEN"
+TOKEN_FILE_ENV = "ORCHESTRATOR_TOKEN_FILE"  # or the head reads its token from this file
 HEAD_CPU_SHARES = 4096  # 4x a worker's default weight of 1024
 
 

@@ -25,6 +25,7 @@ PATH = b"/grpc.health.v1.Health/Check"
 
 
 def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    # relay.frame builds the same bytes; importing relay would bring asyncio and HPACK in
     return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + \
         struct.pack(">I", stream) + payload
 

@@ -4,7 +4,6 @@ loop, and Swarm's own start-first update replaces a worker while a client posts.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from orchestrator import Client
 from orchestrator.cli import main
 from orchestrator.control import HeadControl
 from tests.support.paths import ECHO
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -29,12 +29,6 @@ def docker(*args: str, check: bool = True, env: dict[str, str] | None = None) ->
     if check:
         assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr}"
     return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _networks() -> set[str]:

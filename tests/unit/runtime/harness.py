@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -24,14 +23,6 @@ ROOT = Path(__file__).resolve().parents[3]
 ECHO = f"{ROOT}/executors/echo.py"
 TOKEN = "s3cret"
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (only for subprocesses; servers bind port 0)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:

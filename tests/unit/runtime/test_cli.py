@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from orchestrator import Client
-from tests.unit.runtime.harness import ROOT, free_port, wait_until
+from tests.support.ports import free_port
+from tests.unit.runtime.harness import ROOT, wait_until
 
 TIMEOUT = 30
 

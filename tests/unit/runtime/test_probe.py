@@ -15,7 +15,8 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from orchestrator.runtime.probe import check
-from tests.unit.runtime.harness import Cluster, free_port, wait_until
+from tests.support.ports import free_port
+from tests.unit.runtime.harness import Cluster, wait_until
 
 
 @pytest.fixture

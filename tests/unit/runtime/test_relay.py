@@ -216,7 +216,7 @@ def test_head_answers_not_serving_while_it_still_checks_its_workers(cluster: Clu
 
     from orchestrator.runtime.config import HeadConfig, WorkerAddress
     from orchestrator.runtime.head import HeadServer
-    from tests.unit.runtime.harness import free_port
+    from tests.support.ports import free_port
 
     with socket.socket() as mute:  # accepts connections, never speaks: checks time out
         mute.bind(("127.0.0.1", 0))

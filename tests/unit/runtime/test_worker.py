@@ -140,7 +140,7 @@ def test_per_call_timeout(cluster: Cluster) -> None:
 
 
 def test_unreachable_server_is_service_unavailable() -> None:
-    from tests.unit.runtime.harness import free_port
+    from tests.support.ports import free_port
 
     with Client("127.0.0.1", free_port()) as c:
         assert not c.is_ready(timeout=0.5)
