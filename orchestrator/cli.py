@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from orchestrator.config import DeploymentConfig
     from orchestrator.deployment import Deployment
     from orchestrator.engine.base import ContainerEngine, ContainerInfo
+    from orchestrator.progress import ProgressEvent
     from orchestrator.spec import DeploymentSpec
 
 EXIT_OK = 0
@@ -436,13 +437,21 @@ def _keep_healthy(deps: list[Deployment], heal_after: float, stop: threading.Eve
                 watched.remove(dep)
                 continue
             try:
-                replaced = dep.heal(heal_after)
+                replaced = dep.heal(heal_after, on_progress=_readmitted(dep.name, console))
             except OrchestratorError as exc:  # reported; the next look tries again
                 console.print(f"{dep.name}: could not heal: {exc}", markup=False)
                 continue
             if replaced:
                 console.print(f"{dep.name}: replaced unhealthy {', '.join(replaced)}",
                               markup=False)
+
+
+def _readmitted(name: str, console: Console) -> Callable[[ProgressEvent], None]:
+    """Prints the workers that heal registered again at a head that had lost them."""
+    def show(event: ProgressEvent) -> None:
+        if event.kind == "added" and event.message:
+            console.print(f"{name}: {event.pod} {event.message}", markup=False)
+    return show
 
 
 def _heal_args(p: argparse.ArgumentParser) -> None:

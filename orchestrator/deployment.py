@@ -37,6 +37,7 @@ from orchestrator.errors import (
     ResourceNotFound,
     RolloutError,
     RolloutInProgress,
+    ServiceUnavailable,
     SpecError,
 )
 from orchestrator.health import GrpcHealthProbe, HealthProbe, wait_ready
@@ -51,7 +52,7 @@ from orchestrator.planning.pods import (
     executor_pod,
     initial_pods,
 )
-from orchestrator.progress import ProgressCallback
+from orchestrator.progress import ProgressCallback, ProgressEvent
 from orchestrator.reaper import ReaperHandle
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UpdatePolicy
 
@@ -633,10 +634,39 @@ class Deployment(BaseDeployment):
     def post(self, endpoint: str, docs: list[dict[str, Any]] | None = None,
              parameters: dict[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
         """Send a request through the head and return the resulting docs."""
-        result: list[dict[str, Any]] = self.client().post(
-            endpoint, docs=docs, parameters=parameters, **kwargs
-        )
+        try:
+            result: list[dict[str, Any]] = self.client().post(
+                endpoint, docs=docs, parameters=parameters, **kwargs
+            )
+        except ServiceUnavailable:
+            self._follow_head()
+            raise
         return result
+
+    def _follow_head(self) -> None:
+        """Look at the head container again (after a request it did not answer, and on
+        every heal). If it restarted in its container (a crash under the restart policy),
+        Docker published it on a new free host port unless `port` was given: the next
+        request goes there. A failed request is not retried here: it may have reached a
+        worker before the head died."""
+        if self.spec.external or not self._started:
+            return
+        with contextlib.suppress(OrchestratorError):
+            self._note_head(self.engine.inspect_container(names.head_name(self.name)))
+
+    def _note_head(self, info: ContainerInfo) -> None:
+        """Take the head container as the engine shows it now: a head restarted in its
+        container can have a new host port and a new address on the network, so the
+        cached request client and control channel go when theirs is out of date."""
+        before = self.port
+        self._infos[info.name] = info
+        if self.port != before and self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._control is not None and \
+                self._control.address != self._actuator().address_of(info):
+            self._control.close()
+            self._control = None
 
     # -- updates ----------------------------------------------------------------------
     def _begin_rollout(self) -> None:
@@ -717,6 +747,9 @@ class Deployment(BaseDeployment):
         an update or scale, and first takes over what another process changed (its spec and
         pods, from the labels), so it never replaces replicas another process retired.
         Returns the names of the replaced pods (none while another update or scale runs).
+        Running, serving workers that the head does not list at all (a head restarted
+        without its saved worker list) are registered again instead, each reported to
+        `on_progress` as an "added" event with a message.
 
         Raises:
             RolloutError: a replacement failed (it was undone; the sick replica remains).
@@ -729,7 +762,9 @@ class Deployment(BaseDeployment):
         except RolloutInProgress:
             return []
         try:
-            due = self._sick(unhealthy_for)
+            self._follow_head()
+            due, lost = self._sick(unhealthy_for)
+            self._readmit(lost, on_progress)
             if not due:
                 return []
             # No drain: what a hung replica holds will not finish. Stopping it drops the
@@ -744,15 +779,18 @@ class Deployment(BaseDeployment):
             self._sick_since.pop(name, None)
         return sorted(due)
 
-    def _sick(self, unhealthy_for: float) -> list[str]:
-        """Workers sick for `unhealthy_for` seconds now (remembering when each fell sick)."""
+    def _sick(self, unhealthy_for: float) -> tuple[list[str], list[ContainerInfo]]:
+        """Workers sick for `unhealthy_for` seconds now (remembering when each fell sick),
+        and the running workers the head does not list at all (it lost them)."""
         at_head = {w.worker_id: w.state for w in self.control().list_workers()}
         workers = {p.name for p in self._pods.values() if p.role == "worker"}
         if set(at_head) != workers:
             self._take_over(set(at_head))
             workers = {p.name for p in self._pods.values() if p.role == "worker"}
-        running = {c.name for c in self.engine.list_containers(L.for_deployment(self.name))
-                   if c.running}
+        infos = {c.name: c for c in self.engine.list_containers(L.for_deployment(self.name))
+                 if c.running}
+        running = set(infos)
+        lost = [infos[n] for n in sorted(workers & running) if n not in at_head]
         now, due = time.monotonic(), []
         for name in sorted(workers):
             if name in running and at_head.get(name) != "unhealthy":
@@ -761,7 +799,27 @@ class Deployment(BaseDeployment):
                 due.append(name)
         for gone in set(self._sick_since) - workers:
             del self._sick_since[gone]
-        return due
+        return due, lost
+
+    def _readmit(self, lost: list[ContainerInfo],
+                 on_progress: ProgressCallback | None) -> None:
+        """Register again the running workers the head does not list. Only a head that
+        restarted without its saved worker list forgets them (see runtime/membership.py;
+        e.g. a head created before it kept one): under the rollout lock, no update or scale
+        is between starting a worker and adding it."""
+        act = self._actuator()
+        control = self.control()
+        for info in lost:
+            plan = self._pods[info.name]
+            if plan.shard is None or not act.serving(info):
+                continue  # not serving: the sick-replica rule replaces it in time
+            control.add_worker(plan.shard, plan.address, plan.name)
+            self._infos[info.name] = info
+            if on_progress is not None:
+                on_progress(ProgressEvent(
+                    kind="added", deployment=self.name, done=0, total=0, shard=plan.shard,
+                    replica=plan.replica, pod=plan.name,
+                    message="re-registered at the head, which had lost it"))
 
     def _take_over(self, at_head: set[str]) -> None:
         """Another process updated or scaled the deployment: take its spec and pods from

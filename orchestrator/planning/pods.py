@@ -20,6 +20,7 @@ from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UsesRef
 
 USES_MOUNT = "/opt/uses"
 WORKSPACE = "/workspace"
+HEAD_STATE = f"{WORKSPACE}/head-workers.json"
 RUNTIME_USER = "10001:10001"
 TOKEN_ENV = "ORCHESTRATOR_TOKEN"
 TOKEN_FILE_ENV = "ORCHESTRATOR_TOKEN_FILE"  # or the head reads its token from this file
@@ -171,6 +172,9 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
         "head", "--name", name, "--port", str(CONTAINER_PORT), "--shards", str(spec.shards),
         "--polling", polling, "--health-interval", str(spec.health_interval),
         "--grace", str(spec.stop_grace),
+        # its worker list survives a restart of the head in its container (a crash under
+        # the restart policy): see runtime/membership.py
+        "--state", HEAD_STATE,
     )
     if spec.uses_before:
         command += ("--uses-before", f"{names.uses_name(spec.name, 'uses_before')}:"

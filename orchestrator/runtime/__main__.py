@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     head.add_argument("--uses-after", metavar="HOST:PORT")
     head.add_argument("--worker", action="append", default=[], metavar="SHARD=HOST:PORT",
                       help="initial worker (repeatable)")
+    head.add_argument("--state", metavar="FILE",
+                      help="keep the worker list in FILE, rewritten on every change; a head "
+                      "restarted in its container restores it (it replaces --worker)")
     head.add_argument("--health-interval", type=float, default=0.5, metavar="SECONDS")
     _common(head, "head")
 
@@ -131,7 +134,7 @@ def _head(args: argparse.Namespace) -> int:
         shards=args.shards, host=args.host, port=args.port, name=args.name,
         polling=PollingPolicy.parse(args.polling), uses_before=args.uses_before,
         uses_after=args.uses_after, workers=tuple(WorkerAddress.parse(w) for w in args.worker),
-        grace=args.grace, health_interval=args.health_interval,
+        state=args.state, grace=args.grace, health_interval=args.health_interval,
         max_message_bytes=args.max_message_bytes,
         token=_token(os.environ),
     )

@@ -118,6 +118,7 @@ class HeadConfig:
     uses_before: str | None = None
     uses_after: str | None = None
     workers: tuple[WorkerAddress, ...] = ()
+    state: str | None = None  # the worker list's file (see membership.py)
     grace: float = 10.0
     health_interval: float = 0.5
     max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES

@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from orchestrator.errors import OrchestratorError
 from orchestrator.proto import orchestrator_pb2 as pb
 from orchestrator.proto import orchestrator_pb2_grpc as pb_grpc
-from orchestrator.runtime import metrics, wire
+from orchestrator.runtime import membership, metrics, wire
 from orchestrator.runtime.config import HeadConfig, Polling
 from orchestrator.runtime.metrics import RequestStats
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State
@@ -104,8 +104,9 @@ class HeadServer:
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from exc
         self._before = self._upstream(self.config.uses_before)
         self._after = self._upstream(self.config.uses_after)
-        await asyncio.gather(*(self.add_worker(w.shard, w.address, w.worker_id)
-                               for w in self.config.workers))
+        members = self._initial_members()
+        await asyncio.gather(*(self._admit(m) for m in members))
+        self._persist()
         await self._refresh_health()
         self._spawn(self._poll_health())
         return self.port
@@ -137,7 +138,48 @@ class HeadServer:
 
     # ---- membership (used by the Control service) ------------------------------------
 
-    async def add_worker(self, shard: int, address: str, worker_id: str = "") -> None:
+    def _initial_members(self) -> list[membership.Member]:
+        """The workers to start with: the saved list when the head restarts in its own
+        container (see membership.py), else the `--worker` arguments."""
+        given = [membership.Member(w.shard, w.address, w.worker_id) for w in self.config.workers]
+        if not self.config.state:
+            return given
+        try:
+            saved = membership.load(self.config.state)
+        except membership.StateError as exc:
+            membership.warn(f"head {self.config.name}: ignoring its saved worker list: {exc}")
+            return given
+        if saved is None:
+            return given
+        kept = [m for m in saved if m.shard < self.config.shards]
+        for m in saved:
+            if m.shard >= self.config.shards:
+                membership.warn(f"head {self.config.name}: ignoring saved worker {m.address}: "
+                                f"shard {m.shard} >= shards ({self.config.shards})")
+        membership.warn(f"head {self.config.name}: restarted; restoring {len(kept)} saved "
+                        f"worker(s) from {self.config.state}")
+        return kept
+
+    async def _admit(self, member: membership.Member) -> None:
+        await self.add_worker(member.shard, member.address, member.worker_id, persist=False)
+        if member.draining and (replica := self.pool.get(member.shard, member.address)):
+            replica.state = State.DRAINING
+
+    def _persist(self) -> None:
+        """Save the worker list (when the head has a state file). A failure is logged, not
+        raised: routing goes on, only a restart of this head would lose the list."""
+        if not self.config.state:
+            return
+        members = [membership.Member(r.shard, r.address, r.worker_id,
+                                     r.state is State.DRAINING) for r in self.pool]
+        try:
+            membership.save(self.config.state, members)
+        except OSError as exc:
+            membership.warn(f"head {self.config.name}: cannot save its worker list to "
+                            f"{self.config.state}: {exc.strerror or exc}")
+
+    async def add_worker(self, shard: int, address: str, worker_id: str = "", *,
+                         persist: bool = True) -> None:
         """Register (or re-admit) a worker; it is routable once its health says SERVING.
 
         Raises:
@@ -158,6 +200,8 @@ class HeadServer:
         if self._relay is not None:
             self._relay.connect(replica)
         replica.state = State.READY if await self._probe(replica) else State.UNHEALTHY
+        if persist:
+            self._persist()
         await self._refresh_health()
 
     async def remove_worker(self, shard: int, address: str) -> bool:
@@ -166,6 +210,7 @@ class HeadServer:
         if replica is None:
             return False
         self.pool.remove(replica)
+        self._persist()
         await self._refresh_health()
         self._spawn(replica.channel.close(self.config.grace))
         if self._relay is not None:
@@ -206,6 +251,7 @@ class HeadServer:
         if replica is None:
             raise KeyError(f"no worker {address} in shard {shard}")
         replica.state = State.DRAINING
+        self._persist()
         await self._refresh_health()
         try:
             await asyncio.wait_for(replica.idle.wait(), timeout)

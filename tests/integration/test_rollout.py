@@ -342,3 +342,96 @@ def test_heal_takes_over_what_another_process_rolled_out(
 def worker_containers(engine: DockerEngine, dep: Deployment) -> list[str]:
     return sorted(c.name for c in engine.list_containers(L.for_deployment(dep.name))
                   if c.labels[L.ROLE] == "worker")
+
+
+def crash(container: str) -> int:
+    """SIGKILL the container's main process from the host, as the kernel's OOM killer or
+    a segfault would end it: unlike `docker kill`, the engine sees a failure and applies
+    the restart policy. Returns the restart count before the crash."""
+    import os
+    import signal
+
+    import docker
+
+    client = docker.from_env()
+    try:
+        state = client.containers.get(container).attrs
+    finally:
+        client.close()
+    os.kill(state["State"]["Pid"], signal.SIGKILL)
+    return int(state["RestartCount"])
+
+
+def head_back(engine: DockerEngine, dep: Deployment, restarts: int) -> None:
+    head = dep.head_args.name
+    wait_until(lambda: (info := engine.inspect_container(head)).restart_count > restarts
+               and info.running, timeout=60, what=f"{head} restarted by the engine")
+
+
+def answered(dep: Deployment) -> bool:
+    try:
+        return bool(dep.post("/echo", docs=[{}], timeout=2))
+    except RequestError:  # ServiceUnavailable while it restarts; the port is read again
+        return False
+
+
+def listed(dep: Deployment) -> list[str] | None:
+    """The workers the head lists; None while it does not answer."""
+    try:
+        return [w.worker_id for w in dep.control().list_workers()]
+    except RequestError:
+        dep._follow_head()  # its address on the network may have changed too
+        return None
+
+
+def test_a_crashed_head_comes_back_with_its_workers(
+        runtime_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2, image=runtime_image,
+                    stop_grace=1) as dep:
+        dep.scale_sync(3)  # the head learns the third replica at run time, not at start
+        expected = set(worker_containers(docker_engine, dep))
+        port = dep.head_port
+        head_back(docker_engine, dep, crash(dep.head_args.name))
+        # Docker published the restarted head on a new free port (no `port` was given):
+        # the deployment follows it after one failed request.
+        wait_until(lambda: answered(dep), timeout=60, what="requests through the head again")
+        assert dep.head_port == Deployment.attach(dep_name).head_port
+        if dep.head_port != port:
+            assert dep.address.endswith(f":{dep.head_port}")
+        listed = dep.control().list_workers()
+        assert {w.worker_id for w in listed} == expected
+        assert {w.state for w in listed} == {"ready"}
+        served = {d["pod"] for _ in range(9) for d in dep.post("/echo", docs=[{}])}
+        assert served == expected  # all three replicas, the scaled-up one included
+        log = docker_engine.logs(dep.head_args.name, tail=50)
+        assert "restoring 3 saved worker(s)" in log
+
+
+def test_heal_registers_again_the_workers_a_restarted_head_lost(
+        runtime_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
+    """A head that comes back without its saved list (one created before heads kept it, or
+    whose file is gone) lists no workers: heal registers the running ones again rather than
+    replacing healthy replicas."""
+    import docker
+
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2, image=runtime_image,
+                    stop_grace=1) as dep:
+        expected = set(worker_containers(docker_engine, dep))
+        client = docker.from_env()
+        try:
+            head = client.containers.get(dep.head_args.name)
+            assert head.exec_run(["rm", "/workspace/head-workers.json"]).exit_code == 0
+        finally:
+            client.close()
+        head_back(docker_engine, dep, crash(dep.head_args.name))
+        wait_until(lambda: listed(dep) is not None, timeout=60,
+                   what="the restarted head's control RPCs")
+        assert listed(dep) == []
+        events: list[ProgressEvent] = []
+        assert dep.heal(unhealthy_for=0, on_progress=events.append) == []  # none replaced
+        assert {e.pod for e in events if e.kind == "added"} == expected
+        assert all("re-registered" in e.message for e in events)
+        assert set(worker_containers(docker_engine, dep)) == expected
+        wait_until(lambda: answered(dep), timeout=60, what="requests through the head again")
+        served = {d["pod"] for _ in range(6) for d in dep.post("/echo", docs=[{}])}
+        assert served == expected
