@@ -721,7 +721,8 @@ def _row(info: ContainerInfo, health: str, now: datetime, seen: Any = None
     return {
         "deployment": labels[L.DEPLOYMENT], "pod": info.name, "role": labels.get(L.ROLE, "?"),
         "shard": number(L.SHARD), "replica": number(L.REPLICA),
-        "generation": number(L.GENERATION), "state": info.status, "health": health,
+        "generation": number(L.GENERATION), "state": info.status,
+        "restarts": info.restart_count, "health": health,
         "uptime_seconds": round(uptime, 1) if uptime is not None else None,
         "ports": [f"{ip}:{host_port}->{port}/tcp"
                   for port, (ip, host_port) in sorted(info.ports.items())],
@@ -737,15 +738,15 @@ def _row(info: ContainerInfo, health: str, now: datetime, seen: Any = None
 
 def format_table(rows: Sequence[dict[str, Any]], *, with_deployment: bool) -> str:
     """Aligned plain-text columns (greppable; no colour needed)."""
-    headers = ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "HEALTH", "ROUTING", "UPTIME",
-               "PORTS", "IMAGE"]
+    headers = ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "RESTARTS", "HEALTH", "ROUTING",
+               "UPTIME", "PORTS", "IMAGE"]
     if with_deployment:
         headers.insert(0, "DEPLOYMENT")
     table = [headers]
     for r in rows:
         cells = [r["pod"], r["role"], _dash(r["shard"]), _dash(r["replica"]), r["state"],
-                 r["health"], _dash(r["routing"]), format_uptime(r["uptime_seconds"]),
-                 ",".join(r["ports"]) or "-", r["image"]]
+                 str(r["restarts"]), r["health"], _dash(r["routing"]),
+                 format_uptime(r["uptime_seconds"]), ",".join(r["ports"]) or "-", r["image"]]
         table.append([r["deployment"], *cells] if with_deployment else cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))

@@ -196,7 +196,7 @@ def test_ps_json_one_object_per_pod(shared: str, runtime_image: str) -> None:
     for row in rows:
         assert row["deployment"] == shared and row["state"] == "running"
         assert row["health"] == "serving" and row["image"] == runtime_image
-        assert row["uptime_seconds"] >= 0
+        assert row["uptime_seconds"] >= 0 and row["restarts"] == 0
     # the head's own view of its worker
     assert rows[1]["routing"] == "ready" and rows[1]["in_flight"] == 0
     assert rows[1]["failed"] == 0 and rows[1]["served"] >= 0
@@ -209,10 +209,10 @@ def test_ps_table_and_ping(shared: str) -> None:
     assert proc.returncode == EXIT_OK
     header, *lines = proc.stdout.splitlines()
     assert header.split() == ["DEPLOYMENT", "POD", "ROLE", "SHARD", "REPLICA", "STATE",
-                              "HEALTH", "ROUTING", "UPTIME", "PORTS", "IMAGE"]
+                              "RESTARTS", "HEALTH", "ROUTING", "UPTIME", "PORTS", "IMAGE"]
     mine = [line.split() for line in lines if line.startswith(f"{shared} ")]
-    assert [(c[2], c[5], c[6], c[7]) for c in mine] == [
-        ("head", "running", "serving", "-"), ("worker", "running", "serving", "ready")]
+    assert [(c[2], c[5], c[6], c[7], c[8]) for c in mine] == [
+        ("head", "running", "0", "serving", "-"), ("worker", "running", "0", "serving", "ready")]
     host, port = head_address(shared)
     ping = orch("ping", f"{host}:{port}")
     assert ping.returncode == EXIT_OK and "SERVING" in ping.stdout

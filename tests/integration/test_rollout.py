@@ -405,6 +405,10 @@ def test_a_crashed_head_comes_back_with_its_workers(
         assert served == expected  # all three replicas, the scaled-up one included
         log = docker_engine.logs(dep.head_args.name, tail=50)
         assert "restoring 3 saved worker(s)" in log
+        from orchestrator.cli import pod_rows
+
+        rows = pod_rows(docker_engine.list_containers(L.for_deployment(dep_name)))
+        assert [r["restarts"] for r in rows if r["role"] == "head"] == [1]
 
 
 def test_heal_registers_again_the_workers_a_restarted_head_lost(

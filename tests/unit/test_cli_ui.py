@@ -78,6 +78,7 @@ def test_pod_rows_and_table_for_stopped_pods() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     pods = [
         ContainerInfo(id="2", name="d-s0-r0-g1", image="img", status="exited", exit_code=3,
+                      restart_count=2,
                       labels={"orchestrator.deployment": "d", "orchestrator.role": "worker",
                               "orchestrator.shard": "0", "orchestrator.replica": "0",
                               "orchestrator.generation": "1"}),
@@ -90,8 +91,10 @@ def test_pod_rows_and_table_for_stopped_pods() -> None:
         ("d-head", "-", None, None), ("d-s0-r0-g1", "-", None, 3)]
     assert rows[0]["ports"] == ["127.0.0.1:9->50051/tcp"]
     table = format_table(rows, with_deployment=False).splitlines()
-    assert table[0].split() == ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "HEALTH",
-                                "ROUTING", "UPTIME", "PORTS", "IMAGE"]
-    assert table[2].split() == ["d-s0-r0-g1", "worker", "0", "0", "exited", "-", "-", "-",
-                                "-", "img"]
+    assert table[0].split() == ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "RESTARTS",
+                                "HEALTH", "ROUTING", "UPTIME", "PORTS", "IMAGE"]
+    assert table[1].split()[5] == "0"
+    assert table[2].split() == ["d-s0-r0-g1", "worker", "0", "0", "exited", "2", "-", "-",
+                                "-", "-", "img"]
+    assert [r["restarts"] for r in rows] == [0, 2]
     assert rows[1]["routing"] is None  # no running head to ask
