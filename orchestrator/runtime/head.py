@@ -37,6 +37,7 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 STREAM_PREFETCH = 32  # batches of one stream routed concurrently
 CHECK_TIMEOUT = 1.0
 MISSES_TO_FAIL = 3  # consecutive health-check timeouts before a replica leaves routing
+DNS_REFRESH_MS = 500  # least time between two DNS lookups of one worker's name
 
 
 class Unroutable(Exception):
@@ -57,7 +58,11 @@ class HeadServer:
         self._opts = wire.channel_options(config.max_message_bytes)
         # The head retries on another replica itself; gRPC's transparent retries would only
         # add per-call buffering (measurably slower) and could duplicate a request.
-        self._worker_opts = [*self._opts, ("grpc.enable_retries", 0)]
+        # A worker that restarts can come back on a new IP under the same name: re-resolve
+        # it within a second of a failed connection, not gRPC's default 30 s (measured: a
+        # restarted replica stayed out of routing for ~30 s with the default).
+        self._worker_opts = [*self._opts, ("grpc.enable_retries", 0),
+                             ("grpc.dns_min_time_between_resolutions_ms", DNS_REFRESH_MS)]
         self._health = health.aio.HealthServicer()
         self._serving: bool | None = None
         self._server: grpc.aio.Server | None = None

@@ -439,3 +439,37 @@ def test_heal_registers_again_the_workers_a_restarted_head_lost(
         wait_until(lambda: answered(dep), timeout=60, what="requests through the head again")
         served = {d["pod"] for _ in range(6) for d in dep.post("/echo", docs=[{}])}
         assert served == expected
+
+
+def test_a_replica_restarted_on_a_new_ip_is_routed_to_again(
+        runtime_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
+    """The head dials workers by name: one that comes back on another address (its old one
+    taken meanwhile) is found again by DNS, not only after gRPC's 30 s re-resolution."""
+    import docker
+
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2, image=runtime_image,
+                    stop_grace=1, health_interval=0.2) as dep:
+        victim = worker_containers(docker_engine, dep)[0]
+        network = dep.network
+        before = docker_engine.inspect_container(victim).ip_addresses[network]
+        client = docker.from_env()
+        try:
+            client.containers.get(victim).stop(timeout=1)
+            filler = client.containers.run(  # takes the freed address
+                runtime_image, ["3600"], entrypoint=["sleep"], detach=True,
+                network=network, labels={L.MANAGED: "true", L.DEPLOYMENT: dep_name},
+                user="10001:10001", cap_drop=["ALL"])
+            try:
+                client.containers.get(victim).start()
+                after = docker_engine.inspect_container(victim).ip_addresses[network]
+                assert after != before
+                started = time.monotonic()
+                wait_until(lambda: victim in {d["pod"] for _ in range(4)
+                                              for d in dep.post("/echo", docs=[{}])},
+                           timeout=90, what=f"requests reaching {victim} at {after}")
+                print(f"{victim} served again {time.monotonic() - started:.1f}s after its "
+                      "restart")
+            finally:
+                filler.remove(force=True)
+        finally:
+            client.close()
