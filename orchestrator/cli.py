@@ -437,7 +437,7 @@ def _keep_healthy(deps: list[Deployment], heal_after: float, stop: threading.Eve
                 watched.remove(dep)
                 continue
             try:
-                replaced = dep.heal(heal_after, on_progress=_readmitted(dep.name, console))
+                replaced = dep.heal(heal_after, on_progress=_converged(dep.name, console))
             except OrchestratorError as exc:  # reported; the next look tries again
                 console.print(f"{dep.name}: could not heal: {exc}", markup=False)
                 continue
@@ -446,10 +446,10 @@ def _keep_healthy(deps: list[Deployment], heal_after: float, stop: threading.Eve
                               markup=False)
 
 
-def _readmitted(name: str, console: Console) -> Callable[[ProgressEvent], None]:
-    """Prints the workers that heal registered again at a head that had lost them."""
+def _converged(name: str, console: Console) -> Callable[[ProgressEvent], None]:
+    """Prints what `Deployment.converge` did (pods removed or registered again)."""
     def show(event: ProgressEvent) -> None:
-        if event.kind == "added" and event.message:
+        if event.kind in ("added", "stopped") and event.message:
             console.print(f"{name}: {event.pod} {event.message}", markup=False)
     return show
 
@@ -552,6 +552,8 @@ def _update(cfg: DeploymentConfig, dep: Deployment, console: Console) -> _Up:
 
     item = _Up(dep, started_here=False, action="unchanged")
     try:
+        if dep.converge(on_progress=_converged(dep.name, console)):
+            item.notes.append("cleaned up after an interrupted update or scale")
         changes = spec_changes(dep.spec, cfg.spec)
         frozen = sorted(set(changes) & set(HEAD_FIELDS))
         if frozen:
@@ -561,6 +563,11 @@ def _update(cfg: DeploymentConfig, dep: Deployment, console: Console) -> _Up:
                               f"cannot change on the running deployment {dep.name!r} (it "
                               f"shapes the head); run `orchestrator down {dep.name}` first")
         replicas = changes.pop("replicas", None)
+        if not changes and replicas is None and dep.outdated():
+            # an update to this very spec was cut short: replace what still runs the old one
+            item.notes.append(f"finishing an interrupted update: {len(dep.outdated())} "
+                              "replica(s) ran an older spec")
+            replicas = dep.spec.replicas
         if changes.pop("policy", None) is not None:
             item.notes.append("the new policy applies to this file's rollouts")
         if changes:

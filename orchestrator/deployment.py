@@ -21,7 +21,7 @@ import secrets
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -719,8 +719,9 @@ class Deployment(BaseDeployment):
             changes["uses"] = uses
         if env is not None:
             changes["env"] = dict(env)
-        new_spec = self.spec.evolve(**changes)
-        await self._rollout(new_spec, policy, on_progress, replace_all=True)
+        self.spec.evolve(**changes)  # invalid fields: a SpecError before anything happens
+        await self._rollout(lambda spec: spec.evolve(**changes), policy, on_progress,
+                            replace_all=True)
 
     async def scale(
         self, replicas: int, *, policy: UpdatePolicy | None = None,
@@ -732,8 +733,9 @@ class Deployment(BaseDeployment):
             SpecError: `replicas < 1`.
             RolloutInProgress, RolloutError: as for `rolling_update`.
         """
-        new_spec = self.spec.with_replicas(replicas)
-        await self._rollout(new_spec, policy, on_progress, replace_all=False)
+        self.spec.with_replicas(replicas)  # replicas < 1: a SpecError before anything happens
+        await self._rollout(lambda spec: spec.with_replicas(replicas), policy, on_progress,
+                            replace_all=False)
 
     def heal(self, unhealthy_for: float = 30.0,
              on_progress: ProgressCallback | None = None) -> list[str]:
@@ -747,9 +749,8 @@ class Deployment(BaseDeployment):
         an update or scale, and first takes over what another process changed (its spec and
         pods, from the labels), so it never replaces replicas another process retired.
         Returns the names of the replaced pods (none while another update or scale runs).
-        Running, serving workers that the head does not list at all (a head restarted
-        without its saved worker list) are registered again instead, each reported to
-        `on_progress` as an "added" event with a message.
+        Like an update or scale, it first finishes what an interrupted one left behind
+        (see `converge`).
 
         Raises:
             RolloutError: a replacement failed (it was undone; the sick replica remains).
@@ -762,9 +763,8 @@ class Deployment(BaseDeployment):
         except RolloutInProgress:
             return []
         try:
-            self._follow_head()
-            due, lost = self._sick(unhealthy_for)
-            self._readmit(lost, on_progress)
+            self._converge(on_progress)
+            due = self._sick(unhealthy_for)
             if not due:
                 return []
             # No drain: what a hung replica holds will not finish. Stopping it drops the
@@ -779,18 +779,15 @@ class Deployment(BaseDeployment):
             self._sick_since.pop(name, None)
         return sorted(due)
 
-    def _sick(self, unhealthy_for: float) -> tuple[list[str], list[ContainerInfo]]:
-        """Workers sick for `unhealthy_for` seconds now (remembering when each fell sick),
-        and the running workers the head does not list at all (it lost them)."""
+    def _sick(self, unhealthy_for: float) -> list[str]:
+        """Workers sick for `unhealthy_for` seconds now (remembering when each fell sick)."""
         at_head = {w.worker_id: w.state for w in self.control().list_workers()}
         workers = {p.name for p in self._pods.values() if p.role == "worker"}
         if set(at_head) != workers:
             self._take_over(set(at_head))
             workers = {p.name for p in self._pods.values() if p.role == "worker"}
-        infos = {c.name: c for c in self.engine.list_containers(L.for_deployment(self.name))
-                 if c.running}
-        running = set(infos)
-        lost = [infos[n] for n in sorted(workers & running) if n not in at_head]
+        running = {c.name for c in self.engine.list_containers(L.for_deployment(self.name))
+                   if c.running}
         now, due = time.monotonic(), []
         for name in sorted(workers):
             if name in running and at_head.get(name) != "unhealthy":
@@ -799,27 +796,85 @@ class Deployment(BaseDeployment):
                 due.append(name)
         for gone in set(self._sick_since) - workers:
             del self._sick_since[gone]
-        return due, lost
+        return due
 
-    def _readmit(self, lost: list[ContainerInfo],
-                 on_progress: ProgressCallback | None) -> None:
-        """Register again the running workers the head does not list. Only a head that
-        restarted without its saved worker list forgets them (see runtime/membership.py;
-        e.g. a head created before it kept one): under the rollout lock, no update or scale
-        is between starting a worker and adding it."""
-        act = self._actuator()
+    def converge(self, on_progress: ProgressCallback | None = None) -> list[str]:
+        """Finish what an update or scale left behind when its process was killed.
+
+        A process killed mid-rollout (`kill -9`, a CI job's timeout, a lost SSH session)
+        can leave: a new replica created or started but never added to the head; an old
+        one the head was draining, or had already removed, whose container was never
+        stopped or removed. Under the same lock as an update or scale, this removes the
+        worker containers the head does not route to, finishes retiring the replicas the
+        head lists as draining, and, when the head lists no worker at all because it
+        restarted without its saved list, registers again the ones that were running
+        before it restarted. Every rolling update,
+        scale and heal does this first; `orchestrator up` does it before it compares the
+        file with what runs.
+
+        Returns the names of the pods removed or registered again, each also reported to
+        `on_progress` with a message.
+
+        Raises:
+            RolloutInProgress: another update or scale is running.
+            EngineUnavailable, RequestError: the engine or the head does not answer.
+        """
+        self._begin_rollout()
+        try:
+            return self._converge(on_progress)
+        finally:
+            self._end_rollout()
+            self.update_pod_args()
+
+    def outdated(self) -> list[str]:
+        """Worker pods that do not run the deployment's spec: an update was cut short or
+        paused. A `scale` to the same count replaces exactly these."""
+        wanted = self.spec.worker_hash()
+        return sorted(p.name for p in self._pods.values()
+                      if p.role == "worker" and p.spec_hash != wanted)
+
+    def _converge(self, on_progress: ProgressCallback | None) -> list[str]:
+        """`converge`, with the rollout lock held."""
+        containers = self.engine.list_containers(L.for_deployment(self.name))
+        head = next((c for c in containers if c.labels.get(L.ROLE) == "head"), None)
+        if head is None or not head.running:
+            return []
+        self._note_head(head)
         control = self.control()
-        for info in lost:
-            plan = self._pods[info.name]
-            if plan.shard is None or not act.serving(info):
-                continue  # not serving: the sick-replica rule replaces it in time
+        at_head = {w.worker_id: w for w in control.list_workers()}
+        debris: list[ContainerInfo] = []
+        forgotten: list[ContainerInfo] = []
+        for info in containers:
+            if info.labels.get(L.ROLE) != "worker":
+                continue
+            seen = at_head.get(info.name)
+            if seen is not None:
+                if seen.state == "draining":  # its retirement was cut short
+                    control.remove_worker(seen.shard, seen.address)
+                    debris.append(info)
+            elif info.running and not at_head and _started_before(info, head):
+                forgotten.append(info)  # the head restarted after it and lost its list
+            else:
+                debris.append(info)  # stopped, or started and never added
+        self._actuator().remove([c.name for c in debris], grace=self.spec.stop_grace)
+        for info in forgotten:
+            plan = _plan_from_labels(info)
+            assert plan.shard is not None
             control.add_worker(plan.shard, plan.address, plan.name)
-            self._infos[info.name] = info
+        if not debris and not forgotten:
+            return []
+        self._take_over({w.worker_id for w in control.list_workers()})
+        for info, message in [(c, "removed: left behind by an interrupted update or scale")
+                              for c in debris] + \
+                             [(c, "re-registered at the head, which had lost it")
+                              for c in forgotten]:
             if on_progress is not None:
+                plan = _plan_from_labels(info)
                 on_progress(ProgressEvent(
-                    kind="added", deployment=self.name, done=0, total=0, shard=plan.shard,
-                    replica=plan.replica, pod=plan.name,
-                    message="re-registered at the head, which had lost it"))
+                    kind="stopped" if info in debris else "added", deployment=self.name,
+                    done=0, total=0, shard=plan.shard, replica=plan.replica, pod=info.name,
+                    message=message))
+        return sorted(c.name for c in debris + forgotten)
 
     def _take_over(self, at_head: set[str]) -> None:
         """Another process updated or scaled the deployment: take its spec and pods from
@@ -834,11 +889,15 @@ class Deployment(BaseDeployment):
         self._ctx = replace(self._ctx, generation=max(self._ctx.generation,
                                                       fresh._ctx.generation))
 
-    async def _rollout(self, new_spec: DeploymentSpec, policy: UpdatePolicy | None,
-                       on_progress: ProgressCallback | None, *, replace_all: bool) -> None:
+    async def _rollout(self, target: Callable[[DeploymentSpec], DeploymentSpec],
+                       policy: UpdatePolicy | None, on_progress: ProgressCallback | None, *,
+                       replace_all: bool) -> None:
+        """Under the lock: converge, then roll out to `target` of the spec that runs."""
         self._begin_rollout()
         try:
-            await self._run_rollout(new_spec, policy, on_progress, replace_all=replace_all)
+            self._converge(on_progress)
+            await self._run_rollout(target(self.spec), policy, on_progress,
+                                    replace_all=replace_all)
         finally:
             self._end_rollout()
             self.update_pod_args()
@@ -874,6 +933,12 @@ class Deployment(BaseDeployment):
     def _next_generation(self) -> int:
         gens = [p.generation for p in self._pods.values()] + [self._ctx.generation]
         return max(gens) + 1
+
+
+def _started_before(worker: ContainerInfo, head: ContainerInfo) -> bool:
+    """Did `worker` (still running) start before the head's current run began?"""
+    return worker.started_at is not None and head.started_at is not None \
+        and worker.started_at < head.started_at
 
 
 def running_deployments(engine: ContainerEngine) -> list[str]:

@@ -569,3 +569,40 @@ def test_images_build_uses_the_pipeline(runtime_image: str) -> None:
     assert proc.returncode == EXIT_OK, proc.stderr[-2000:]
     assert re.match(rf"{re.escape(runtime_image)} = orchestrator-runtime:[0-9a-f]{{12}} ",
                     proc.stdout)
+
+
+@pytest.mark.parametrize(("cut_at", "then"), [
+    ("draining {name}-s0-r0", ["up"]),  # the new r0 routes, the old one drains
+    ("starting {name}-s0-r1", ["rollout", "{name}", "--set", "tag=v2"]),  # r0 retiring
+])
+def test_a_rollout_killed_midway_is_finished_by_the_next_command(
+        unique_name: str, runtime_image: str, tmp_path: Path, docker_engine: DockerEngine,
+        cut_at: str, then: list[str]) -> None:
+    """`kill -9` of `orchestrator rollout` mid-way (a CI job's timeout, a lost SSH session)
+    leaves replicas created, draining or stopped but never removed. The next command
+    cleans them up and finishes the update; a client posts without pause throughout."""
+    from orchestrator.load import Load
+
+    path = write_yaml(tmp_path, unique_name, image=runtime_image, replicas=3)
+    assert orch("up", "-f", str(path), "-d").returncode == EXIT_OK
+    with Load(*head_address(unique_name)) as load:
+        load.wait_for(20)
+        with running(["rollout", unique_name, "--set", "tag=v2"],
+                     cut_at.format(name=unique_name)) as fg:
+            fg.proc.kill()
+        load.wait_for(20)
+        if then == ["up"]:
+            write_yaml(tmp_path, unique_name, image=runtime_image, replicas=3, tag="v2")
+            done = orch("up", "-f", str(path), "-d")
+        else:
+            done = orch(*(arg.format(name=unique_name) for arg in then))
+        assert done.returncode == EXIT_OK, done.stderr
+        assert "left behind by an interrupted update or scale" in done.stdout + done.stderr
+        finished = time.monotonic()
+        load.wait_for(20)
+    assert load.failures == [], load.failures[:3]
+    assert {d["tag"] for r in load.after(finished) for d in r.docs} == {"v2"}
+    pods = workers(unique_name)
+    assert len(pods) == 3 and {p["state"] for p in pods} == {"running"}
+    assert {p["routing"] for p in pods} == {"ready"}
+    assert len(list_owned(docker_engine, unique_name).containers) == 4  # head + 3, no debris
