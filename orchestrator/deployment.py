@@ -600,7 +600,11 @@ class Deployment(BaseDeployment):
         workers = [c for c in containers if c.labels.get(L.ROLE) == "worker"]
         newest = max(workers or [head], key=lambda c: int(c.labels.get(L.GENERATION, "0")))
         fields = json.loads(newest.labels[L.SPEC])
-        per_shard = sum(1 for w in workers if w.labels.get(L.SHARD) == "0")
+        # Replicas per shard = the slots in use: a replica replaced start-first shares its
+        # slot with its replacement for a while, and an update stopped between the two
+        # (Ctrl-C) must not read as a scale-up.
+        per_shard = len({w.labels.get(L.REPLICA) for w in workers
+                         if w.labels.get(L.SHARD) == "0"})
         fields["replicas"] = per_shard or fields.get("replicas", 1)
         if CONTAINER_PORT in head.ports:
             fields["port"] = head.ports[CONTAINER_PORT][1]

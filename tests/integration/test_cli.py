@@ -571,16 +571,21 @@ def test_images_build_uses_the_pipeline(runtime_image: str) -> None:
                     proc.stdout)
 
 
-@pytest.mark.parametrize(("cut_at", "then"), [
-    ("draining {name}-s0-r0", ["up"]),  # the new r0 routes, the old one drains
-    ("starting {name}-s0-r1", ["rollout", "{name}", "--set", "tag=v2"]),  # r0 retiring
+@pytest.mark.parametrize(("sig", "cut_at", "then"), [
+    # the new r0 routes, the old one drains
+    (signal.SIGKILL, "draining {name}-s0-r0", ["up"]),
+    # r0 replaced and retiring in the background, r1's replacement being created
+    (signal.SIGKILL, "starting {name}-s0-r1", ["rollout", "{name}", "--set", "tag=v2"]),
+    # Ctrl-C: the step under way ends (r1's replacement is added), nothing after it
+    (signal.SIGINT, "starting {name}-s0-r1", ["rollout", "{name}", "--set", "tag=v2"]),
 ])
 def test_a_rollout_killed_midway_is_finished_by_the_next_command(
         unique_name: str, runtime_image: str, tmp_path: Path, docker_engine: DockerEngine,
-        cut_at: str, then: list[str]) -> None:
+        sig: signal.Signals, cut_at: str, then: list[str]) -> None:
     """`kill -9` of `orchestrator rollout` mid-way (a CI job's timeout, a lost SSH session)
-    leaves replicas created, draining or stopped but never removed. The next command
-    cleans them up and finishes the update; a client posts without pause throughout."""
+    leaves replicas created, draining or stopped but never removed; Ctrl-C leaves a slot
+    with both its old and its new replica. The next command cleans up and finishes the
+    update, with the replica count unchanged; a client posts without pause throughout."""
     from orchestrator.load import Load
 
     path = write_yaml(tmp_path, unique_name, image=runtime_image, replicas=3)
@@ -589,7 +594,9 @@ def test_a_rollout_killed_midway_is_finished_by_the_next_command(
         load.wait_for(20)
         with running(["rollout", unique_name, "--set", "tag=v2"],
                      cut_at.format(name=unique_name)) as fg:
-            fg.proc.kill()
+            fg.proc.send_signal(sig)
+            code = fg.proc.wait(timeout=DEADLINE)
+        assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL)
         load.wait_for(20)
         if then == ["up"]:
             write_yaml(tmp_path, unique_name, image=runtime_image, replicas=3, tag="v2")
@@ -597,7 +604,8 @@ def test_a_rollout_killed_midway_is_finished_by_the_next_command(
         else:
             done = orch(*(arg.format(name=unique_name) for arg in then))
         assert done.returncode == EXIT_OK, done.stderr
-        assert "left behind by an interrupted update or scale" in done.stdout + done.stderr
+        if sig == signal.SIGKILL:
+            assert "left behind by an interrupted update or scale" in done.stdout + done.stderr
         finished = time.monotonic()
         load.wait_for(20)
     assert load.failures == [], load.failures[:3]
