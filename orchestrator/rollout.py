@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.base import ContainerInfo
 from orchestrator.errors import OrchestratorError, PodStartError, RolloutError
@@ -129,10 +129,10 @@ class Rollout:
                 if isinstance(step, Start):
                     new = [self.dep._worker_plan(spec, shard, slot, generation)
                            for slot in step.slots]
-                    await asyncio.to_thread(self._start_batch, shard, new)
+                    await _whole_step(self._start_batch, shard, new)
                 else:
                     old = [self._find(shard, r, replicas) for r in step.replicas]
-                    await asyncio.to_thread(self._retire_batch, old)
+                    await _whole_step(self._retire_batch, old)
             except BaseException:
                 self.failed = True
                 raise
@@ -262,6 +262,19 @@ class Rollout:
         )
         with contextlib.suppress(Exception):  # a progress bar must never break a rollout
             self.on_progress(event)
+
+
+async def _whole_step(work: Callable[..., None], *args: Any) -> None:
+    """Run one blocking step in a thread. Cancelled (the first Ctrl-C), it still lets the
+    step under way end before the cancellation goes on: a thread cannot be stopped, and
+    the rollout lock must not be released while one still changes the deployment."""
+    future = asyncio.ensure_future(asyncio.to_thread(work, *args))
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
 
 
 def _weight(step: Step) -> int:
