@@ -410,6 +410,8 @@ class Deployment(BaseDeployment):
         except BaseException:
             self._teardown()
             raise
+        finally:
+            self._end_rollout()
         return self
 
     def _launch(self) -> None:
@@ -423,6 +425,10 @@ class Deployment(BaseDeployment):
                 f"`orchestrator down {self.name}`",
                 field="name",
             )
+        # A heal or update from another process (say a `heal` unit started next to `up -d`)
+        # must not see workers that are not registered yet as debris: it waits for this.
+        self._lock(SpecError(f"another process is starting or updating a deployment named "
+                             f"{self.name!r}", field="name"))
         plans = initial_pods(self.spec, self._ctx)
         images = [("image", self.spec.image)]
         for field_name, uses in (("uses", self.spec.uses), ("uses_before", self.spec.uses_before),
@@ -683,6 +689,12 @@ class Deployment(BaseDeployment):
             failed="refused: another rollout is running")
         if self._rollout_busy:
             raise busy
+        self._lock(busy)
+
+    def _lock(self, busy: OrchestratorError) -> None:
+        """Take this deployment's lock (a file lock: one holder per host), or raise `busy`.
+        Held by a start until its workers are registered, and by every update, scale and
+        heal; released by `_end_rollout`."""
         path = os.path.join(tempfile.gettempdir(), f"orchestrator-{self.name}.rollout.lock")
         handle = open(path, "a")  # noqa: SIM115 - held until _end_rollout
         try:

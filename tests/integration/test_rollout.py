@@ -473,3 +473,50 @@ def test_a_replica_restarted_on_a_new_ip_is_routed_to_again(
                 filler.remove(force=True)
         finally:
             client.close()
+
+
+def test_a_heal_from_another_handle_waits_for_a_start_to_register_its_workers(
+        runtime_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
+    """`orchestrator heal NAME` started next to `up -d` (two service units) can attach
+    while the pods still start: it must not take the workers not yet registered for what
+    a killed update left behind."""
+    import threading
+
+    from orchestrator.errors import DeploymentNotFound, OrchestratorError
+
+    dep = Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2, image=runtime_image,
+                     stop_grace=1)
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            dep.start()
+        except BaseException as exc:  # reported by the assertion below
+            failed.append(exc)
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    healed: list[str] = []
+    looks = 0
+    try:
+        while starter.is_alive():
+            try:
+                other = Deployment.attach(dep_name)
+            except DeploymentNotFound:
+                continue  # no head container yet
+            try:
+                healed += other.heal(unhealthy_for=0)
+                looks += 1
+            except OrchestratorError:
+                pass  # the head does not answer yet
+            finally:
+                other.close()
+        starter.join()
+        assert failed == []
+        assert looks > 0 and healed == []
+        assert {d["pod"] for _ in range(6) for d in dep.post("/echo", docs=[{}])} \
+            == set(worker_containers(docker_engine, dep))
+        assert len(worker_containers(docker_engine, dep)) == 2
+    finally:
+        starter.join()
+        dep.close()
