@@ -50,6 +50,7 @@ from orchestrator.planning.pods import (
     PodContext,
     PodPlan,
     executor_pod,
+    head_pod,
     initial_pods,
 )
 from orchestrator.progress import ProgressCallback, ProgressEvent
@@ -192,6 +193,7 @@ class Deployment(BaseDeployment):
         self._lock_file: IO[str] | None = None
         self._joined = False  # this process's own container joined the deployment network
         self._sick_since: dict[str, float] = {}  # worker pod -> when it was first seen sick
+        self._head_down_since: float | None = None  # when heal first saw the head stopped
         self.pod_args: dict[str, Any] = {}
         self.update_pod_args()
 
@@ -766,7 +768,8 @@ class Deployment(BaseDeployment):
         pods, from the labels), so it never replaces replicas another process retired.
         Returns the names of the replaced pods (none while another update or scale runs).
         Like an update or scale, it first finishes what an interrupted one left behind
-        (see `converge`).
+        (see `converge`). A head whose container has stayed stopped or gone for
+        `unhealthy_for` seconds is recreated first (its workers are not replaced).
 
         Raises:
             RolloutError: a replacement failed (it was undone; the sick replica remains).
@@ -779,6 +782,8 @@ class Deployment(BaseDeployment):
         except RolloutInProgress:
             return []
         try:
+            if not self._head_alive(unhealthy_for, on_progress):
+                return []
             self._converge(on_progress)
             due = self._sick(unhealthy_for)
             if not due:
@@ -794,6 +799,45 @@ class Deployment(BaseDeployment):
         for name in due:
             self._sick_since.pop(name, None)
         return sorted(due)
+
+    def _head_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None
+                    ) -> bool:
+        """Is the head running (or being restarted by the engine)? A head container that
+        has stayed stopped or gone for `unhealthy_for` seconds (its restart retries used
+        up, stopped or removed by hand) is recreated under the same name, token and port,
+        as Swarm or Kubernetes would; the workers keep running and `converge` registers
+        them with it."""
+        name = names.head_name(self.name)
+        try:
+            info: ContainerInfo | None = self.engine.inspect_container(name)
+        except ResourceNotFound:
+            info = None  # removed behind our back
+        if info is not None and (info.running or info.status == "restarting"):
+            self._head_down_since = None
+            return True
+        now = time.monotonic()
+        if self._head_down_since is None:
+            self._head_down_since = now
+        if now - self._head_down_since < unhealthy_for:
+            return False
+        plan = head_pod(self.spec, self._ctx)
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        act = self._actuator()
+        act.remove([name], grace=0)
+        infos = act.start([plan], lambda _p, i: self._head_up(i),
+                          timeout=self.spec.timeout_ready)
+        self._pods[name] = plan
+        self._note_head(infos[name])
+        self._head_down_since = None
+        if on_progress is not None:
+            on_progress(ProgressEvent(
+                kind="added", deployment=self.name, done=0, total=0, pod=name,
+                message="recreated: its container was gone" if info is None else
+                f"recreated: its container had stopped ({info.status}, exit code "
+                f"{info.exit_code})"))
+        return True
 
     def _sick(self, unhealthy_for: float) -> list[str]:
         """Workers sick for `unhealthy_for` seconds now (remembering when each fell sick)."""

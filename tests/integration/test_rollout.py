@@ -520,3 +520,39 @@ def test_a_heal_from_another_handle_waits_for_a_start_to_register_its_workers(
     finally:
         starter.join()
         dep.close()
+
+
+@pytest.mark.parametrize("how", ["stopped", "removed"])
+def test_heal_recreates_a_head_that_stays_down_and_keeps_the_workers(
+        runtime_image: str, dep_name: str, docker_engine: DockerEngine, how: str) -> None:
+    """The engine does not restart a head stopped by hand or out of restart retries, and
+    nothing at all brings back a removed one: heal recreates it; the workers keep running
+    and are registered with the new head, not replaced."""
+    import docker
+
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2, image=runtime_image,
+                    stop_grace=1) as dep:
+        workers_before = set(worker_containers(docker_engine, dep))
+        head = dep.head_args.name
+        old_id = docker_engine.inspect_container(head).id
+        client = docker.from_env()
+        try:
+            container = client.containers.get(head)
+            container.stop(timeout=1)
+            if how == "removed":
+                container.remove()
+        finally:
+            client.close()
+        events: list[ProgressEvent] = []
+        assert dep.heal(unhealthy_for=60, on_progress=events.append) == []
+        assert events == []  # down, but not for 60 s yet: nothing done
+        assert dep.heal(unhealthy_for=0, on_progress=events.append) == []  # no worker replaced
+        recreated = [e for e in events if e.pod == head]
+        assert len(recreated) == 1 and "recreated" in recreated[0].message
+        assert docker_engine.inspect_container(head).id != old_id
+        assert {e.pod for e in events if "re-registered" in e.message} == workers_before
+        assert set(worker_containers(docker_engine, dep)) == workers_before
+        wait_until(lambda: answered(dep), timeout=60, what="requests through the new head")
+        served = {d["pod"] for _ in range(6) for d in dep.post("/echo", docs=[{}])}
+        assert served == workers_before
+        assert dep.control().list_workers()  # our token works with the new head
