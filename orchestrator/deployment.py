@@ -526,8 +526,12 @@ class Deployment(BaseDeployment):
         # Only what this instance owns: a second Deployment that was refused the
         # same name must never tear down the one already running.
         mine = {**L.for_deployment(self.name), L.OWNER: self._ctx.owner}
-        live = [c.name for c in self.engine.list_containers(mine)]
-        self._actuator().remove(live, grace=self.spec.stop_grace)
+        live = self.engine.list_containers(mine)
+        # workers first, the head last (see engine/cleanup.remove_owned)
+        for heads in (False, True):
+            self._actuator().remove([c.name for c in live
+                                     if (c.labels.get(L.ROLE) == "head") is heads],
+                                    grace=self.spec.stop_grace)
         for net in self.engine.list_networks(mine):
             self.engine.remove_network(net.id)
         self._stop_reaper("done")
@@ -815,6 +819,11 @@ class Deployment(BaseDeployment):
         if info is not None and (info.running or info.status == "restarting"):
             self._head_down_since = None
             return True
+        workers = [c for c in self.engine.list_containers(L.for_deployment(self.name))
+                   if c.labels.get(L.ROLE) == "worker" and c.running]
+        if not workers:  # being taken down (the head goes last), or nothing left to route
+            self._head_down_since = None
+            return False
         now = time.monotonic()
         if self._head_down_since is None:
             self._head_down_since = now

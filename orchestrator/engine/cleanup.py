@@ -72,7 +72,10 @@ def remove_owned(
     found = list_owned(engine, deployment, owner=owner)
     first_error: EngineError | None = None
     removed_containers: list[ContainerInfo] = []
-    for container in found.containers:
+    # The head goes last: a `heal` watching from another process must never see a
+    # deployment whose head is gone while its workers still run (it would recreate it).
+    ordered = sorted(found.containers, key=lambda c: c.labels.get(L.ROLE) == "head")
+    for container in ordered:
         try:
             if container.running:
                 engine.stop_container(container.id, grace=grace)

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -385,3 +386,21 @@ def down_engine(engine_kind: str) -> Iterator[ContainerEngine]:
     lazy = DockerEngine.from_env(bogus, version="1.41")  # connects on first call only
     yield lazy
     lazy.close()
+
+
+def test_cleanup_removes_the_head_last(engine: ContainerEngine, ours: Ours,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heal watching from another process must never see the head gone while workers
+    still run (it would recreate the head in the middle of a `down`)."""
+    for suffix, role in (("head", "head"), ("w0", "worker"), ("w1", "worker")):
+        engine.run_container(ours.spec(suffix, extra_labels={L_ROLE: role}))
+    order: list[str] = []
+    remove = engine.remove_container
+
+    def recording(name_or_id: str, **kwargs: Any) -> None:
+        order.append(engine.inspect_container(name_or_id).name)
+        remove(name_or_id, **kwargs)
+
+    monkeypatch.setattr(engine, "remove_container", recording)
+    remove_owned(engine, ours.deployment, grace=0)
+    assert len(order) == 3 and order[-1] == ours.name("head")
