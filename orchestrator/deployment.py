@@ -877,9 +877,8 @@ class Deployment(BaseDeployment):
         worker containers the head does not route to, finishes retiring the replicas the
         head lists as draining, and, when the head lists no worker at all because it
         restarted without its saved list, registers again the ones that were running
-        before it restarted. Every rolling update,
-        scale and heal does this first; `orchestrator up` does it before it compares the
-        file with what runs.
+        before it restarted. Every rolling update, scale and heal does this first;
+        `orchestrator up` does it before it compares the file with what runs.
 
         Returns the names of the pods removed or registered again, each also reported to
         `on_progress` with a message.
