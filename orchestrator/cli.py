@@ -563,9 +563,10 @@ def _update(cfg: DeploymentConfig, dep: Deployment, console: Console) -> _Up:
                               f"cannot change on the running deployment {dep.name!r} (it "
                               f"shapes the head); run `orchestrator down {dep.name}` first")
         replicas = changes.pop("replicas", None)
-        if not changes and replicas is None and dep.outdated():
+        outdated = dep.outdated()
+        if not changes and replicas is None and outdated:
             # an update to this very spec was cut short: replace what still runs the old one
-            item.notes.append(f"finishing an interrupted update: {len(dep.outdated())} "
+            item.notes.append(f"finishing an interrupted update: {len(outdated)} "
                               "replica(s) ran an older spec")
             replicas = dep.spec.replicas
         if changes.pop("policy", None) is not None:

@@ -53,7 +53,7 @@ from orchestrator.planning.pods import (
     head_pod,
     initial_pods,
 )
-from orchestrator.progress import ProgressCallback, ProgressEvent
+from orchestrator.progress import EventKind, ProgressCallback, ProgressEvent
 from orchestrator.reaper import ReaperHandle
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UpdatePolicy
 
@@ -932,16 +932,16 @@ class Deployment(BaseDeployment):
         if not debris and not forgotten:
             return []
         self._take_over({w.worker_id for w in control.list_workers()})
-        for info, message in [(c, "removed: left behind by an interrupted update or scale")
-                              for c in debris] + \
-                             [(c, "re-registered at the head, which had lost it")
-                              for c in forgotten]:
-            if on_progress is not None:
-                plan = _plan_from_labels(info)
-                on_progress(ProgressEvent(
-                    kind="stopped" if info in debris else "added", deployment=self.name,
-                    done=0, total=0, shard=plan.shard, replica=plan.replica, pod=info.name,
-                    message=message))
+        if on_progress is not None:
+            done: tuple[tuple[EventKind, list[ContainerInfo], str], ...] = (
+                ("stopped", debris, "removed: left behind by an interrupted update or scale"),
+                ("added", forgotten, "re-registered at the head, which had lost it"))
+            for kind, infos, message in done:
+                for info in infos:
+                    plan = _plan_from_labels(info)
+                    on_progress(ProgressEvent(
+                        kind=kind, deployment=self.name, done=0, total=0, shard=plan.shard,
+                        replica=plan.replica, pod=info.name, message=message))
         return sorted(c.name for c in debris + forgotten)
 
     def _take_over(self, at_head: set[str]) -> None:

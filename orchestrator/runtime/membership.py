@@ -52,13 +52,13 @@ def load(path: str | os.PathLike[str]) -> list[Member] | None:
         raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
         data = json.loads(text)
-        if not isinstance(data, dict) or data.get("version") != VERSION:
-            raise StateError(f"{path} is not a version-{VERSION} worker list")
-        return [_member(item) for item in data["workers"]]
+        ours = isinstance(data, dict) and data.get("version") == VERSION
+        members = [_member(item) for item in data["workers"]] if ours else None
     except (ValueError, KeyError, TypeError) as exc:
-        if isinstance(exc, StateError):
-            raise
         raise StateError(f"{path} is not a worker list: {exc}") from exc
+    if members is None:
+        raise StateError(f"{path} is not a version-{VERSION} worker list")
+    return members
 
 
 def _member(item: object) -> Member:
