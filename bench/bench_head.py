@@ -17,13 +17,18 @@ On 2 cores a Python load generator takes as much CPU as the servers it measures,
 throughput is measured a second time with h2load (nghttp2's C load generator, installed by
 scripts/setup) sending the same serialized gRPC call: every response is checked by its
 byte count against one decoded reference reply. There, (a3) drives the 3 workers directly
-and at once: the most 3 replicas can serve on this machine, with no head at all.
+and at once: the most 3 replicas can serve on this machine, with no head at all. Two
+production gRPC load balancers written in C, nginx (grpc_pass) and HAProxy (proto h2), each
+one process balancing least-connections over the same 3 workers, are measured the same way:
+the physical cost of any proxy hop on this machine (scripts/setup installs both; a missing
+one is skipped). Each proxy's CPU per request is printed beside its rate.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -33,8 +38,9 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -100,6 +106,77 @@ def wait_ready(addresses: list[str], timeout: float = 30.0) -> None:
                 time.sleep(0.05)
 
 
+NGINX_CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+{user}
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
+  uwsgi_temp_path {dir}; scgi_temp_path {dir};
+  upstream workers {{ least_conn; {servers} keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{port} http2;
+    keepalive_requests 1000000;
+    location / {{ grpc_pass grpc://workers; }}
+  }}
+}}
+"""
+
+HAPROXY_CFG = """\
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend grpc
+  bind 127.0.0.1:{port} proto h2
+  default_backend workers
+backend workers
+  balance leastconn
+  http-reuse always
+{servers}
+"""
+
+
+@contextmanager
+def reference_proxies(workers: list[str]) -> Iterator[dict[str, tuple[str, list[int]]]]:
+    """nginx and HAProxy in front of `workers`, each one process (like the head): name ->
+    (address, pids that serve). A proxy whose binary is missing is left out, with a line
+    saying so."""
+    found: dict[str, tuple[str, list[int]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-head-") as tmp, processes() as procs:
+        if shutil.which("nginx"):
+            port = free_port()
+            Path(tmp, "nginx.conf").write_text(NGINX_CONF.format(
+                dir=tmp, port=port, user="user root;" if os.geteuid() == 0 else "",
+                servers=" ".join(f"server {w};" for w in workers)))
+            procs.append(subprocess.Popen(
+                ["nginx", "-p", tmp, "-e", f"{tmp}/error.log", "-c", f"{tmp}/nginx.conf",
+                 "-g", "daemon off;"]))
+            found["nginx x3"] = (f"127.0.0.1:{port}", [procs[-1].pid])
+        else:
+            print("nginx not found (scripts/setup installs it): its reference is skipped")
+        if shutil.which("haproxy"):
+            port = free_port()
+            Path(tmp, "haproxy.cfg").write_text(HAPROXY_CFG.format(
+                port=port, servers="\n".join(f"  server w{i} {w} proto h2"
+                                             for i, w in enumerate(workers))))
+            procs.append(subprocess.Popen(["haproxy", "-db", "-f", f"{tmp}/haproxy.cfg"]))
+            found["haproxy x3"] = (f"127.0.0.1:{port}", [procs[-1].pid])
+        else:
+            print("haproxy not found (scripts/setup installs it): its reference is skipped")
+        wait_ready([address for address, _ in found.values()])  # Health, through the proxy
+        for name, (address, pids) in found.items():  # nginx serves from its worker process
+            children = Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().split()
+            found[name] = (address, [*pids, *map(int, children)])
+        yield found
+
+
 def payload(count: int) -> list[dict[str, Any]]:
     """`count` small docs: the head forwards them as bytes, the worker decodes them."""
     return [{"text": "hello world", "i": i} for i in range(count)]
@@ -154,6 +231,11 @@ async def throughput(address: str, endpoint: str, params: dict[str, Any], second
         start = time.perf_counter()
         await asyncio.gather(*(loop() for _ in range(concurrency)))
         return done / (time.perf_counter() - start)
+
+
+def python_load(address: str, **kwargs: Any) -> float:
+    """`throughput` in a fresh event loop (one per measurement)."""
+    return asyncio.run(throughput(address, **kwargs))
 
 
 def h2load(addresses: list[str], n: int, concurrency: int,
@@ -236,40 +318,46 @@ def main() -> None:
                 if isinstance(c, Client):
                     c.close()
         report_latency(lat, args.docs)
-        servers = {"workers": procs[:3], "head": procs[3:]}
-        for endpoint, params in (("/echo", {}), ("/block", {"ms": args.block_ms})):
-            rps: dict[str, list[float]] = {k: [] for k in targets}
-            cpu: dict[str, list[float]] = {k: [] for k in targets}
-            for _ in range(args.rounds):
-                for k, v in targets.items():
-                    before = {r: sum(cpu_seconds(p.pid) for p in ps) for r, ps in servers.items()}
-                    started = time.perf_counter()
-                    rate = asyncio.run(throughput(v, endpoint, params, args.seconds,
-                                                  args.concurrency, payload(args.docs)))
-                    calls = rate * (time.perf_counter() - started)
-                    used = {r: sum(cpu_seconds(p.pid) for p in ps) - before[r]
-                            for r, ps in servers.items()}
-                    rps[k].append(rate)
-                    cpu[k].append(used["head"] / calls * 1e6)
-            report_throughput(endpoint, {k: statistics.median(v) for k, v in rps.items()},
-                              {k: statistics.median(v) for k, v in cpu.items()},
-                              args.concurrency, args.rounds)
-        if shutil.which("h2load") is None:
-            print("\nh2load not found (scripts/setup installs nghttp2-client): skipped")
-            return
-        # a3: the 3 workers driven directly and at once (no head), the most 3 replicas can
-        # give on this machine; a head in front of them can only come close to it
-        loads = {"a direct": [workers[0]], "a3 direct x3": workers,
-                 **{k: [v] for k, v in targets.items() if k != "a direct"}}
-        rps = {k: [] for k in loads}
-        for _ in range(args.rounds):
-            for k, addresses in loads.items():
-                rps[k].append(h2load(addresses, args.h2load_requests, args.concurrency,
-                                     payload(args.docs)))
-        medians = {k: statistics.median(v) for k, v in rps.items()}
-        report_throughput("/echo", medians, None, args.concurrency, args.rounds, by="h2load")
-        print(f"  b3 against a3 (the same 3 workers driven directly at once): ratio "
-              f"{medians['b3 head x3'] / medians['a3 direct x3']:4.2f}")
+        with reference_proxies(workers) as proxies:
+            serving = {"b1 head x1": [procs[3].pid], "b3 head x3": [procs[4].pid],
+                       **{k: pids for k, (_, pids) in proxies.items()}}
+            hops = {**targets, **{k: address for k, (address, _) in proxies.items()}}
+            for endpoint, params in (("/echo", {}), ("/block", {"ms": args.block_ms})):
+                rps, cpu = measured(hops, serving, args.rounds, functools.partial(
+                    python_load, endpoint=endpoint, params=params, seconds=args.seconds,
+                    concurrency=args.concurrency, docs=payload(args.docs)))
+                report_throughput(endpoint, rps, cpu, args.concurrency, args.rounds)
+            if shutil.which("h2load") is None:
+                print("\nh2load not found (scripts/setup installs nghttp2-client): skipped")
+                return
+            # a3: the 3 workers driven directly and at once (no head), the most 3 replicas
+            # can give on this machine; a proxy in front of them can only come close to it
+            loads = {"a direct": [workers[0]], "a3 direct x3": workers,
+                     **{k: [address] for k, address in hops.items() if k != "a direct"}}
+            rps, cpu = measured(loads, serving, args.rounds, lambda addresses: h2load(
+                addresses, args.h2load_requests, args.concurrency, payload(args.docs)))
+        report_throughput("/echo", rps, cpu, args.concurrency, args.rounds, by="h2load")
+
+
+def measured(loads: dict[str, Any], serving: dict[str, list[int]], rounds: int,
+             run: Callable[[Any], float]) -> tuple[dict[str, float], dict[str, float]]:
+    """`run(load)` (requests per second) for every load in turn, in `rounds` interleaved
+    rounds: the median rate per load, and the median CPU per request of the processes that
+    `serving` names for it (the head or proxy in the way)."""
+    rates: dict[str, list[float]] = {k: [] for k in loads}
+    costs: dict[str, list[float]] = {k: [] for k in loads if k in serving}
+    for _ in range(rounds):
+        for k, load in loads.items():
+            spent = sum(cpu_seconds(pid) for pid in serving.get(k, []))
+            started = time.perf_counter()
+            rate = run(load)
+            calls = rate * (time.perf_counter() - started)
+            rates[k].append(rate)
+            if k in costs:
+                spent = sum(cpu_seconds(pid) for pid in serving[k]) - spent
+                costs[k].append(spent / calls * 1e6)
+    return ({k: statistics.median(v) for k, v in rates.items()},
+            {k: statistics.median(v) for k, v in costs.items()})
 
 
 def report_latency(lat: dict[str, list[float]], docs: int) -> None:
@@ -287,15 +375,21 @@ def report_latency(lat: dict[str, list[float]], docs: int) -> None:
               f"{b3 / rr:4.2f}")
 
 
-def report_throughput(endpoint: str, rps: dict[str, float], head_cpu: dict[str, float] | None,
+def report_throughput(endpoint: str, rps: dict[str, float], cpu: dict[str, float],
                       concurrency: int, rounds: int, by: str = "the Python AsyncClient") -> None:
     base = rps["a direct"]
     print(f"\nthroughput {endpoint} ({concurrency} in flight, median of {rounds} rounds, "
           f"load from {by})")
     for name, value in rps.items():
-        cost = (f"   head CPU {head_cpu[name]:5.0f} us/req"
-                if head_cpu is not None and name != "a direct" else "")
-        print(f"  {name:12s} {value:8.0f} req/s   ratio b/a {value / base:4.2f}{cost}")
+        spent = f"   proxy CPU {cpu[name]:5.0f} us/req" if name in cpu else ""
+        print(f"  {name:12s} {value:8.0f} req/s   ratio b/a {value / base:4.2f}{spent}")
+    b3 = rps["b3 head x3"]
+    if "a3 direct x3" in rps:
+        print(f"  b3 against a3 (the same 3 workers driven directly at once): ratio "
+              f"{b3 / rps['a3 direct x3']:4.2f}")
+    for name in (n for n in rps if n.startswith(("nginx", "haproxy"))):
+        print(f"  b3 against {name} (a C proxy over the same 3 workers): ratio "
+              f"{b3 / rps[name]:4.2f}")
 
 
 if __name__ == "__main__":
