@@ -19,9 +19,10 @@ scripts/setup) sending the same serialized gRPC call: every response is checked 
 byte count against one decoded reference reply. There, (a3) drives the 3 workers directly
 and at once: the most 3 replicas can serve on this machine, with no head at all. Two
 production gRPC load balancers written in C, nginx (grpc_pass) and HAProxy (proto h2), each
-one process balancing least-connections over the same 3 workers, are measured the same way:
-the physical cost of any proxy hop on this machine (scripts/setup installs both; a missing
-one is skipped). Each proxy's CPU per request is printed beside its rate.
+one process balancing least-connections over the same 3 workers, are measured like (b3), for
+latency and throughput: the physical cost of any proxy hop on this machine (scripts/setup
+installs both; a missing one is skipped). Each hop's CPU per request is printed beside its
+rate.
 """
 
 from __future__ import annotations
@@ -307,21 +308,21 @@ def main() -> None:
         targets = {"a direct": workers[0], "b1 head x1": f"127.0.0.1:{h1}",
                    "b3 head x3": f"127.0.0.1:{h3}"}
         wait_ready(list(targets.values()))
-        direct = [Client(a) for a in workers]
-        clients: dict[str, Client | Rotating] = {k: Client(v) for k, v in targets.items()}
-        clients = {"a direct": clients["a direct"], "a3 direct rr": Rotating(direct),
-                   **{k: v for k, v in clients.items() if k != "a direct"}}
-        try:
-            lat = latency(clients, args.requests, payload(args.docs))
-        finally:
-            for c in [*direct, *clients.values()]:
-                if isinstance(c, Client):
-                    c.close()
-        report_latency(lat, args.docs)
         with reference_proxies(workers) as proxies:
+            hops = {**targets, **{k: address for k, (address, _) in proxies.items()}}
+            direct = [Client(a) for a in workers]
+            clients: dict[str, Client | Rotating] = {k: Client(v) for k, v in hops.items()}
+            clients = {"a direct": clients["a direct"], "a3 direct rr": Rotating(direct),
+                       **{k: v for k, v in clients.items() if k != "a direct"}}
+            try:
+                lat = latency(clients, args.requests, payload(args.docs))
+            finally:
+                for c in [*direct, *clients.values()]:
+                    if isinstance(c, Client):
+                        c.close()
+            report_latency(lat, args.docs)
             serving = {"b1 head x1": [procs[3].pid], "b3 head x3": [procs[4].pid],
                        **{k: pids for k, (_, pids) in proxies.items()}}
-            hops = {**targets, **{k: address for k, (address, _) in proxies.items()}}
             for endpoint, params in (("/echo", {}), ("/block", {"ms": args.block_ms})):
                 rps, cpu = measured(hops, serving, args.rounds, functools.partial(
                     python_load, endpoint=endpoint, params=params, seconds=args.seconds,
@@ -373,6 +374,9 @@ def report_latency(lat: dict[str, list[float]], docs: int) -> None:
         rr, b3 = pct(lat["a3 direct rr"], 0.5), pct(lat["b3 head x3"], 0.5)
         print(f"  b3 against a3 (the same 3 workers called directly in turn): p50 ratio "
               f"{b3 / rr:4.2f}")
+    for name in (n for n in lat if n.startswith(("nginx", "haproxy"))):
+        print(f"  b3 against {name} (a C proxy over the same 3 workers): p50 ratio "
+              f"{pct(lat['b3 head x3'], 0.5) / pct(lat[name], 0.5):4.2f}")
 
 
 def report_throughput(endpoint: str, rps: dict[str, float], cpu: dict[str, float],
