@@ -39,6 +39,10 @@ restart_policy     no | on-failure | always |  applied once a pod is ready
                    unless-stopped (on-failure)
 health_interval    seconds > 0 (0.5)           how often the head probes its workers
 stop_grace         seconds >= 0 (10)           SIGTERM-to-SIGKILL grace
+log_max_size       '10m', '64k', bytes, null   each pod's log rotates at this size (engine
+                   (10m)                       drivers json-file / local); null: the
+                                               engine's own log settings
+log_max_files      int >= 1 (3)                rotated log files kept per pod
 max_starting       int >= 1 (all at once)      staggered start: pods starting at a time
 needs              str or list (``[]``)        names of deployments this one follows
 external           bool (false)                an already running service at host:port

@@ -28,6 +28,8 @@ RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 PROTOCOLS = ("grpc",)
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+DEFAULT_LOG_MAX_SIZE = 10 * 1024**2  # as Kamal's default: a busy pod cannot fill the disk
+DEFAULT_LOG_MAX_FILES = 3
 
 
 def validate_name(name: object, *, field_name: str = "name") -> str:
@@ -43,10 +45,8 @@ def validate_name(name: object, *, field_name: str = "name") -> str:
     return name
 
 
-def parse_memory(value: object, *, field_name: str = "memory") -> int | None:
-    """'512m', '1g', '1GiB' or a byte count -> bytes."""
-    if value is None:
-        return None
+def parse_size(value: object, *, field_name: str) -> int:
+    """'512m', '1g', '1GiB', '64k' or a byte count -> bytes (> 0)."""
     if isinstance(value, bool):
         raise SpecError("must be a size such as '512m' or a byte count", field=field_name)
     if isinstance(value, int):
@@ -56,6 +56,16 @@ def parse_memory(value: object, *, field_name: str = "memory") -> int | None:
     else:
         raise SpecError(f"{value!r} is not a size such as '512m' or '1g'", field=field_name)
     size = int(number * _MEMORY_UNITS[unit])
+    if size <= 0:
+        raise SpecError(f"{value!r} is not a positive size", field=field_name)
+    return size
+
+
+def parse_memory(value: object, *, field_name: str = "memory") -> int | None:
+    """'512m', '1g', '1GiB' or a byte count -> bytes."""
+    if value is None:
+        return None
+    size = parse_size(value, field_name=field_name)
     if size < 6 * 1024**2:
         raise SpecError(f"{value!r} is below Docker's 6 MiB minimum", field=field_name)
     return size
@@ -253,6 +263,10 @@ class DeploymentSpec:
     restart_policy: str = "on-failure"
     health_interval: float = 0.5
     stop_grace: float = 10.0
+    # each pod's log, rotated by the engine at this size, this many files kept (None: the
+    # engine's own log settings)
+    log_max_size: int | None = DEFAULT_LOG_MAX_SIZE
+    log_max_files: int = DEFAULT_LOG_MAX_FILES
     max_starting: int | None = None  # staggered start: at most this many pods starting
     needs: frozenset[str] = frozenset()
     policy: UpdatePolicy = field(default_factory=UpdatePolicy)
@@ -304,6 +318,10 @@ class DeploymentSpec:
             restart_policy=_restart(raw.get("restart_policy", "on-failure")),
             health_interval=_seconds(raw.get("health_interval", 0.5), "health_interval"),
             stop_grace=_seconds(raw.get("stop_grace", 10.0), "stop_grace", zero_ok=True),
+            log_max_size=None if (size := raw.get("log_max_size", DEFAULT_LOG_MAX_SIZE)) is None
+            else parse_size(size, field_name="log_max_size"),
+            log_max_files=_positive_int(raw.get("log_max_files", DEFAULT_LOG_MAX_FILES),
+                                        "log_max_files"),
             max_starting=None if raw.get("max_starting") is None
             else _positive_int(raw.get("max_starting"), "max_starting"),
             needs=_needs(raw.get("needs")),
@@ -350,6 +368,8 @@ class DeploymentSpec:
             "restart_policy": self.restart_policy,
             "health_interval": self.health_interval,
             "stop_grace": self.stop_grace,
+            "log_max_size": self.log_max_size,
+            "log_max_files": self.log_max_files,
             "needs": sorted(self.needs),
             "policy": asdict(self.policy),
         }

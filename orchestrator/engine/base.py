@@ -66,6 +66,10 @@ class ContainerSpec:
     extra_hosts: Mapping[str, str] = field(default_factory=dict)
     stop_signal: str = "SIGTERM"
     stop_timeout: int | None = None
+    # log rotation when the engine logs to files (json-file, local): rotate at this many
+    # bytes, keep this many files; None: the engine's own settings
+    log_max_bytes: int | None = None
+    log_max_files: int = 1
 
 
 ContainerStatus = Literal[

@@ -78,6 +78,7 @@ class DockerEngine:
         self._api = client.api
         self._where = where or os.environ.get("DOCKER_HOST", _DEFAULT_HOST)
         self._socket = _unix_socket_path(self._where)
+        self._log_driver: str | None = None  # the engine's default, asked once
 
     @classmethod
     def from_env(
@@ -383,9 +384,24 @@ class DockerEngine:
             "ports": [p.container_port for p in spec.ports] or None,  # tcp is implied
             "stop_signal": spec.stop_signal,
             "stop_timeout": spec.stop_timeout,
-            "host_config": self._api.create_host_config(**_host_config(spec)),
+            "host_config": self._api.create_host_config(
+                **_host_config(spec), log_config=self._log_config(spec)),
             "networking_config": networking,
         }
+
+    def _log_config(self, spec: ContainerSpec) -> docker.types.LogConfig | None:
+        """Rotation of the container's log, when the engine's default log driver writes
+        files (json-file, local). Other drivers (journald, syslog, fluentd, ...) send the
+        log elsewhere and take no size options: the engine's settings stay."""
+        if spec.log_max_bytes is None:
+            return None
+        if self._log_driver is None:
+            with self._call("engine", self.where):
+                self._log_driver = str(self._api.info().get("LoggingDriver") or "")
+        if self._log_driver not in ("json-file", "local"):
+            return None
+        return docker.types.LogConfig(type=self._log_driver, config={
+            "max-size": str(spec.log_max_bytes), "max-file": str(spec.log_max_files)})
 
     def inspect_container(self, name_or_id: str) -> ContainerInfo:
         """A fresh snapshot. Raises `ResourceNotFound`, `EngineUnavailable`."""

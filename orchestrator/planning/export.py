@@ -108,6 +108,9 @@ def _service_base(pod: PodPlan, network: str) -> dict[str, Any]:
         service["stop_grace_period"] = f"{c.stop_timeout}s"
     if c.extra_hosts:
         service["extra_hosts"] = [f"{h}:{ip}" for h, ip in c.extra_hosts.items()]
+    if c.log_max_bytes is not None:  # no driver: the engine's default, as when we run it
+        service["logging"] = {"options": {"max-size": str(c.log_max_bytes),
+                                          "max-file": str(c.log_max_files)}}
     return service
 
 

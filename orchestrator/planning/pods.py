@@ -117,6 +117,8 @@ def _base_container(
         restart_policy=restart,
         restart_max_retries=3 if restart == "on-failure" else 0,
         stop_timeout=int(spec.stop_grace),
+        log_max_bytes=spec.log_max_size,
+        log_max_files=spec.log_max_files,
     )
 
 

@@ -389,3 +389,27 @@ def test_a_staggered_start_serves_like_any_other(runtime_image: str, dep_name: s
         assert dep.is_ready and dep.num_pods == 4
         served = {dep.post("/echo", docs=[{}])[0]["pod"] for _ in range(9)}
         assert len(served) == 3
+
+
+@pytest.mark.parametrize("log_max_size", ["64k", None])
+def test_pod_logs_rotate_at_log_max_size(runtime_image: str, dep_name: str,
+                                         docker_engine: DockerEngine,
+                                         log_max_size: str | None) -> None:
+    """A pod that logs ~400 KiB keeps about `log_max_size` x `log_max_files` of it, the
+    newest lines; with `log_max_size: null` the engine's own settings apply (this engine's
+    default rotates only at 10 MB, so everything is kept)."""
+    with Deployment(name=dep_name, uses=f"{TEST_EXECUTORS / 'chatty.py'}:Chatty",
+                    image=runtime_image, log_max_size=log_max_size, log_max_files=2) as dep:
+        for first in range(0, 400, 100):
+            dep.post("/say", docs=[{}], parameters={"first": first, "lines": 100})
+        worker = next(i for i in docker_engine.list_containers(L.for_deployment(dep.name))
+                      if i.labels[L.ROLE] == "worker")
+        log = docker_engine.logs(worker.name)
+    assert "said up to line 000399" in log  # the newest lines are there either way
+    kept = [line for line in log.splitlines() if line.startswith("line ")]
+    if log_max_size is None:
+        assert len(kept) == 400
+    else:
+        # each line is ~1.1 KiB in the engine's JSON file: 2 files of 64 KiB hold < 120
+        assert 0 < len(kept) < 120, len(kept)
+        assert kept[-1].startswith("line 000399")

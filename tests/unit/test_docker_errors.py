@@ -132,3 +132,38 @@ def test_event_keeps_labels_and_exit_code() -> None:
     assert (event.type, event.action, event.id, event.name) == ("container", "die", "abc", "pod")
     assert event.labels == {"orchestrator.managed": "true"}
     assert event.exit_code == 137 and event.time == pytest.approx(1_700_000_000.5)
+
+
+class _InfoOnly:
+    """A docker client stub whose engine reports one default log driver."""
+
+    def __init__(self, driver: str) -> None:
+        self.api = self
+        self.driver = driver
+        self.asked = 0
+
+    def info(self) -> dict[str, str]:
+        self.asked += 1
+        return {"LoggingDriver": self.driver}
+
+
+@pytest.mark.parametrize(("driver", "rotated"), [("json-file", True), ("local", True),
+                                                 ("journald", False), ("none", False)])
+def test_log_rotation_applies_only_to_drivers_that_write_files(driver: str,
+                                                                rotated: bool) -> None:
+    from orchestrator.engine.base import ContainerSpec
+    from orchestrator.engine.docker_engine import DockerEngine
+
+    stub = _InfoOnly(driver)
+    engine = DockerEngine(stub, where="tcp://stub:2375")  # type: ignore[arg-type]
+    spec = ContainerSpec(name="p", image="i", log_max_bytes=65536, log_max_files=2)
+    config = engine._log_config(spec)
+    if rotated:
+        assert config is not None
+        assert (config.type, dict(config.config)) == (driver, {"max-size": "65536",
+                                                               "max-file": "2"})
+    else:
+        assert config is None
+    assert engine._log_config(ContainerSpec(name="q", image="i")) is None  # engine's own
+    engine._log_config(spec)
+    assert stub.asked == 1  # the engine's driver is asked once

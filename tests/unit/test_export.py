@@ -248,3 +248,15 @@ def test_an_external_deployment_has_nothing_to_export(tmp_path: Path,
     path.write_text(f"name: db\nuses: '{ECHO}:Echo'\nexternal: true\nport: 9999\n")
     assert main(["export", "-f", str(path), "--to", "compose"]) == 2
     assert "nothing to export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("export", ["compose", "swarm"])
+def test_log_rotation_is_exported_as_logging_options(export: str) -> None:
+    def services(**fields: Any) -> dict[str, Any]:
+        s = spec(shards=1, replicas=1, **fields)
+        doc = to_compose(s, CTX) if export == "compose" else to_swarm(s, CTX, sources())
+        return dict(doc["services"])
+
+    for service in services(log_max_size="64k", log_max_files=2).values():
+        assert service["logging"] == {"options": {"max-size": "65536", "max-file": "2"}}
+    assert not any("logging" in s for s in services(log_max_size=None).values())

@@ -38,6 +38,10 @@ def spec(**fields: Any) -> DeploymentSpec:
         ({"uses": "pkg.mod:not-a-class"}, "uses"),
         ({"uses": "docker://"}, "uses"),
         ({"uses_before": 5}, "uses_before"),
+        ({"log_max_size": "lots"}, "log_max_size"),
+        ({"log_max_size": 0}, "log_max_size"),
+        ({"log_max_size": True}, "log_max_size"),
+        ({"log_max_files": 0}, "log_max_files"),
         ({"port": 70000}, "port"),
         ({"timeout_ready": 0}, "timeout_ready"),
         ({"protocol": "http"}, "protocol"),
@@ -134,3 +138,18 @@ def test_only_the_head_publishes_a_port_and_pods_are_locked_down() -> None:
     assert head.container.labels["orchestrator.control"] == "dep-head:50051"
     assert "secret" not in "".join(head.container.labels.values())
     assert "secret" not in " ".join(head.container.command)
+
+
+def test_every_pod_log_rotates_by_default_and_null_leaves_it_to_the_engine() -> None:
+    ctx = PodContext(owner="o", token="secret")
+    s = spec(replicas=2)
+    assert (s.log_max_size, s.log_max_files) == (10 * 1024**2, 3)
+    pods = [head_pod(s, ctx), *initial_pods(s, ctx)]
+    assert {(p.container.log_max_bytes, p.container.log_max_files) for p in pods} == {
+        (10 * 1024**2, 3)}
+    small = spec(log_max_size="64k", log_max_files=2)
+    assert (small.log_max_size, small.log_max_files) == (65536, 2)
+    engine_own = spec(log_max_size=None)
+    assert engine_own.log_max_size is None
+    assert DeploymentSpec.from_fields(**engine_own.to_fields()) == engine_own
+    assert head_pod(engine_own, ctx).container.log_max_bytes is None
