@@ -786,10 +786,18 @@ class Deployment(BaseDeployment):
         except RolloutInProgress:
             return []
         try:
-            if not self._head_alive(unhealthy_for, on_progress):
+            # one listing and one ask of the head per tick while nothing changes
+            containers = self.engine.list_containers(L.for_deployment(self.name))
+            head = self._head_alive(unhealthy_for, on_progress, containers)
+            if head == "down":
                 return []
-            self._converge(on_progress)
-            due = self._sick(unhealthy_for)
+            if head == "recreated":
+                containers = self.engine.list_containers(L.for_deployment(self.name))
+            changed, at_head = self._converge_listed(on_progress, containers)
+            if changed:
+                containers = self.engine.list_containers(L.for_deployment(self.name))
+                at_head = None
+            due = self._sick(unhealthy_for, containers, at_head)
             if not due:
                 return []
             # No drain: what a hung replica holds will not finish. Stopping it drops the
@@ -804,31 +812,27 @@ class Deployment(BaseDeployment):
             self._sick_since.pop(name, None)
         return sorted(due)
 
-    def _head_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None
-                    ) -> bool:
-        """Is the head running (or being restarted by the engine)? A head container that
-        has stayed stopped or gone for `unhealthy_for` seconds (its restart retries used
-        up, stopped or removed by hand) is recreated under the same name, token and port,
-        as Swarm or Kubernetes would; the workers keep running and `converge` registers
-        them with it."""
+    def _head_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None,
+                    containers: list[ContainerInfo]) -> Literal["up", "down", "recreated"]:
+        """Is the head running (or being restarted by the engine)? `containers`: the
+        deployment's, listed just now. A head container that has stayed stopped or gone
+        for `unhealthy_for` seconds (its restart retries used up, stopped or removed by
+        hand) is recreated under the same name, token and port, as Swarm or Kubernetes
+        would; the workers keep running and `converge` registers them with it."""
         name = names.head_name(self.name)
-        try:
-            info: ContainerInfo | None = self.engine.inspect_container(name)
-        except ResourceNotFound:
-            info = None  # removed behind our back
+        info = next((c for c in containers if c.name == name), None)  # None: removed
         if info is not None and (info.running or info.status == "restarting"):
             self._head_down_since = None
-            return True
-        workers = [c for c in self.engine.list_containers(L.for_deployment(self.name))
-                   if c.labels.get(L.ROLE) == "worker" and c.running]
+            return "up"
+        workers = [c for c in containers if c.labels.get(L.ROLE) == "worker" and c.running]
         if not workers:  # being taken down (the head goes last), or nothing left to route
             self._head_down_since = None
-            return False
+            return "down"
         now = time.monotonic()
         if self._head_down_since is None:
             self._head_down_since = now
         if now - self._head_down_since < unhealthy_for:
-            return False
+            return "down"
         plan = head_pod(self.spec, self._ctx)
         if self._control is not None:
             self._control.close()
@@ -846,17 +850,20 @@ class Deployment(BaseDeployment):
                 message="recreated: its container was gone" if info is None else
                 f"recreated: its container had stopped ({info.status}, exit code "
                 f"{info.exit_code})"))
-        return True
+        return "recreated"
 
-    def _sick(self, unhealthy_for: float) -> list[str]:
-        """Workers sick for `unhealthy_for` seconds now (remembering when each fell sick)."""
-        at_head = {w.worker_id: w.state for w in self.control().list_workers()}
+    def _sick(self, unhealthy_for: float, containers: list[ContainerInfo],
+              at_head: dict[str, str] | None) -> list[str]:
+        """Workers sick for `unhealthy_for` seconds now (remembering when each fell sick).
+        `containers`: the deployment's, listed just now; `at_head`: worker id -> routing
+        state, as the head listed them just now (None: ask it)."""
+        if at_head is None:
+            at_head = {w.worker_id: w.state for w in self.control().list_workers()}
         workers = {p.name for p in self._pods.values() if p.role == "worker"}
         if set(at_head) != workers:
             self._take_over(set(at_head))
             workers = {p.name for p in self._pods.values() if p.role == "worker"}
-        running = {c.name for c in self.engine.list_containers(L.for_deployment(self.name))
-                   if c.running}
+        running = {c.name for c in containers if c.running}
         now, due = time.monotonic(), []
         for name in sorted(workers):
             if name in running and at_head.get(name) != "unhealthy":
@@ -903,13 +910,23 @@ class Deployment(BaseDeployment):
 
     def _converge(self, on_progress: ProgressCallback | None) -> list[str]:
         """`converge`, with the rollout lock held."""
-        containers = self.engine.list_containers(L.for_deployment(self.name))
+        changed, _ = self._converge_listed(
+            on_progress, self.engine.list_containers(L.for_deployment(self.name)))
+        return changed
+
+    def _converge_listed(self, on_progress: ProgressCallback | None,
+                         containers: list[ContainerInfo]
+                         ) -> tuple[list[str], dict[str, str] | None]:
+        """`_converge` from `containers`, the deployment's listed just now. Also returns
+        what the head listed (worker id -> routing state; None: the head is not running),
+        which is still true when nothing changed."""
         head = next((c for c in containers if c.labels.get(L.ROLE) == "head"), None)
         if head is None or not head.running:
-            return []
+            return [], None
         self._note_head(head)
         control = self.control()
         at_head = {w.worker_id: w for w in control.list_workers()}
+        states = {worker_id: w.state for worker_id, w in at_head.items()}
         debris: list[ContainerInfo] = []
         forgotten: list[ContainerInfo] = []
         for info in containers:
@@ -930,7 +947,7 @@ class Deployment(BaseDeployment):
             assert plan.shard is not None
             control.add_worker(plan.shard, plan.address, plan.name)
         if not debris and not forgotten:
-            return []
+            return [], states
         self._take_over({w.worker_id for w in control.list_workers()})
         if on_progress is not None:
             done: tuple[tuple[EventKind, list[ContainerInfo], str], ...] = (
@@ -942,7 +959,7 @@ class Deployment(BaseDeployment):
                     on_progress(ProgressEvent(
                         kind=kind, deployment=self.name, done=0, total=0, shard=plan.shard,
                         replica=plan.replica, pod=info.name, message=message))
-        return sorted(c.name for c in debris + forgotten)
+        return sorted(c.name for c in debris + forgotten), None
 
     def _take_over(self, at_head: set[str]) -> None:
         """Another process updated or scaled the deployment: take its spec and pods from
