@@ -194,6 +194,7 @@ class Deployment(BaseDeployment):
         self._joined = False  # this process's own container joined the deployment network
         self._sick_since: dict[str, float] = {}  # worker pod -> when it was first seen sick
         self._head_down_since: float | None = None  # when heal first saw the head stopped
+        self._uses_down_since: dict[str, float] = {}  # the same for uses_before / uses_after
         self.pod_args: dict[str, Any] = {}
         self.update_pod_args()
 
@@ -773,7 +774,8 @@ class Deployment(BaseDeployment):
         Returns the names of the replaced pods (none while another update or scale runs).
         Like an update or scale, it first finishes what an interrupted one left behind
         (see `converge`). A head whose container has stayed stopped or gone for
-        `unhealthy_for` seconds is recreated first (its workers are not replaced).
+        `unhealthy_for` seconds is recreated first (its workers are not replaced), then a
+        uses_before / uses_after pod in the same state.
 
         Raises:
             RolloutError: a replacement failed (it was undone; the sick replica remains).
@@ -792,6 +794,8 @@ class Deployment(BaseDeployment):
             if head == "down":
                 return []
             if head == "recreated":
+                containers = self.engine.list_containers(L.for_deployment(self.name))
+            if self._uses_alive(unhealthy_for, on_progress, containers):
                 containers = self.engine.list_containers(L.for_deployment(self.name))
             changed, at_head = self._converge_listed(on_progress, containers)
             if changed:
@@ -851,6 +855,45 @@ class Deployment(BaseDeployment):
                 f"recreated: its container had stopped ({info.status}, exit code "
                 f"{info.exit_code})"))
         return "recreated"
+
+    def _uses_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None,
+                    containers: list[ContainerInfo]) -> bool:
+        """Recreate a uses_before / uses_after pod whose container has stayed stopped or
+        gone for `unhealthy_for` seconds: every request goes through it, so nothing serves
+        without it. Same name and spec: the head dials it by name and finds the new one.
+        Only while a worker runs (a `down` removes the workers first). Returns True when
+        one was recreated."""
+        if not any(c.labels.get(L.ROLE) == "worker" and c.running for c in containers):
+            self._uses_down_since.clear()
+            return False
+        by_name = {c.name: c for c in containers}
+        now, recreated = time.monotonic(), False
+        for role, uses in (("uses_before", self.spec.uses_before),
+                           ("uses_after", self.spec.uses_after)):
+            if uses is None:
+                continue
+            name = names.uses_name(self.name, role)
+            info = by_name.get(name)
+            if info is not None and (info.running or info.status == "restarting"):
+                self._uses_down_since.pop(name, None)
+                continue
+            if now - self._uses_down_since.setdefault(name, now) < unhealthy_for:
+                continue
+            plan = executor_pod(self.spec, self._ctx, role=role, uses=uses)
+            act = self._actuator()
+            act.remove([name], grace=0)
+            self._infos.update(act.start([plan], self._pod_ready,
+                                         timeout=self.spec.timeout_ready))
+            self._pods[name] = plan
+            del self._uses_down_since[name]
+            recreated = True
+            if on_progress is not None:
+                on_progress(ProgressEvent(
+                    kind="added", deployment=self.name, done=0, total=0, pod=name,
+                    message="recreated: its container was gone" if info is None else
+                    f"recreated: its container had stopped ({info.status}, exit code "
+                    f"{info.exit_code})"))
+        return recreated
 
     def _sick(self, unhealthy_for: float, containers: list[ContainerInfo],
               at_head: dict[str, str] | None) -> list[str]:

@@ -61,8 +61,10 @@ class HeadServer:
         # A worker that restarts can come back on a new IP under the same name: re-resolve
         # it within a second of a failed connection, not gRPC's default 30 s (measured: a
         # restarted replica stayed out of routing for ~30 s with the default).
-        self._worker_opts = [*self._opts, ("grpc.enable_retries", 0),
-                             ("grpc.dns_min_time_between_resolutions_ms", DNS_REFRESH_MS)]
+        # The same holds for a uses_before / uses_after pod that heal recreates.
+        self._uses_opts = [*self._opts,
+                           ("grpc.dns_min_time_between_resolutions_ms", DNS_REFRESH_MS)]
+        self._worker_opts = [*self._uses_opts, ("grpc.enable_retries", 0)]
         self._health = health.aio.HealthServicer()
         self._serving: bool | None = None
         self._server: grpc.aio.Server | None = None
@@ -436,7 +438,7 @@ class HeadServer:
     def _upstream(self, address: str | None) -> tuple[Any, Any]:
         if not address:
             return None, None
-        channel = grpc.aio.insecure_channel(address, options=self._opts)
+        channel = grpc.aio.insecure_channel(address, options=self._uses_opts)
         return channel, channel.unary_unary(wire.METHOD_CALL, request_serializer=wire.identity,
                                             response_deserializer=wire.identity)
 

@@ -556,3 +556,52 @@ def test_heal_recreates_a_head_that_stays_down_and_keeps_the_workers(
         served = {d["pod"] for _ in range(6) for d in dep.post("/echo", docs=[{}])}
         assert served == workers_before
         assert dep.control().list_workers()  # our token works with the new head
+
+
+@pytest.mark.parametrize("role", ["uses_before", "uses_after"])
+def test_heal_recreates_a_uses_pod_that_stays_down(
+        runtime_image: str, dep_name: str, docker_engine: DockerEngine, role: str) -> None:
+    """Every request goes through the uses_before / uses_after pod: once its container is
+    removed (or stopped for good), nothing serves. Heal recreates it under the same name,
+    the head dials it by name again, and the workers are left alone."""
+    import docker
+
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2, shards=2,
+                    polling="ALL", uses_before=f"{ECHO}:Stamp", uses_after=f"{ECHO}:Sum",
+                    image=runtime_image, stop_grace=1) as dep:
+        def merged() -> bool:
+            try:
+                docs = dep.post("/echo", docs=[{}], timeout=5)
+            except RequestError:
+                return False
+            return docs == [{"count": 2, "shards": [0, 1]}]
+
+        assert merged()
+        workers_before = set(worker_containers(docker_engine, dep))
+        pod = f"{dep_name}-{role.replace('_', '-')}"
+        old = docker_engine.inspect_container(pod)
+        client = docker.from_env()
+        filler = None
+        try:
+            client.containers.get(pod).remove(force=True)
+            assert not merged()
+            filler = client.containers.run(  # takes the freed address: the new pod gets another
+                runtime_image, ["3600"], entrypoint=["sleep"], detach=True,
+                network=dep.network, labels={L.MANAGED: "true", L.DEPLOYMENT: dep_name},
+                user="10001:10001", cap_drop=["ALL"])
+            events: list[ProgressEvent] = []
+            assert dep.heal(unhealthy_for=60, on_progress=events.append) == []
+            assert events == []  # gone, but not for 60 s yet
+            assert dep.heal(unhealthy_for=0, on_progress=events.append) == []  # no worker
+            assert [(e.pod, "recreated" in e.message) for e in events] == [(pod, True)]
+            new = docker_engine.inspect_container(pod)
+            assert new.id != old.id
+            assert new.ip_addresses[dep.network] != old.ip_addresses[dep.network]
+            started = time.monotonic()
+            wait_until(merged, timeout=60, what=f"requests through the new {pod}")
+            print(f"served through the new {pod} {time.monotonic() - started:.1f}s after heal")
+        finally:
+            if filler is not None:
+                filler.remove(force=True)
+            client.close()
+        assert set(worker_containers(docker_engine, dep)) == workers_before
