@@ -859,10 +859,11 @@ class Deployment(BaseDeployment):
     def _uses_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None,
                     containers: list[ContainerInfo]) -> bool:
         """Recreate a uses_before / uses_after pod whose container has stayed stopped or
-        gone for `unhealthy_for` seconds: every request goes through it, so nothing serves
-        without it. Same name and spec: the head dials it by name and finds the new one.
-        Only while a worker runs (a `down` removes the workers first). Returns True when
-        one was recreated."""
+        gone, or has not answered its health check (probed from here: the head does not
+        check these pods), for `unhealthy_for` seconds: every request goes through it, so
+        nothing serves without it. Same name and spec: the head dials it by name and finds
+        the new one. Only while a worker runs (a `down` removes the workers first). Returns
+        True when one was recreated."""
         if not any(c.labels.get(L.ROLE) == "worker" and c.running for c in containers):
             self._uses_down_since.clear()
             return False
@@ -874,7 +875,8 @@ class Deployment(BaseDeployment):
                 continue
             name = names.uses_name(self.name, role)
             info = by_name.get(name)
-            if info is not None and (info.running or info.status == "restarting"):
+            if info is not None and (info.status == "restarting" or info.running
+                                     and self._actuator().serving(info)):
                 self._uses_down_since.pop(name, None)
                 continue
             if now - self._uses_down_since.setdefault(name, now) < unhealthy_for:
@@ -891,6 +893,7 @@ class Deployment(BaseDeployment):
                 on_progress(ProgressEvent(
                     kind="added", deployment=self.name, done=0, total=0, pod=name,
                     message="recreated: its container was gone" if info is None else
+                    "recreated: it did not answer health checks" if info.running else
                     f"recreated: its container had stopped ({info.status}, exit code "
                     f"{info.exit_code})"))
         return recreated

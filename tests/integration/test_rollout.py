@@ -605,3 +605,29 @@ def test_heal_recreates_a_uses_pod_that_stays_down(
                 filler.remove(force=True)
             client.close()
         assert set(worker_containers(docker_engine, dep)) == workers_before
+
+
+def test_heal_recreates_a_uses_before_pod_that_stops_answering(
+        runtime_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
+    """A uses_before pod whose event loop is frozen keeps running but serves nothing, and
+    the head does not health-check it: heal probes it and recreates it."""
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=1,
+                    uses_before=f"{TEST_EXECUTORS / 'hang.py'}:Freezes", image=runtime_image,
+                    stop_grace=1) as dep:
+        def served() -> bool:
+            try:
+                return len(dep.post("/echo", docs=[{}], timeout=3)) == 1
+            except RequestError:
+                return False
+
+        pod = f"{dep_name}-uses-before"
+        assert served()
+        with pytest.raises(RequestError):
+            dep.post("/freeze", docs=[{}], timeout=1)
+        assert not served()
+        assert docker_engine.inspect_container(pod).running  # hung, not exited
+        events: list[ProgressEvent] = []
+        assert dep.heal(unhealthy_for=0, on_progress=events.append) == []
+        assert [(e.pod, e.message) for e in events] == [
+            (pod, "recreated: it did not answer health checks")]
+        wait_until(served, timeout=30, what=f"requests through the new {pod}")
