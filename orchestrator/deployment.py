@@ -849,11 +849,7 @@ class Deployment(BaseDeployment):
         self._note_head(infos[name])
         self._head_down_since = None
         if on_progress is not None:
-            on_progress(ProgressEvent(
-                kind="added", deployment=self.name, done=0, total=0, pod=name,
-                message="recreated: its container was gone" if info is None else
-                f"recreated: its container had stopped ({info.status}, exit code "
-                f"{info.exit_code})"))
+            on_progress(_recreated(self.name, name, info))
         return "recreated"
 
     def _uses_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None,
@@ -875,8 +871,8 @@ class Deployment(BaseDeployment):
                 continue
             name = names.uses_name(self.name, role)
             info = by_name.get(name)
-            if info is not None and (info.status == "restarting" or info.running
-                                     and self._actuator().serving(info)):
+            if info is not None and (info.status == "restarting" or (
+                    info.running and self._actuator().serving(info))):
                 self._uses_down_since.pop(name, None)
                 continue
             if now - self._uses_down_since.setdefault(name, now) < unhealthy_for:
@@ -890,12 +886,7 @@ class Deployment(BaseDeployment):
             del self._uses_down_since[name]
             recreated = True
             if on_progress is not None:
-                on_progress(ProgressEvent(
-                    kind="added", deployment=self.name, done=0, total=0, pod=name,
-                    message="recreated: its container was gone" if info is None else
-                    "recreated: it did not answer health checks" if info.running else
-                    f"recreated: its container had stopped ({info.status}, exit code "
-                    f"{info.exit_code})"))
+                on_progress(_recreated(self.name, name, info))
         return recreated
 
     def _sick(self, unhealthy_for: float, containers: list[ContainerInfo],
@@ -1064,6 +1055,15 @@ class Deployment(BaseDeployment):
     def _next_generation(self) -> int:
         gens = [p.generation for p in self._pods.values()] + [self._ctx.generation]
         return max(gens) + 1
+
+
+def _recreated(deployment: str, pod: str, was: ContainerInfo | None) -> ProgressEvent:
+    """What heal reports when it recreated `pod`; `was`: its container before (None: gone)."""
+    why = ("its container was gone" if was is None else
+           "it did not answer health checks" if was.running else
+           f"its container had stopped ({was.status}, exit code {was.exit_code})")
+    return ProgressEvent(kind="added", deployment=deployment, done=0, total=0, pod=pod,
+                         message=f"recreated: {why}")
 
 
 def _started_before(worker: ContainerInfo, head: ContainerInfo) -> bool:
