@@ -62,3 +62,38 @@ def test_a_user_suite_leaves_nothing_even_when_its_test_fails(
     name = out.read_text()
     assert name.startswith("pytest-")
     assert not list_owned(docker_engine, name)
+
+
+PARALLEL_TEST = f"""
+from orchestrator.testing import deployment_fixture
+
+echo = deployment_fixture(uses="{ECHO}:Echo", replicas=2)
+
+def test_user(echo):
+    open(OUT_PATH, "w").write(f"{{echo.name}} {{echo.port}}")
+    assert len({{d["pod"] for _ in range(4) for d in echo.post("/echo", docs=[{{}}])}}) == 2
+"""
+
+
+def test_suites_run_in_parallel_processes_do_not_clash(
+    tmp_path: Path, runtime_image: str, docker_engine: DockerEngine
+) -> None:
+    """What pytest-xdist does: several test processes at once, each with its own
+    deployment from the same fixture: names, networks and head ports never clash."""
+    runs = []
+    for i in range(3):
+        out = tmp_path / f"name{i}.txt"
+        test_file = tmp_path / f"test_user{i}.py"
+        test_file.write_text(PARALLEL_TEST.replace("OUT_PATH", repr(str(out))))
+        runs.append((out, subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})))
+    seen = []
+    for out, proc in runs:
+        stdout, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stdout[-2000:]
+        seen.append(out.read_text().split())
+    assert len({name for name, _ in seen}) == 3 and len({port for _, port in seen}) == 3
+    for name, _ in seen:
+        assert not list_owned(docker_engine, name)
