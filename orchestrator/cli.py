@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
     from orchestrator.config import DeploymentConfig
     from orchestrator.deployment import Deployment
-    from orchestrator.engine.base import ContainerEngine, ContainerInfo
+    from orchestrator.engine.base import ContainerEngine, ContainerInfo, LogLine
     from orchestrator.progress import ProgressEvent
     from orchestrator.spec import DeploymentSpec
 
@@ -183,6 +184,11 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
                    "after 'NAME-' (e.g. head, s0-r0-g1)")
     p.add_argument("-f", "--follow", action="store_true", help="keep streaming (Ctrl-C stops)")
     p.add_argument("--tail", type=int, metavar="N", help="only the last N lines of each pod")
+    p.add_argument("--since", metavar="WHEN", help="only lines written since WHEN: a "
+                   "duration back from now (10m, 1h30m, 45s) or a time (2026-11-29T07:00:00, "
+                   "local unless it gives its zone)")
+    p.add_argument("-t", "--timestamps", action="store_true",
+                   help="show when each line was written (the engine's time, UTC)")
 
 
 def _scale_args(p: argparse.ArgumentParser) -> None:
@@ -783,9 +789,11 @@ def format_uptime(seconds: float | None) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    """`logs NAME [--pod P] [-f] [--tail N]`: lines prefixed by pod, like compose."""
+    """`logs NAME [--pod P] [-f] [--tail N] [--since WHEN] [-t]`: lines prefixed by pod,
+    like compose."""
     if args.tail is not None and args.tail < 0:
         raise UsageError("--tail must be >= 0")
+    since = None if args.since is None else parse_since(args.since, datetime.now(UTC))
     with _engine() as engine:
         pods = engine.list_containers(L.for_deployment(args.name))
         if not pods:
@@ -795,14 +803,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
         colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
         prefixes = {p.name: _prefix(p.name, width, i, colour) for i, p in enumerate(pods)}
         if args.follow:
-            _follow(engine, pods, prefixes, args.tail)
+            _follow(engine, pods, prefixes, args.tail, since, args.timestamps)
         else:
             # Interleaved by the time each line was written, like compose.
-            timed = [(line.time, order, pod.name, line.text)
+            timed = [(line, order, pod.name)
                      for order, pod in enumerate(pods)
-                     for line in engine.log_lines(pod.id, tail=args.tail)]
-            for _, _, pod_name, text in sorted(timed, key=lambda t: (t[0], t[1])):
-                print(f"{prefixes[pod_name]}{text}")
+                     for line in engine.log_lines(pod.id, tail=args.tail, since=since)]
+            for line, _, pod_name in sorted(timed, key=lambda t: (t[0].time, t[1])):
+                print(f"{prefixes[pod_name]}{_shown(line, args.timestamps)}")
     sys.stdout.flush()
     return EXIT_OK
 
@@ -825,15 +833,43 @@ def _prefix(name: str, width: int, index: int, colour: bool) -> str:
     return f"\x1b[{_COLOURS[index % len(_COLOURS)]}m{text}\x1b[0m" if colour else text
 
 
+def parse_since(text: str, now: datetime) -> datetime:
+    """`--since`: a duration back from `now` ('10m', '1h30m', '45s', '2d') or a time
+    (ISO 8601; local time unless it gives its zone).
+
+    Raises:
+        UsageError: neither.
+    """
+    parts = _DURATION.fullmatch(text.strip())
+    if parts and any(parts.groups()):
+        days, hours, minutes, seconds = (float(g or 0) for g in parts.groups())
+        return now - timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--since {text!r}: give a duration such as 10m, 1h30m or 45s, or a "
+                         "time such as 2026-11-29T07:00:00") from None
+    return when if when.tzinfo is not None else when.astimezone()
+
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def _shown(line: LogLine, timestamps: bool) -> str:
+    if not timestamps:
+        return line.text
+    return f"{line.time.astimezone(UTC).isoformat(timespec='microseconds')} {line.text}"
+
+
 def _follow(engine: ContainerEngine, pods: list[ContainerInfo], prefixes: dict[str, str],
-            tail: int | None) -> None:
+            tail: int | None, since: datetime | None, timestamps: bool) -> None:
     """Interleave every pod's stream in arrival order until all end or Ctrl-C."""
     lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
 
     def pump(pod: ContainerInfo) -> None:
         try:
-            for line in engine.follow_logs(pod.id, tail=tail):
-                lines.put((pod.name, line))
+            for line in engine.follow_logs(pod.id, tail=tail, since=since):
+                lines.put((pod.name, _shown(line, timestamps)))
         except OrchestratorError as exc:
             lines.put((pod.name, f"[log stream ended: {exc}]"))
         finally:

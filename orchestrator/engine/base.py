@@ -220,11 +220,15 @@ class ContainerEngine(Protocol):
     def logs(self, name_or_id: str, *, tail: int | None = None) -> str:
         """stdout and stderr, interleaved; the last `tail` lines if given."""
 
-    def log_lines(self, name_or_id: str, *, tail: int | None = None) -> list[LogLine]:
-        """Like `logs`, one `LogLine` per line with its time, to interleave several pods."""
+    def log_lines(self, name_or_id: str, *, tail: int | None = None,
+                  since: datetime | None = None) -> list[LogLine]:
+        """Like `logs`, one `LogLine` per line with its time, to interleave several pods;
+        only the lines written at or after `since`, if given."""
 
-    def follow_logs(self, name_or_id: str, *, tail: int | None = None) -> Iterator[str]:
-        """Yield log lines as they are written, until the container stops."""
+    def follow_logs(self, name_or_id: str, *, tail: int | None = None,
+                    since: datetime | None = None) -> Iterator[LogLine]:
+        """Yield log lines as they are written, until the container stops (`tail` and
+        `since` pick where the stream starts, as for `log_lines`)."""
 
     def wait_container(self, name_or_id: str, *, timeout: float | None = None) -> int:
         """Block until the container exits; return its exit code."""

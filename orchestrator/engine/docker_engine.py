@@ -428,21 +428,18 @@ class DockerEngine:
             )
         return raw.decode("utf-8", "replace")
 
-    def log_lines(self, name_or_id: str, *, tail: int | None = None) -> list[LogLine]:
+    def log_lines(self, name_or_id: str, *, tail: int | None = None,
+                  since: datetime | None = None) -> list[LogLine]:
         """Lines with the engine's own timestamps. Raises `ResourceNotFound`."""
         with self._call("container", name_or_id):
             raw = self._api.logs(name_or_id, stdout=True, stderr=True, timestamps=True,
-                                 tail="all" if tail is None else tail)
-        out = []
-        for line in raw.decode("utf-8", "replace").splitlines():
-            stamp, _, text = line.partition(" ")
-            when = _parse_time(stamp)
-            if when is not None:
-                out.append(LogLine(when, text))
-        return out
+                                 tail="all" if tail is None else tail, since=_epoch(since))
+        stamped = (_log_line(line) for line in raw.decode("utf-8", "replace").splitlines())
+        return [line for line in stamped if line is not None]
 
-    def follow_logs(self, name_or_id: str, *, tail: int | None = None) -> Iterator[str]:
-        """Yield log lines (without newline) until the container stops.
+    def follow_logs(self, name_or_id: str, *, tail: int | None = None,
+                    since: datetime | None = None) -> Iterator[LogLine]:
+        """Yield log lines until the container stops.
 
         Raises:
             ResourceNotFound: no such container.
@@ -450,21 +447,22 @@ class DockerEngine:
         with self._call("container", name_or_id):
             stream = self._api.logs(
                 name_or_id, stdout=True, stderr=True, stream=True, follow=True,
-                tail="all" if tail is None else tail,
+                timestamps=True, tail="all" if tail is None else tail, since=_epoch(since),
             )
         return self._lines(name_or_id, stream)
 
-    def _lines(self, name: str, stream: Any) -> Iterator[str]:
+    def _lines(self, name: str, stream: Any) -> Iterator[LogLine]:
         buffer = b""
         try:
             with self._call("container", name):
                 for chunk in stream:
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
-                    for line in lines:
-                        yield line.decode("utf-8", "replace")
-            if buffer:
-                yield buffer.decode("utf-8", "replace")
+                    for raw in lines:
+                        if (line := _log_line(raw.decode("utf-8", "replace"))) is not None:
+                            yield line
+            if buffer and (line := _log_line(buffer.decode("utf-8", "replace"))) is not None:
+                yield line
         finally:
             stream.close()
 
@@ -757,6 +755,18 @@ def _published_ports(ports: Mapping[str, Any]) -> dict[int, tuple[str, int]]:
         first = bindings[0]  # IPv4 comes first; an IPv6 twin repeats the port
         out[int(port)] = (str(first.get("HostIp", "")), int(first["HostPort"]))
     return out
+
+
+def _epoch(when: datetime | None) -> float | None:
+    """The SDK's `since`: seconds since the epoch (fractions are kept)."""
+    return None if when is None else when.timestamp()
+
+
+def _log_line(stamped: str) -> LogLine | None:
+    """One line the engine gave with `timestamps=True` ('<RFC 3339> text')."""
+    stamp, _, text = stamped.partition(" ")
+    when = _parse_time(stamp)
+    return None if when is None else LogLine(when, text)
 
 
 def _parse_time(text: str) -> datetime | None:

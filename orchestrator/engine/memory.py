@@ -610,10 +610,11 @@ class MemoryEngine:
     def _visible_lines(self, c: _Container) -> list[str]:
         return [line for _, line in self._timed_lines(c)]
 
-    def log_lines(self, name_or_id: str, *, tail: int | None = None) -> list[LogLine]:
+    def log_lines(self, name_or_id: str, *, tail: int | None = None,
+                  since: datetime | None = None) -> list[LogLine]:
         """Raises `ResourceNotFound`."""
         with self._lock:
-            timed = self._timed_lines(self._get(name_or_id))
+            timed = _after(self._timed_lines(self._get(name_or_id)), since)
         timed = timed[-tail:] if tail else ([] if tail == 0 else timed)
         return [LogLine(datetime.fromtimestamp(at, UTC), line) for at, line in timed]
 
@@ -624,22 +625,24 @@ class MemoryEngine:
         lines = lines[-tail:] if tail else ([] if tail == 0 else lines)
         return "".join(line + "\n" for line in lines)
 
-    def follow_logs(self, name_or_id: str, *, tail: int | None = None) -> Iterator[str]:
+    def follow_logs(self, name_or_id: str, *, tail: int | None = None,
+                    since: datetime | None = None) -> Iterator[LogLine]:
         """Raises `ResourceNotFound` (at once, not on first iteration)."""
         c = self._get(name_or_id)
         with self._lock:
-            seen = len(self._visible_lines(c))
+            seen = len(_after(self._timed_lines(c), since))
         start = max(0, seen - tail) if tail is not None else 0
-        return self._follow(c, start)
+        return self._follow(c, start, since)
 
-    def _follow(self, c: _Container, start: int) -> Iterator[str]:
+    def _follow(self, c: _Container, start: int, since: datetime | None) -> Iterator[LogLine]:
         sent = start
         while True:
             with self._lock:
                 self._refresh(c)
-                lines, running = self._visible_lines(c), c.status == "running"
-            yield from lines[sent:]
-            sent = len(lines)
+                timed, running = _after(self._timed_lines(c), since), c.status == "running"
+            for at, line in timed[sent:]:
+                yield LogLine(datetime.fromtimestamp(at, UTC), line)
+            sent = len(timed)
             if not running:
                 return
             self.clock.sleep(self._step(c))
@@ -829,3 +832,11 @@ def _dockerfile_labels(text: str) -> dict[str, str]:
                 key, _, value = pair.partition("=")
                 labels[key] = value
     return labels
+
+
+def _after(timed: list[tuple[float, str]], since: datetime | None) -> list[tuple[float, str]]:
+    """The lines written at or after `since` (all of them for None), compared at the
+    microsecond resolution of the times `log_lines` reports."""
+    if since is None:
+        return timed
+    return [(at, line) for at, line in timed if datetime.fromtimestamp(at, UTC) >= since]

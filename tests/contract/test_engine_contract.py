@@ -100,8 +100,14 @@ def test_follow_logs_yields_lines_until_the_container_stops(
     script = "echo one; sleep 0.3; echo two; sleep 0.3; echo three"
     info = engine.run_container(ours.spec("f", (*SCRIPT, script)))
 
-    assert list(engine.follow_logs(info.id)) == ["one", "two", "three"]
-    assert list(engine.follow_logs(info.id, tail=1)) == ["three"]
+    followed = list(engine.follow_logs(info.id))
+    assert [line.text for line in followed] == ["one", "two", "three"]
+    assert [line.text for line in engine.follow_logs(info.id, tail=1)] == ["three"]
+    # `since` starts at a line's own time (inclusive), for reading and following alike
+    assert [line.text for line in engine.log_lines(info.id, since=followed[1].time)] == [
+        "two", "three"]
+    assert [line.text for line in engine.follow_logs(info.id, since=followed[1].time)] == [
+        "two", "three"]
 
 
 def test_missing_container_raises_resource_not_found(engine: ContainerEngine) -> None:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +230,24 @@ def test_logs_prefixed_by_pod(shared: str) -> None:
     assert line.startswith(f"{shared}-head | ")
     bad = orch("logs", shared, "--pod", "nope")
     assert bad.returncode == EXIT_FAILURE and f"{shared}-head" in one_line_error(bad)
+
+
+def test_logs_timestamps_and_since(shared: str) -> None:
+    stamped = orch("logs", shared, "-t")
+    assert stamped.returncode == EXIT_OK
+    lines = [line.split(" | ", 1)[1].split(" ", 1) for line in stamped.stdout.splitlines()]
+    times = [datetime.fromisoformat(stamp) for stamp, _ in lines]
+    assert len(times) >= 2 and all(t.tzinfo is not None for t in times)
+    assert times == sorted(times)  # interleaved by when each line was written
+    later = [text for t, (_, text) in zip(times, lines, strict=True) if t >= times[-1]]
+    since = orch("logs", shared, "--since", lines[-1][0])
+    assert since.returncode == EXIT_OK
+    assert [line.split(" | ", 1)[1] for line in since.stdout.splitlines()] == later
+    assert len(later) < len(lines)  # the earlier lines are left out
+    hour = orch("logs", shared, "--since", "1h")
+    assert hour.returncode == EXIT_OK and len(hour.stdout.splitlines()) == len(lines)
+    bad = orch("logs", shared, "--since", "yesterday-ish")
+    assert bad.returncode == EXIT_USAGE and "--since" in one_line_error(bad)
 
 
 def test_logs_follow_streams_until_ctrl_c(shared: str) -> None:

@@ -98,3 +98,22 @@ def test_pod_rows_and_table_for_stopped_pods() -> None:
                                 "-", "-", "img"]
     assert [r["restarts"] for r in rows] == [0, 2]
     assert rows[1]["routing"] is None  # no running head to ask
+
+
+def test_since_takes_a_duration_or_a_time() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from orchestrator.cli import UsageError, parse_since
+
+    now = datetime(2026, 11, 29, 7, 0, tzinfo=UTC)
+    assert parse_since("10m", now) == now - timedelta(minutes=10)
+    assert parse_since("1h30m", now) == now - timedelta(hours=1, minutes=30)
+    assert parse_since("2d", now) == now - timedelta(days=2)
+    assert parse_since("1.5s", now) == now - timedelta(seconds=1.5)
+    assert parse_since("2026-11-29T06:00:00+00:00", now) == now - timedelta(hours=1)
+    assert parse_since("2026-11-29T06:00:00Z", now) == now - timedelta(hours=1)
+    local = parse_since("2026-11-29T06:00:00", now)  # no zone: local time
+    assert local.tzinfo is not None and local.replace(tzinfo=None) == datetime(2026, 11, 29, 6)
+    for bad in ("", "soon", "10x", "m"):
+        with pytest.raises(UsageError, match="--since"):
+            parse_since(bad, now)

@@ -168,7 +168,7 @@ def test_follow_logs_in_fake_time(engine: MemoryEngine, clock: FakeClock) -> Non
     start = clock.now()
     engine.run_container(spec("s", "sh", "-c", "echo a; sleep 10; echo b; exit 2"))
     assert engine.logs("s") == "a\n"
-    assert list(engine.follow_logs("s")) == ["a", "b"]
+    assert [line.text for line in engine.follow_logs("s")] == ["a", "b"]
     assert clock.now() == pytest.approx(start + 10)
     assert engine.inspect_container("s").exit_code == 2
 
