@@ -788,18 +788,19 @@ class Deployment(BaseDeployment):
         except RolloutInProgress:
             return []
         try:
-            # one listing and one ask of the head per tick while nothing changes
-            containers = self.engine.list_containers(L.for_deployment(self.name))
+            # While nothing changes, a tick costs one engine call (a brief listing: no
+            # inspect per container) and one ask of the head.
+            containers = self._brief_listing()
             head = self._head_alive(unhealthy_for, on_progress, containers)
             if head == "down":
                 return []
             if head == "recreated":
-                containers = self.engine.list_containers(L.for_deployment(self.name))
+                containers = self._brief_listing()
             if self._uses_alive(unhealthy_for, on_progress, containers):
-                containers = self.engine.list_containers(L.for_deployment(self.name))
+                containers = self._brief_listing()
             changed, at_head = self._converge_listed(on_progress, containers)
             if changed:
-                containers = self.engine.list_containers(L.for_deployment(self.name))
+                containers = self._brief_listing()
                 at_head = None
             due = self._sick(unhealthy_for, containers, at_head)
             if not due:
@@ -815,6 +816,16 @@ class Deployment(BaseDeployment):
         for name in due:
             self._sick_since.pop(name, None)
         return sorted(due)
+
+    def _brief_listing(self) -> list[ContainerInfo]:
+        return self.engine.list_containers(L.for_deployment(self.name), brief=True)
+
+    def _inspected(self, name: str) -> ContainerInfo | None:
+        """A fresh full snapshot of `name` (None: gone): what a brief listing leaves out."""
+        try:
+            return self.engine.inspect_container(name)
+        except ResourceNotFound:
+            return None
 
     def _head_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None,
                     containers: list[ContainerInfo]) -> Literal["up", "down", "recreated"]:
@@ -837,6 +848,7 @@ class Deployment(BaseDeployment):
             self._head_down_since = now
         if now - self._head_down_since < unhealthy_for:
             return "down"
+        info = None if info is None else self._inspected(name)  # its exit code, for the event
         plan = head_pod(self.spec, self._ctx)
         if self._control is not None:
             self._control.close()
@@ -877,6 +889,7 @@ class Deployment(BaseDeployment):
                 continue
             if now - self._uses_down_since.setdefault(name, now) < unhealthy_for:
                 continue
+            info = None if info is None else self._inspected(name)  # its exit code
             plan = executor_pod(self.spec, self._ctx, role=role, uses=uses)
             act = self._actuator()
             act.remove([name], grace=0)
@@ -974,7 +987,7 @@ class Deployment(BaseDeployment):
                 if seen.state == "draining":  # its retirement was cut short
                     control.remove_worker(seen.shard, seen.address)
                     debris.append(info)
-            elif info.running and not at_head and _started_before(info, head):
+            elif info.running and not at_head and self._started_before_head(info, head):
                 forgotten.append(info)  # the head restarted after it and lost its list
             else:
                 debris.append(info)  # stopped, or started and never added
@@ -997,6 +1010,14 @@ class Deployment(BaseDeployment):
                         kind=kind, deployment=self.name, done=0, total=0, shard=plan.shard,
                         replica=plan.replica, pod=info.name, message=message))
         return sorted(c.name for c in debris + forgotten), None
+
+    def _started_before_head(self, worker: ContainerInfo, head: ContainerInfo) -> bool:
+        """`_started_before`, inspecting what a brief listing gave without a start time."""
+        if worker.started_at is None:
+            worker = self._inspected(worker.name) or worker
+        if head.started_at is None:
+            head = self._inspected(head.name) or head
+        return _started_before(worker, head)
 
     def _take_over(self, at_head: set[str]) -> None:
         """Another process updated or scaled the deployment: take its spec and pods from

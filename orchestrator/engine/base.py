@@ -214,8 +214,11 @@ class ContainerEngine(Protocol):
     def inspect_container(self, name_or_id: str) -> ContainerInfo:
         """Raises `ResourceNotFound`."""
 
-    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        """All containers (running or not) whose labels match."""
+    def list_containers(self, labels: Mapping[str, str], *,
+                        brief: bool = False) -> list[ContainerInfo]:
+        """All containers (running or not) whose labels match. `brief`: only id, name,
+        image, labels, status, addresses and published ports are sure to be filled (one
+        engine call, not one per container); the rest may keep its defaults."""
 
     def logs(self, name_or_id: str, *, tail: int | None = None) -> str:
         """stdout and stderr, interleaved; the last `tail` lines if given."""

@@ -408,10 +408,14 @@ class DockerEngine:
         with self._call("container", name_or_id):
             return _container_info(self._api.inspect_container(name_or_id))
 
-    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        """All containers (running or not) whose labels match, sorted by name."""
+    def list_containers(self, labels: Mapping[str, str], *,
+                        brief: bool = False) -> list[ContainerInfo]:
+        """All containers (running or not) whose labels match, sorted by name; `brief`:
+        from the listing alone (see the protocol), without an inspect per container."""
         with self._call("container", "*"):
             rows = self._api.containers(all=True, filters={"label": _label_filter(labels)})
+        if brief:
+            return sorted((_brief_info(row) for row in rows), key=lambda c: c.name)
         infos = []
         for row in rows:
             try:
@@ -743,6 +747,26 @@ def _container_info(raw: Mapping[str, Any]) -> ContainerInfo:
         env=dict(
             item.split("=", 1) for item in (config.get("Env") or []) if "=" in item
         ),
+    )
+
+
+def _brief_info(row: Mapping[str, Any]) -> ContainerInfo:
+    """A container as the engine's listing shows it (GET /containers/json)."""
+    settings = row.get("NetworkSettings") or {}
+    ports: dict[int, tuple[str, int]] = {}
+    for p in row.get("Ports") or []:  # IPv4 comes first; an IPv6 twin repeats the port
+        if p.get("Type") == "tcp" and p.get("PublicPort") and p["PrivatePort"] not in ports:
+            ports[int(p["PrivatePort"])] = (str(p.get("IP", "")), int(p["PublicPort"]))
+    return ContainerInfo(
+        id=str(row["Id"]),
+        name=str((row.get("Names") or ["/"])[0]).lstrip("/"),
+        image=str(row.get("Image", "")),
+        labels=dict(row.get("Labels") or {}),
+        status=cast(ContainerStatus, row.get("State", "dead")),
+        ip_addresses={net: str(ep.get("IPAddress", ""))
+                      for net, ep in (settings.get("Networks") or {}).items()
+                      if ep.get("IPAddress")},
+        ports=ports,
     )
 
 

@@ -596,7 +596,9 @@ class MemoryEngine:
         with self._lock:
             return self._info(self._get(name_or_id))
 
-    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+    def list_containers(self, labels: Mapping[str, str], *,
+                        brief: bool = False) -> list[ContainerInfo]:
+        """`brief` changes nothing here: every field is at hand."""
         self._up()
         with self._lock:
             return sorted((self._info(c) for c in self._containers.values()

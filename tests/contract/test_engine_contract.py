@@ -134,6 +134,27 @@ def test_list_containers_by_label(engine: ContainerEngine, ours: Ours) -> None:
         remove_owned(engine, other.deployment, grace=0)
 
 
+def test_a_brief_listing_has_what_the_full_one_has_of_names_states_and_addresses(
+    engine: ContainerEngine, ours: Ours
+) -> None:
+    net = engine.create_network(ours.name("net"), labels=ours.labels())
+    engine.run_container(ours.spec("up", network=net.name, ports=(PortBinding(8080),)))
+    down = engine.run_container(ours.spec("down", (*SCRIPT, "exit 3")))
+    engine.wait_container(down.id, timeout=10)
+
+    def seen(brief: bool) -> list[tuple[Any, ...]]:
+        return [(c.id, c.name, c.image, dict(c.labels), c.status, dict(c.ip_addresses),
+                 dict(c.ports))
+                for c in engine.list_containers(ours.labels(), brief=brief)]
+
+    full = seen(brief=False)
+    assert seen(brief=True) == full
+    assert [(name, status) for _, name, _, _, status, _, _ in full] == [
+        (ours.name("down"), "exited"), (ours.name("up"), "running")]
+    assert full[1][5][net.name] and full[1][6][8080][1] > 0
+    remove_owned(engine, ours.deployment, grace=0)
+
+
 # -- bad input ------------------------------------------------------------------------
 
 
