@@ -193,8 +193,8 @@ class Deployment(BaseDeployment):
         self._lock_file: IO[str] | None = None
         self._joined = False  # this process's own container joined the deployment network
         self._sick_since: dict[str, float] = {}  # worker pod -> when it was first seen sick
-        self._head_down_since: float | None = None  # when heal first saw the head stopped
-        self._uses_down_since: dict[str, float] = {}  # the same for uses_before / uses_after
+        # head, uses_before, uses_after -> when heal first saw it down
+        self._down_since: dict[str, float] = {}
         self.pod_args: dict[str, Any] = {}
         self.update_pod_args()
 
@@ -833,35 +833,18 @@ class Deployment(BaseDeployment):
         deployment's, listed just now. A head container that has stayed stopped or gone
         for `unhealthy_for` seconds (its restart retries used up, stopped or removed by
         hand) is recreated under the same name, token and port, as Swarm or Kubernetes
-        would; the workers keep running and `converge` registers them with it."""
+        would; the workers keep running and `converge` registers them with it. Only while
+        a worker runs: a `down` removes the head last."""
         name = names.head_name(self.name)
         info = next((c for c in containers if c.name == name), None)  # None: removed
-        if info is not None and (info.running or info.status == "restarting"):
-            self._head_down_since = None
-            return "up"
-        workers = [c for c in containers if c.labels.get(L.ROLE) == "worker" and c.running]
-        if not workers:  # being taken down (the head goes last), or nothing left to route
-            self._head_down_since = None
-            return "down"
-        now = time.monotonic()
-        if self._head_down_since is None:
-            self._head_down_since = now
-        if now - self._head_down_since < unhealthy_for:
-            return "down"
-        info = None if info is None else self._inspected(name)  # its exit code, for the event
-        plan = head_pod(self.spec, self._ctx)
+        up = info is not None and (info.running or info.status == "restarting")
+        if not self._down_too_long(name, up or not _workers_run(containers), unhealthy_for):
+            return "up" if up else "down"
         if self._control is not None:
             self._control.close()
             self._control = None
-        act = self._actuator()
-        act.remove([name], grace=0)
-        infos = act.start([plan], lambda _p, i: self._head_up(i),
-                          timeout=self.spec.timeout_ready)
-        self._pods[name] = plan
-        self._note_head(infos[name])
-        self._head_down_since = None
-        if on_progress is not None:
-            on_progress(_recreated(self.name, name, info))
+        self._note_head(self._recreate(head_pod(self.spec, self._ctx),
+                                       lambda _p, i: self._head_up(i), info, on_progress))
         return "recreated"
 
     def _uses_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None,
@@ -872,35 +855,46 @@ class Deployment(BaseDeployment):
         nothing serves without it. Same name and spec: the head dials it by name and finds
         the new one. Only while a worker runs (a `down` removes the workers first). Returns
         True when one was recreated."""
-        if not any(c.labels.get(L.ROLE) == "worker" and c.running for c in containers):
-            self._uses_down_since.clear()
-            return False
+        workers_run = _workers_run(containers)
         by_name = {c.name: c for c in containers}
-        now, recreated = time.monotonic(), False
+        recreated = False
         for role, uses in (("uses_before", self.spec.uses_before),
                            ("uses_after", self.spec.uses_after)):
             if uses is None:
                 continue
             name = names.uses_name(self.name, role)
             info = by_name.get(name)
-            if info is not None and (info.status == "restarting" or (
-                    info.running and self._actuator().serving(info))):
-                self._uses_down_since.pop(name, None)
-                continue
-            if now - self._uses_down_since.setdefault(name, now) < unhealthy_for:
-                continue
-            info = None if info is None else self._inspected(name)  # its exit code
-            plan = executor_pod(self.spec, self._ctx, role=role, uses=uses)
-            act = self._actuator()
-            act.remove([name], grace=0)
-            self._infos.update(act.start([plan], self._pod_ready,
-                                         timeout=self.spec.timeout_ready))
-            self._pods[name] = plan
-            del self._uses_down_since[name]
-            recreated = True
-            if on_progress is not None:
-                on_progress(_recreated(self.name, name, info))
+            alive = not workers_run or (info is not None and (  # probed only if it matters
+                info.status == "restarting" or (info.running and self._actuator().serving(info))))
+            if self._down_too_long(name, alive, unhealthy_for):
+                plan = executor_pod(self.spec, self._ctx, role=role, uses=uses)
+                self._infos[name] = self._recreate(plan, self._pod_ready, info, on_progress)
+                recreated = True
         return recreated
+
+    def _down_too_long(self, name: str, alive: bool, unhealthy_for: float) -> bool:
+        """Remember since when the pod `name` has been down; True once that has lasted
+        `unhealthy_for` seconds."""
+        if alive:
+            self._down_since.pop(name, None)
+            return False
+        now = time.monotonic()
+        return now - self._down_since.setdefault(name, now) >= unhealthy_for
+
+    def _recreate(self, plan: PodPlan, ready: Callable[[PodPlan, ContainerInfo], bool],
+                  was: ContainerInfo | None, on_progress: ProgressCallback | None
+                  ) -> ContainerInfo:
+        """Replace the container of `plan` (`was`: as listed, None: gone) with a fresh one
+        of the same name and spec, ready; reported as a "recreated" event."""
+        was = None if was is None else self._inspected(plan.name)  # its exit code
+        act = self._actuator()
+        act.remove([plan.name], grace=0)
+        info = act.start([plan], ready, timeout=self.spec.timeout_ready)[plan.name]
+        self._pods[plan.name] = plan
+        self._down_since.pop(plan.name, None)
+        if on_progress is not None:
+            on_progress(_recreated(self.name, plan.name, was))
+        return info
 
     def _sick(self, unhealthy_for: float, containers: list[ContainerInfo],
               at_head: dict[str, str] | None) -> list[str]:
@@ -1085,6 +1079,10 @@ def _recreated(deployment: str, pod: str, was: ContainerInfo | None) -> Progress
            f"its container had stopped ({was.status}, exit code {was.exit_code})")
     return ProgressEvent(kind="added", deployment=deployment, done=0, total=0, pod=pod,
                          message=f"recreated: {why}")
+
+
+def _workers_run(containers: list[ContainerInfo]) -> bool:
+    return any(c.labels.get(L.ROLE) == "worker" and c.running for c in containers)
 
 
 def _started_before(worker: ContainerInfo, head: ContainerInfo) -> bool:

@@ -734,11 +734,7 @@ def _container_info(raw: Mapping[str, Any]) -> ContainerInfo:
         if status in ("exited", "dead", "restarting") or int(raw.get("RestartCount", 0)) > 0
         else None,
         health=cast(HealthStatus, health) if health in _HEALTH_STATES else None,
-        ip_addresses={
-            net: str(ep.get("IPAddress", ""))
-            for net, ep in (settings.get("Networks") or {}).items()
-            if ep.get("IPAddress")
-        },
+        ip_addresses=_addresses(settings),
         ports=_published_ports(settings.get("Ports") or {}),
         started_at=_parse_time(str(state.get("StartedAt", ""))),
         hostname=str(config.get("Hostname", "")),
@@ -763,11 +759,15 @@ def _brief_info(row: Mapping[str, Any]) -> ContainerInfo:
         image=str(row.get("Image", "")),
         labels=dict(row.get("Labels") or {}),
         status=cast(ContainerStatus, row.get("State", "dead")),
-        ip_addresses={net: str(ep.get("IPAddress", ""))
-                      for net, ep in (settings.get("Networks") or {}).items()
-                      if ep.get("IPAddress")},
+        ip_addresses=_addresses(settings),
         ports=ports,
     )
+
+
+def _addresses(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Network name -> IP, from `NetworkSettings` (an inspect's or a listing's)."""
+    return {net: str(ep["IPAddress"]) for net, ep in (settings.get("Networks") or {}).items()
+            if ep.get("IPAddress")}
 
 
 def _published_ports(ports: Mapping[str, Any]) -> dict[int, tuple[str, int]]:
