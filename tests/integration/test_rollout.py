@@ -8,7 +8,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -631,3 +631,27 @@ def test_heal_recreates_a_uses_before_pod_that_stops_answering(
         assert [(e.pod, e.message) for e in events] == [
             (pod, "recreated: it did not answer health checks")]
         wait_until(served, timeout=30, what=f"requests through the new {pod}")
+
+
+def test_a_heal_tick_with_nothing_to_do_makes_one_engine_call(
+        runtime_image: str, dep_name: str, docker_engine: DockerEngine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` and `orchestrator heal` call heal every second for as long as a server runs:
+    while all is well, a tick lists the deployment once (brief: no inspect per container)
+    and asks the head once, instead of an inspect, two listings and two asks."""
+    from orchestrator.engine.docker_engine import DockerEngine as Adapter
+
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2, image=runtime_image,
+                    uses_before=f"{ECHO}:Stamp", stop_grace=1) as dep:
+        calls: list[str] = []
+        real = Adapter._call
+
+        def counted(self: Adapter, subject: Any, name: str) -> Any:
+            calls.append(f"{subject} {name}")
+            return real(self, subject, name)
+
+        dep.heal(unhealthy_for=30)  # the first tick may open the control channel
+        monkeypatch.setattr(Adapter, "_call", counted)
+        for _ in range(5):
+            assert dep.heal(unhealthy_for=30) == []
+        assert calls == ["container *"] * 5
