@@ -3,9 +3,10 @@
 The Docker engine is required: when it is unreachable the run FAILS, it never
 turns into skips.
 
-Leak check: after the session, no container or network labelled
-`orchestrator.managed=true` that appeared during the session may remain.
-Leftovers that this test process created (recorded at `DockerEngine`) are
+Leak check (for the integration and contract suites only, through the autouse
+`leak_check` of their conftests; unit tests need no engine): after the session, no
+container or network labelled `orchestrator.managed=true` that appeared during the
+session may remain. Leftovers that this test process created (recorded at `DockerEngine`) are
 removed, then reported as a failure. Other new managed resources may belong to
 another run sharing the engine (developers share one here), so they are only
 reported, unless `CI` or `ORCH_TEST_STRICT` is set: then they are removed
@@ -58,7 +59,7 @@ def _recording(method: Callable[..., Any], created: set[str]) -> Callable[..., A
     return wrapper
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def nothing_of_ours_left_behind(
     docker_engine: DockerEngine, request: pytest.FixtureRequest
 ) -> Iterator[None]:

@@ -1,4 +1,4 @@
-"""The container engine seam: a narrow protocol and the value types it speaks.
+"""The container engine seam: a narrow protocol (its value types live in orchestrator.model).
 
 Everything above this module talks to an engine only through `ContainerEngine`,
 and only in these frozen dataclasses: never docker-py objects. Two
@@ -9,127 +9,38 @@ and `MemoryEngine` (a stateful, deterministic fake with fault injection).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-MANAGED_LABEL = "orchestrator.managed"
-"""Every resource the project creates carries `orchestrator.managed=true`."""
+from orchestrator.model import (
+    MANAGED_LABEL,
+    ContainerInfo,
+    ContainerSpec,
+    ContainerStatus,
+    EngineEvent,
+    HealthStatus,
+    LogLine,
+    Mount,
+    NetworkInfo,
+    PortBinding,
+    RestartPolicy,
+)
 
-RestartPolicy = Literal["no", "on-failure", "always", "unless-stopped"]
-
-
-@dataclass(frozen=True)
-class PortBinding:
-    """Publish `container_port/tcp` on `host_ip:host_port` (None: the engine picks a free one)."""
-
-    container_port: int
-    host_ip: str = "127.0.0.1"
-    host_port: int | None = None
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A bind mount of a host path into the container."""
-
-    source: str
-    target: str
-    read_only: bool = True
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything needed to create and start one container."""
-
-    name: str
-    image: str
-    command: tuple[str, ...] = ()
-    entrypoint: tuple[str, ...] | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    network: str | None = None
-    aliases: tuple[str, ...] = ()
-    hostname: str | None = None
-    ports: tuple[PortBinding, ...] = ()
-    mounts: tuple[Mount, ...] = ()
-    user: str | None = None
-    working_dir: str | None = None
-    cpus: float | None = None
-    memory_bytes: int | None = None
-    gpus: int | None = None  # None: none; -1: all
-    cpu_shares: int | None = None  # relative CPU weight under contention (default 1024)
-    cap_drop: tuple[str, ...] = ("ALL",)
-    security_opt: tuple[str, ...] = ("no-new-privileges",)
-    restart_policy: RestartPolicy = "no"
-    restart_max_retries: int = 0
-    extra_hosts: Mapping[str, str] = field(default_factory=dict)
-    stop_signal: str = "SIGTERM"
-    stop_timeout: int | None = None
-    # log rotation when the engine logs to files (json-file, local): rotate at this many
-    # bytes, keep this many files; None: the engine's own settings
-    log_max_bytes: int | None = None
-    log_max_files: int = 1
-
-
-ContainerStatus = Literal[
-    "created", "running", "paused", "restarting", "removing", "exited", "dead"
+__all__ = [
+    "MANAGED_LABEL",
+    "ContainerEngine",
+    "ContainerInfo",
+    "ContainerSpec",
+    "ContainerStatus",
+    "EngineEvent",
+    "HealthStatus",
+    "LogLine",
+    "Mount",
+    "NetworkInfo",
+    "PortBinding",
+    "RestartPolicy",
 ]
-HealthStatus = Literal["starting", "healthy", "unhealthy"]
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    """A snapshot of one container, as the engine reports it."""
-
-    id: str
-    name: str
-    image: str
-    labels: Mapping[str, str]
-    status: ContainerStatus
-    exit_code: int | None = None
-    health: HealthStatus | None = None
-    ip_addresses: Mapping[str, str] = field(default_factory=dict)  # network name -> IP
-    ports: Mapping[int, tuple[str, int]] = field(default_factory=dict)  # container -> host
-    started_at: datetime | None = None
-    hostname: str = ""
-    restart_count: int = 0
-    oom_killed: bool = False
-    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """One log line and when the container wrote it."""
-
-    time: datetime
-    text: str
-
-
-@dataclass(frozen=True)
-class NetworkInfo:
-    """A user-defined network."""
-
-    id: str
-    name: str
-    labels: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class EngineEvent:
-    """One engine event: `type` is 'container' or 'network', `action` e.g. 'start', 'die'."""
-
-    type: str
-    action: str
-    id: str
-    name: str
-    labels: Mapping[str, str]
-    time: float
-    exit_code: int | None = None
 
 
 @runtime_checkable

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator import labels as L
 from orchestrator.engine.base import ContainerEngine, ContainerInfo, NetworkInfo
 from orchestrator.errors import EngineError, ResourceNotFound
-from orchestrator.planning import labels as L
 
 
 @dataclass(frozen=True)

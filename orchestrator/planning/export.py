@@ -23,8 +23,8 @@ from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import Any
 
-from orchestrator.engine.base import ContainerSpec
 from orchestrator.errors import SpecError
+from orchestrator.model import ContainerSpec
 from orchestrator.planning import labels as L
 from orchestrator.planning.pods import (
     RUNTIME_USER,

@@ -1,63 +1,37 @@
-"""Ownership labels: the source of truth for what runs on the engine."""
+"""Ownership labels, for planning code: the definitions live in orchestrator.labels."""
 
-from __future__ import annotations
+from orchestrator.labels import (
+    CONTROL,
+    DEPLOYMENT,
+    GENERATION,
+    MANAGED,
+    OWNER,
+    PREFIX,
+    REPLICA,
+    ROLE,
+    ROLES,
+    SHARD,
+    SPEC,
+    SPEC_HASH,
+    for_deployment,
+    managed,
+    pod_labels,
+)
 
-from collections.abc import Mapping
-
-from orchestrator.engine.base import MANAGED_LABEL
-
-PREFIX = "orchestrator."
-MANAGED = MANAGED_LABEL
-DEPLOYMENT = PREFIX + "deployment"
-ROLE = PREFIX + "role"
-SHARD = PREFIX + "shard"
-REPLICA = PREFIX + "replica"
-SPEC_HASH = PREFIX + "spec-hash"
-GENERATION = PREFIX + "generation"
-OWNER = PREFIX + "owner"
-SPEC = PREFIX + "spec"
-CONTROL = PREFIX + "control"
-"""On the head: host:port of its control service on the deployment network."""
-
-ROLES = ("head", "worker", "uses_before", "uses_after", "gateway")
-
-
-def managed() -> dict[str, str]:
-    """The filter that matches everything the project created."""
-    return {MANAGED: "true"}
-
-
-def for_deployment(name: str) -> dict[str, str]:
-    """The filter that matches every resource of one deployment."""
-    return {MANAGED: "true", DEPLOYMENT: name}
-
-
-def pod_labels(
-    *,
-    deployment: str,
-    role: str,
-    owner: str,
-    spec_hash: str = "",
-    generation: int = 0,
-    shard: int | None = None,
-    replica: int | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """Labels for one pod's container."""
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}")
-    labels = {
-        MANAGED: "true",
-        DEPLOYMENT: deployment,
-        ROLE: role,
-        OWNER: owner,
-        SPEC_HASH: spec_hash,
-        GENERATION: str(generation),
-    }
-    if shard is not None:
-        labels[SHARD] = str(shard)
-    if replica is not None:
-        labels[REPLICA] = str(replica)
-    if extra:
-        labels.update(extra)
-    return labels
+__all__ = [
+    "CONTROL",
+    "DEPLOYMENT",
+    "GENERATION",
+    "MANAGED",
+    "OWNER",
+    "PREFIX",
+    "REPLICA",
+    "ROLE",
+    "ROLES",
+    "SHARD",
+    "SPEC",
+    "SPEC_HASH",
+    "for_deployment",
+    "managed",
+    "pod_labels",
+]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any
 
-from orchestrator.engine.base import ContainerSpec, Mount, PortBinding, RestartPolicy
+from orchestrator.model import ContainerSpec, Mount, PortBinding, RestartPolicy
 from orchestrator.planning import labels as L
 from orchestrator.planning import names
 from orchestrator.planning.hosts import DOCKER_HOST

@@ -18,6 +18,12 @@ from tests.support.images import TEST_IMAGE
 ENGINES = ["memory", pytest.param("docker", marks=pytest.mark.integration)]
 
 
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_check(nothing_of_ours_left_behind: None) -> None:
+    """These tests use the real engine: the session's leak check applies (tests/conftest)."""
+
+
 @pytest.fixture(params=ENGINES)
 def engine_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from orchestrator.engine.docker_engine import DockerEngine
 
 
+@pytest.fixture(scope="session", autouse=True)
+def leak_check(nothing_of_ours_left_behind: None) -> None:
+    """These tests use the real engine: the session's leak check applies (tests/conftest)."""
+
 
 @pytest.fixture(scope="session")
 def runtime_image(docker_engine: DockerEngine) -> str:

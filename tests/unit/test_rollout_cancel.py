@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from orchestrator.rollout import _whole_step
+from orchestrator.control.rollout import _whole_step
 
 
 def test_a_cancelled_step_still_ends_before_the_cancellation_goes_on() -> None:

@@ -1,11 +1,12 @@
-"""Executes rollout and scale plans on a running Deployment.
+"""Executes rollout and scale plans on a running deployment.
 
 Per replica, start-first: start the new container -> wait until it serves (and
 keeps serving for `policy.monitor`) -> add it to the head -> drain the old
 replica at the head (no new requests, in-flight ones finish) -> stop it
 (SIGTERM, grace, kill) -> remove it. The plan itself comes from the pure
 `planning.rollout.plan_shard`; this module only carries it out and undoes it
-when a new replica fails.
+when a new replica fails. It works on the deployment's state, the actuator and the
+head's control link; it never sees the `Deployment` facade.
 """
 
 from __future__ import annotations
@@ -15,18 +16,17 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestrator.engine.base import ContainerInfo
+from orchestrator.actuator import Actuator
+from orchestrator.control.link import HeadLink
 from orchestrator.errors import OrchestratorError, PodStartError, RolloutError
+from orchestrator.model import ContainerInfo
 from orchestrator.planning.pods import PodPlan
 from orchestrator.planning.rollout import Replica, Start, Step, plan_shard
 from orchestrator.progress import EventKind, ProgressEvent
 from orchestrator.spec import DeploymentSpec, UpdatePolicy
-
-if TYPE_CHECKING:
-    from orchestrator.deployment import Deployment
+from orchestrator.state import DeploymentState
 
 MONITOR_POLL = 0.2
 
@@ -36,7 +36,9 @@ class Rollout:
 
     def __init__(
         self,
-        dep: Deployment,
+        state: DeploymentState,
+        actuator: Actuator,
+        head: HeadLink,
         target: DeploymentSpec,
         policy: UpdatePolicy,
         on_progress: Callable[[ProgressEvent], None],
@@ -44,16 +46,18 @@ class Rollout:
         replace_all: bool,
         replace_pods: frozenset[str] = frozenset(),
     ) -> None:
-        self.dep = dep
-        self.old_spec = dep.spec
+        self.state = state
+        self.act = actuator
+        self.head = head
+        self.old_spec = state.spec
         self.target = target
         self.policy = policy
         self.on_progress = on_progress
         self.replace_all = replace_all
         self.replace_pods = replace_pods  # heal: these replicas count as outdated
         # replacements of the same slot need a new generation: it is part of the pod name
-        self.generation = dep._next_generation() if replace_all or replace_pods \
-            else dep._ctx.generation
+        self.generation = state.next_generation() if replace_all or replace_pods \
+            else state.generation
         self.done: list[str] = []
         self.started: list[PodPlan] = []  # new replicas added by this operation
         self.failed = False
@@ -63,14 +67,11 @@ class Rollout:
         self._stopping: list[Future[None]] = []
 
     # -- planning -------------------------------------------------------------------
-    def _shard_pods(self, shard: int) -> list[PodPlan]:
-        return [p for p in self.dep._pods.values() if p.role == "worker" and p.shard == shard]
-
     def _replicas(self, shard: int, spec: DeploymentSpec, everything_old: bool
                   ) -> dict[Replica, PodPlan]:
         wanted = spec.worker_hash()
         out: dict[Replica, PodPlan] = {}
-        for pod in self._shard_pods(shard):
+        for pod in self.state.workers(shard):
             assert pod.replica is not None
             outdated = everything_old or pod.spec_hash != wanted or pod.name in self.replace_pods
             out[Replica(pod.replica, pod.generation, outdated)] = pod
@@ -103,8 +104,7 @@ class Rollout:
         except OrchestratorError as exc:
             await self._recover(exc)
             raise AssertionError("unreachable") from exc  # _recover always raises
-        self.dep.spec = self.target
-        self.dep._ctx = replace(self.dep._ctx, generation=self.generation)
+        self.state.commit(self.target, self.generation)
 
     async def _run_shards(self, plans: dict[int, list[Step]], spec: DeploymentSpec,
                           generation: int) -> None:
@@ -127,7 +127,7 @@ class Rollout:
             replicas = self._replicas(shard, spec, False)
             try:
                 if isinstance(step, Start):
-                    new = [self.dep._worker_plan(spec, shard, slot, generation)
+                    new = [self.state.worker_plan(spec, shard, slot, generation)
                            for slot in step.slots]
                     await _whole_step(self._start_batch, shard, new)
                 else:
@@ -144,8 +144,7 @@ class Rollout:
         raise RolloutError(f"replica {replica.slot} of shard {shard} vanished during the update")
 
     def _start_batch(self, shard: int, plans: list[PodPlan]) -> None:
-        dep = self.dep
-        act = dep._actuator()
+        act = self.act
         for plan in plans:
             self._emit("starting", plan)
         infos = act.start(plans, lambda _p, info: act.serving(info),
@@ -153,28 +152,27 @@ class Rollout:
                           max_starting=self.target.max_starting)
         try:
             self._monitor(plans, infos)
-            control = dep.control()
+            control = self.head.get()
             for plan in plans:
                 assert plan.shard is not None
                 control.add_worker(plan.shard, plan.address, plan.name)
-                dep._pods[plan.name] = plan
-                dep._infos[plan.name] = infos[plan.name]
+                self.state.add_pod(plan, infos[plan.name])
                 self.started.append(plan)
                 self.done.append(f"started {plan.name}")
                 self._emit("added", plan, advance=True)
         except BaseException:
             for plan in plans:
-                if plan.name not in dep._pods:
+                if plan.name not in self.state.pods:
                     act.stop(plan.name, grace=0)
             raise
 
     def _monitor(self, plans: list[PodPlan], infos: dict[str, ContainerInfo]) -> None:
         """New replicas must keep serving for `policy.monitor` seconds."""
-        act = self.dep._actuator()
+        act = self.act
         deadline = time.monotonic() + self.policy.monitor
         while True:
             for plan in plans:
-                info = self.dep.engine.inspect_container(plan.name)
+                info = act.engine.inspect_container(plan.name)
                 if not info.running or info.restart_count > 0 or not act.serving(info):
                     raise PodStartError(
                         f"pod {plan.name} stopped serving during the {self.policy.monitor:g}s "
@@ -186,9 +184,8 @@ class Rollout:
             time.sleep(min(MONITOR_POLL, max(0.0, deadline - time.monotonic())))
 
     def _retire_batch(self, plans: list[PodPlan]) -> None:
-        dep = self.dep
-        control = dep.control()
-        act = dep._actuator()
+        control = self.head.get()
+        act = self.act
         for plan in plans:
             assert plan.shard is not None
             self._emit("draining", plan)
@@ -200,15 +197,14 @@ class Rollout:
         # grace, kill) in the background while the next batch starts. Like Kubernetes'
         # terminating pods, they no longer count towards max_surge.
         for plan in plans:
-            dep._pods.pop(plan.name, None)
-            info = dep._infos.pop(plan.name, None)
+            info = self.state.drop_pod(plan.name)
             if info is not None and (address := act.address_of(info)):
-                dep._probe.close_address(address)
+                act.probe.close_address(address)
             self.done.append(f"retired {plan.name}")
         self._stopping.append(self._reaper.submit(self._stop_batch, plans))
 
     def _stop_batch(self, plans: list[PodPlan]) -> None:
-        self.dep._actuator().remove([p.name for p in plans], grace=self.policy.stop_grace)
+        self.act.remove([p.name for p in plans], grace=self.policy.stop_grace)
         for plan in plans:
             self._emit("stopped", plan, advance=True)
 
@@ -220,7 +216,7 @@ class Rollout:
             else "scale"
         if self.policy.failure_action == "pause":
             raise RolloutError(
-                f"{what} of {self.dep.name} paused after a failure: {failed}",
+                f"{what} of {self.state.name} paused after a failure: {failed}",
                 done=self.done, failed=failed, rolled_back=False,
             ) from exc
         self.failed = False
@@ -231,32 +227,32 @@ class Rollout:
                 await asyncio.to_thread(self._retire_batch, list(self.started))
         except OrchestratorError as undo:
             raise RolloutError(
-                f"{what} of {self.dep.name} failed ({failed}) and undoing it failed too "
+                f"{what} of {self.state.name} failed ({failed}) and undoing it failed too "
                 f"({undo}); the deployment may run mixed versions",
                 done=self.done, failed=failed, rolled_back=False,
             ) from exc
         undone = "rolled back to the previous spec" if self.replace_all \
             else f"the {len(self.started)} new replicas were removed"
         raise RolloutError(
-            f"{what} of {self.dep.name} failed and was undone ({undone}): {failed}",
+            f"{what} of {self.state.name} failed and was undone ({undone}): {failed}",
             done=self.done, failed=failed, rolled_back=True,
         ) from exc
 
     async def _roll_back(self) -> None:
         """Replace every replica that already runs the new spec with the old spec."""
         self._emit("rollback", message="rolling back replaced replicas")
-        generation = self.dep._next_generation()
+        generation = self.state.next_generation()
         plans = self._plan(self.old_spec, everything_old=False)
         self.total += sum(_weight(s) for steps in plans.values() for s in steps)
         await self._run_shards(plans, self.old_spec, generation)
-        self.dep._ctx = replace(self.dep._ctx, generation=generation)
+        self.state.set_generation(generation)
 
     def _emit(self, kind: EventKind, plan: PodPlan | None = None, *, advance: bool = False,
               message: str = "") -> None:
         if advance:
             self.count += 1
         event = ProgressEvent(
-            kind=kind, deployment=self.dep.name, done=self.count, total=self.total,
+            kind=kind, deployment=self.state.name, done=self.count, total=self.total,
             shard=plan.shard if plan else None, replica=plan.replica if plan else None,
             pod=plan.name if plan else "", message=message,
         )
@@ -279,3 +275,26 @@ async def _whole_step(work: Callable[..., None], *args: Any) -> None:
 
 def _weight(step: Step) -> int:
     return len(step.slots) if isinstance(step, Start) else len(step.replicas)
+
+
+def check_images(act: Actuator, spec: DeploymentSpec) -> None:
+    """The image the new workers run must be there (pulled if possible) before anything
+    changes. Blocking: run it in a thread from async code.
+
+    Raises:
+        SpecError: naming `uses` or `image`.
+    """
+    act.check_images([("uses", spec.uses.image)] if spec.uses.kind == "docker"
+                     else [("image", spec.image)])
+
+
+def run_blocking(rollout: Rollout) -> None:
+    """Run a rollout from synchronous code (heal): on a new event loop, in this thread, or
+    in a helper thread when this thread already runs a loop (asyncio.run would refuse)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(rollout.run())
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="heal-rollout") as pool:
+        pool.submit(asyncio.run, rollout.run()).result()

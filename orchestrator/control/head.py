@@ -6,31 +6,18 @@ Every call carries the deployment token as `x-orchestrator-token` metadata.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 import grpc
 
 from orchestrator.client import map_rpc_error
 from orchestrator.errors import RequestError
+from orchestrator.model import WorkerStatus
 from orchestrator.proto import orchestrator_pb2 as pb
 from orchestrator.proto import orchestrator_pb2_grpc as pb_grpc
 from orchestrator.runtime import wire
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class WorkerStatus:
-    """One worker as a head sees it. `state` is ready, unhealthy or draining."""
-
-    shard: int
-    address: str
-    worker_id: str
-    state: str
-    outstanding: int
-    served: int
-    failed: int
 
 
 class HeadControl:

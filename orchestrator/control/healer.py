@@ -1,0 +1,262 @@
+"""Heal and converge: the thin executor of planning.heal's decisions.
+
+A tick reads the world (one brief engine listing, one call to the head, probes of the
+uses pods), asks planning.heal what to do, and does it: recreate a head or a uses pod
+that stayed down, finish what an interrupted update or scale left behind, replace the
+worker replicas that stayed sick (start-first, like a rolling update of just those).
+While nothing changes, a tick costs one engine call and one call to the head.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from orchestrator import labels as L
+from orchestrator.actuator import Actuator
+from orchestrator.control.link import HeadLink
+from orchestrator.control.lock import DeploymentLock
+from orchestrator.control.rollout import Rollout, run_blocking
+from orchestrator.errors import OrchestratorError, ResourceNotFound, RolloutInProgress
+from orchestrator.model import ContainerInfo
+from orchestrator.planning import heal as plan
+from orchestrator.planning import names
+from orchestrator.planning.pods import PodPlan, executor_pod, head_pod
+from orchestrator.progress import EventKind, ProgressCallback, ProgressEvent
+from orchestrator.state import DeploymentState, plan_from_labels
+
+Rebuild = Callable[[], DeploymentState]
+"""A fresh state of the same deployment, rebuilt from the labels on the engine."""
+
+
+def busy(name: str) -> RolloutInProgress:
+    return RolloutInProgress(
+        f"deployment {name} is already being updated or scaled; a second update "
+        "is refused, not queued: retry when the first one has finished",
+        failed="refused: another rollout is running")
+
+
+class Healer:
+    """Heal and converge one deployment. Keeps the since-when tables between ticks."""
+
+    def __init__(self, state: DeploymentState, actuator: Actuator, head: HeadLink,
+                 lock: DeploymentLock, rebuild: Rebuild,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.state = state
+        self.act = actuator
+        self.head = head
+        self.lock = lock
+        self.rebuild = rebuild
+        self.clock = clock
+        self.sick_since: dict[str, float] = {}  # worker pod -> first seen sick
+        self.down_since: dict[str, float] = {}  # head / uses pod -> first seen down
+
+    # -- converge ---------------------------------------------------------------------
+    def converge(self, on_progress: ProgressCallback | None = None) -> list[str]:
+        """Finish what an interrupted update or scale left behind (under the lock).
+
+        Raises:
+            RolloutInProgress: another update or scale is running.
+        """
+        self.lock.acquire(busy(self.state.name))
+        try:
+            return self.converge_locked(on_progress)
+        finally:
+            self.lock.release()
+
+    def converge_locked(self, on_progress: ProgressCallback | None) -> list[str]:
+        changed, _ = self._converge_listed(on_progress, self._listing(brief=False))
+        return changed
+
+    def _converge_listed(self, on_progress: ProgressCallback | None,
+                         containers: list[ContainerInfo]
+                         ) -> tuple[list[str], dict[str, str] | None]:
+        """Converge from `containers` (listed just now). Also returns the head's routing
+        states (worker id -> state; None: the head is not running, or something changed
+        and they are stale)."""
+        head = next((c for c in containers if c.labels.get(L.ROLE) == "head"), None)
+        if head is None or not head.running:
+            return [], None
+        self.head.follow(head)
+        control = self.head.get()
+        at_head = {w.worker_id: w for w in control.list_workers()}
+        candidates = plan.forgotten_candidates(containers, at_head)
+        before = [n for n in candidates if self._started_before(n, head, containers)]
+        todo = plan.converge_plan(containers, at_head, before)
+        for seen in todo.undrain:
+            control.remove_worker(seen.shard, seen.address)
+        self.act.remove(list(todo.debris), grace=self.state.spec.stop_grace)
+        by_name = {c.name: c for c in containers}
+        for name in todo.forgotten:
+            pod = plan_from_labels(by_name[name])
+            assert pod.shard is not None
+            control.add_worker(pod.shard, pod.address, pod.name)
+        if not todo:
+            return [], {w: s.state for w, s in at_head.items()}
+        self.take_over({w.worker_id for w in control.list_workers()})
+        self._report_converge(on_progress, todo, by_name)
+        return sorted(todo.debris + todo.forgotten), None
+
+    def _started_before(self, name: str, head: ContainerInfo,
+                        containers: list[ContainerInfo]) -> bool:
+        """Did worker `name` start before the head's current run began? A brief listing
+        holds no start time: inspect then."""
+        worker = next(c for c in containers if c.name == name)
+        if worker.started_at is None:
+            worker = self._inspected(name) or worker
+        if head.started_at is None:
+            head = self._inspected(head.name) or head
+        return worker.started_at is not None and head.started_at is not None \
+            and worker.started_at < head.started_at
+
+    def _report_converge(self, on_progress: ProgressCallback | None, todo: plan.ConvergePlan,
+                         by_name: dict[str, ContainerInfo]) -> None:
+        if on_progress is None:
+            return
+        done: tuple[tuple[EventKind, tuple[str, ...], str], ...] = (
+            ("stopped", todo.debris, "removed: left behind by an interrupted update or scale"),
+            ("added", todo.forgotten, "re-registered at the head, which had lost it"))
+        for kind, pods, message in done:
+            for name in pods:
+                pod = plan_from_labels(by_name[name])
+                on_progress(ProgressEvent(
+                    kind=kind, deployment=self.state.name, done=0, total=0, shard=pod.shard,
+                    replica=pod.replica, pod=name, message=message))
+
+    def take_over(self, at_head: set[str]) -> None:
+        """Another process changed the deployment: take its spec and pods from the labels."""
+        self.state.take_over(self.rebuild(), at_head)
+
+    # -- heal -------------------------------------------------------------------------
+    def heal(self, unhealthy_for: float, on_progress: ProgressCallback | None = None
+             ) -> list[str]:
+        """One look (see Deployment.heal). Returns the replaced worker pods; [] while
+        another update or scale holds the lock."""
+        try:
+            self.lock.acquire(busy(self.state.name))
+        except RolloutInProgress:
+            return []
+        try:
+            due = self._heal_locked(unhealthy_for, on_progress)
+        finally:
+            self.lock.release()
+        for name in due:
+            self.sick_since.pop(name, None)
+        return due
+
+    def _heal_locked(self, unhealthy_for: float, on_progress: ProgressCallback | None
+                     ) -> list[str]:
+        containers = self._listing()
+        verdict = self._head_alive(unhealthy_for, on_progress, containers)
+        if verdict == "down":
+            return []
+        if verdict == "recreate":
+            containers = self._listing()
+        if self._uses_alive(unhealthy_for, on_progress, containers):
+            containers = self._listing()
+        changed, at_head = self._converge_listed(on_progress, containers)
+        if changed:
+            containers, at_head = self._listing(), None
+        due = self._sick(unhealthy_for, containers, at_head)
+        if not due:
+            return []
+        # No drain: what a hung replica holds will not finish. Stopping it drops the
+        # connection, and the head retries those requests on the healthy replicas.
+        spec = self.state.spec
+        policy = replace(spec.policy, drain_timeout=0.0)
+        run_blocking(Rollout(self.state, self.act, self.head, spec, policy,
+                             on_progress or (lambda _e: None), replace_all=False,
+                             replace_pods=frozenset(due)))
+        return list(due)
+
+    def _head_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None,
+                    containers: list[ContainerInfo]) -> plan.HeadVerdict:
+        """A head stopped or gone for `unhealthy_for` seconds is recreated under the same
+        name, token and port; its running workers are registered with it by converge."""
+        verdict, self.down_since = plan.head_verdict(
+            containers, self.state.head_name, self.down_since, self.clock(), unhealthy_for)
+        if verdict == "recreate":
+            self.head.close()
+            was = next((c for c in containers if c.name == self.state.head_name), None)
+            info = self._recreate(head_pod(self.state.spec, self.state.ctx),
+                                  self._head_answers, was, on_progress)
+            self.head.follow(info)
+        return verdict
+
+    def _head_answers(self, _plan: PodPlan, info: ContainerInfo) -> bool:
+        if not self.act.probe.answers(self.act.address(info)):
+            return False
+        try:
+            self.head.get(info).list_workers()
+        except OrchestratorError:
+            return False
+        return True
+
+    def _uses_names(self) -> dict[str, str]:
+        spec = self.state.spec
+        return {names.uses_name(spec.name, role): role
+                for role, uses in (("uses_before", spec.uses_before),
+                                   ("uses_after", spec.uses_after)) if uses is not None}
+
+    def _uses_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None,
+                    containers: list[ContainerInfo]) -> bool:
+        """Recreate a uses_before / uses_after pod that stayed stopped, gone or silent
+        (probed from here: the head does not check these pods). True when one was."""
+        uses = self._uses_names()
+        by_name = {c.name: c for c in containers}
+        serving = {n: self.act.serving(by_name[n]) for n in plan.uses_to_probe(containers, uses)}
+        due, self.down_since = plan.uses_to_recreate(
+            containers, uses, serving, self.down_since, self.clock(), unhealthy_for)
+        spec = self.state.spec
+        for name in due:
+            role = uses[name]
+            ref = spec.uses_before if role == "uses_before" else spec.uses_after
+            assert ref is not None
+            pod = executor_pod(spec, self.state.ctx, role=role, uses=ref)
+            self._recreate(pod, lambda _p, i: self.act.serving(i), by_name.get(name),
+                           on_progress)
+        return bool(due)
+
+    def _recreate(self, pod: PodPlan, ready: Callable[[PodPlan, ContainerInfo], bool],
+                  was: ContainerInfo | None, on_progress: ProgressCallback | None
+                  ) -> ContainerInfo:
+        """Replace the container of `pod` with a fresh one of the same name and spec."""
+        was = None if was is None else self._inspected(pod.name)  # for its exit code
+        self.act.remove([pod.name], grace=0)
+        info = self.act.start([pod], ready, timeout=self.state.spec.timeout_ready)[pod.name]
+        self.state.add_pod(pod, info)
+        self.down_since.pop(pod.name, None)
+        if on_progress is not None:
+            on_progress(recreated(self.state.name, pod.name, was))
+        return info
+
+    def _sick(self, unhealthy_for: float, containers: list[ContainerInfo],
+              at_head: dict[str, str] | None) -> tuple[str, ...]:
+        if at_head is None:
+            at_head = {w.worker_id: w.state for w in self.head.get().list_workers()}
+        if set(at_head) != self.state.worker_names():
+            self.take_over(set(at_head))
+        report = plan.sick_workers(self.state.worker_names(), containers, at_head,
+                                   self.sick_since, self.clock(), unhealthy_for)
+        self.sick_since = report.since
+        return report.due
+
+    # -- engine reads -----------------------------------------------------------------
+    def _listing(self, brief: bool = True) -> list[ContainerInfo]:
+        return self.act.engine.list_containers(L.for_deployment(self.state.name), brief=brief)
+
+    def _inspected(self, name: str) -> ContainerInfo | None:
+        try:
+            return self.act.engine.inspect_container(name)
+        except ResourceNotFound:
+            return None
+
+
+def recreated(deployment: str, pod: str, was: ContainerInfo | None) -> ProgressEvent:
+    """What heal reports when it recreated `pod`; `was`: its container before (None: gone)."""
+    why = ("its container was gone" if was is None else
+           "it did not answer health checks" if was.running else
+           f"its container had stopped ({was.status}, exit code {was.exit_code})")
+    return ProgressEvent(kind="added", deployment=deployment, done=0, total=0, pod=pod,
+                         message=f"recreated: {why}")

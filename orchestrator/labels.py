@@ -1,0 +1,66 @@
+"""Ownership labels: the source of truth for what runs on the engine.
+
+A leaf module (it imports nothing of the project): planning, the engines, cleanup and
+the model all take their label names from here, so there is one definition of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+PREFIX = "orchestrator."
+MANAGED = PREFIX + "managed"
+"""Every resource the project creates carries `orchestrator.managed=true`."""
+DEPLOYMENT = PREFIX + "deployment"
+ROLE = PREFIX + "role"
+SHARD = PREFIX + "shard"
+REPLICA = PREFIX + "replica"
+SPEC_HASH = PREFIX + "spec-hash"
+GENERATION = PREFIX + "generation"
+OWNER = PREFIX + "owner"
+SPEC = PREFIX + "spec"
+CONTROL = PREFIX + "control"
+"""On the head: host:port of its control service on the deployment network."""
+
+ROLES = ("head", "worker", "uses_before", "uses_after", "gateway")
+
+
+def managed() -> dict[str, str]:
+    """The filter that matches everything the project created."""
+    return {MANAGED: "true"}
+
+
+def for_deployment(name: str) -> dict[str, str]:
+    """The filter that matches every resource of one deployment."""
+    return {MANAGED: "true", DEPLOYMENT: name}
+
+
+def pod_labels(
+    *,
+    deployment: str,
+    role: str,
+    owner: str,
+    spec_hash: str = "",
+    generation: int = 0,
+    shard: int | None = None,
+    replica: int | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Labels for one pod's container."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    labels = {
+        MANAGED: "true",
+        DEPLOYMENT: deployment,
+        ROLE: role,
+        OWNER: owner,
+        SPEC_HASH: spec_hash,
+        GENERATION: str(generation),
+    }
+    if shard is not None:
+        labels[SHARD] = str(shard)
+    if replica is not None:
+        labels[REPLICA] = str(replica)
+    if extra:
+        labels.update(extra)
+    return labels
