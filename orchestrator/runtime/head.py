@@ -27,6 +27,7 @@ from orchestrator.proto import orchestrator_pb2 as pb
 from orchestrator.proto import orchestrator_pb2_grpc as pb_grpc
 from orchestrator.runtime import membership, metrics, wire
 from orchestrator.runtime.config import HeadConfig, Polling
+from orchestrator.runtime.h2.limits import Limits
 from orchestrator.runtime.metrics import RequestStats
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State
 from orchestrator.runtime.relay import Relay
@@ -49,10 +50,20 @@ class Unroutable(Exception):
 
 
 class HeadServer:
-    """gRPC head: data plane (Executor service), Control service and Health."""
+    """gRPC head: data plane (Executor service), Control service and Health.
 
-    def __init__(self, config: HeadConfig) -> None:
+    Args:
+        config: what to serve.
+        limits: what an HTTP/2 client may do on the public port (runtime/h2/limits.py);
+            by default `Limits.for_messages(config.max_message_bytes)`. The head's memory
+            ceiling follows from them: `h2.limits.memory_ceiling(limits)` on top of the
+            process's baseline (Python and grpcio, about 40-60 MB).
+    """
+
+    def __init__(self, config: HeadConfig, limits: Limits | None = None) -> None:
         self.config = config
+        self.limits = limits if limits is not None else Limits.for_messages(
+            config.max_message_bytes)
         self.pool = Pool(config.shards)
         self.stats = RequestStats()  # GET /metrics (see metrics.py)
         self._opts = wire.channel_options(config.max_message_bytes)
@@ -102,7 +113,8 @@ class HeadServer:
         self._server = server
         # Listen before the workers are checked: a readiness probe connects at once (and is
         # told NOT_SERVING until they are) instead of backing off from a refused connection.
-        self._relay = Relay(self, f"127.0.0.1:{inner}", self.config.max_message_bytes)
+        self._relay = Relay(self, f"127.0.0.1:{inner}", self.config.max_message_bytes,
+                            self.limits)
         try:
             self.port = await self._relay.listen(self.config.host, self.config.port)
         except OSError as exc:
