@@ -189,6 +189,7 @@ class Connection:
         self._stalled: float | None = None  # since when output waits for a window
         self._preface = not self.client
         self._settings_seen = False
+        self._resize = False             # the peer set its HPACK table size: tell it ours
         self._cont: tuple[int, int, bytearray, int] | None = None
         self._born = self.now
         self._idle_since = self.now
@@ -369,6 +370,9 @@ class Connection:
         self._emit_headers(stream, block, end)
 
     def _emit_headers(self, stream: Stream, block: bytes, end: bool) -> None:
+        if self._resize:  # RFC 7541 section 4.2: the first block after the change says
+            self._resize = False  # our table size; 0 fits any limit (we never index)
+            block = b"\x20" + block
         flags = END_STREAM if end else 0
         limit = self.peer_frame
         if len(block) <= limit:
@@ -666,6 +670,8 @@ class Connection:
                 self._unblock()
             elif key == S_MAX_FRAME:
                 self.peer_frame = value
+            elif key == S_HEADER_TABLE_SIZE:
+                self._resize = True
         self.emit(frame(SETTINGS, ACK, 0))
 
     def _on_ping(self, flags: int, sid: int, payload: bytes) -> None:
