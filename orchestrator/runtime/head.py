@@ -14,6 +14,7 @@ shard order) and whose parameters/header are the client's; its response is the a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -495,6 +496,12 @@ async def _abort(context: grpc.aio.ServicerContext[bytes, bytes], exc: Unroutabl
     raise AssertionError("unreachable: abort raises")
 
 
+def token_matches(got: bytes, expected: bytes) -> bool:
+    """Constant-time token check: digests of equal length are compared with
+    `hmac.compare_digest`, so neither the token's bytes nor its length leak by timing."""
+    return hmac.compare_digest(hashlib.sha256(got).digest(), hashlib.sha256(expected).digest())
+
+
 class _Control(pb_grpc.ControlServicer):
     """Control RPCs; every call must carry the deployment token in metadata."""
 
@@ -507,8 +514,8 @@ class _Control(pb_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "control RPCs are disabled: the head has no ORCHESTRATOR_TOKEN")
         got = next((v for k, v in context.invocation_metadata() or () if k == wire.TOKEN_KEY), "")
-        got_text = got if isinstance(got, str) else got.decode()
-        if not hmac.compare_digest(got_text.encode(), expected.encode()):
+        got_bytes = got.encode() if isinstance(got, str) else got
+        if not token_matches(got_bytes, expected.encode()):  # the error never quotes either
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong control token")
 
     async def AddWorker(
