@@ -481,6 +481,7 @@ def behind_fake() -> Iterator[tuple[HeadServer, FakeWorker, Client]]:
                            what="both workers ready")
             with Client(addr(head)) as client:
                 yield head, fake, client
+        assert fake.served > 0, "no call ever reached the fake worker"
     finally:
         fake.close()
 
