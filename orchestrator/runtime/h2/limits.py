@@ -133,19 +133,26 @@ def connection_ceiling(limits: Limits) -> int:
 
 
 def memory_ceiling(limits: Limits) -> int:
-    """The most memory the relay's client side can take, whatever clients send:
+    """The most memory the relay can take, whatever clients send:
 
-        max_connections x connection_ceiling(limits) + max_buffered_total + caches
+        max_connections x connection_ceiling(limits)      client connections
+        + max_buffered_total                              bytes held for clients
+        + max_buffered_total                              bytes held for workers
+        + ENCODE_CACHE_BYTES                              hpack's encode_cached
 
-    where buffered bytes (request bodies kept for retries, decoded request headers,
-    responses waiting for a slow reader, socket backlogs) are all counted against
-    `max_buffered_total`, and the caches are hpack's `encode_cached` (ENCODE_CACHE_BYTES).
-    The process's own baseline (Python, grpcio) comes on top.
+    Bytes held for clients are request bodies and decoded request headers kept for
+    retries, responses waiting for a slow reader, and socket backlogs; bytes held for
+    workers (and the head's inner grpcio server) are requests and piped data waiting for
+    their flow-control windows. Each budget is shared by every connection of its side, and
+    a connection that would cross it is refused the bytes or closed. The connections to the
+    workers themselves (one per replica, plus one to the inner server) and the process's
+    own baseline (Python and grpcio: about 22 MB measured in the head's container) come on
+    top.
     """
     from orchestrator.runtime.hpack import ENCODE_CACHE_BYTES
 
-    return (limits.max_connections * connection_ceiling(limits) + limits.max_buffered_total
-            + ENCODE_CACHE_BYTES)
+    return (limits.max_connections * connection_ceiling(limits)
+            + 2 * limits.max_buffered_total + ENCODE_CACHE_BYTES)
 
 
 class Budget:
