@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, NoReturn
@@ -59,10 +60,14 @@ class HeadServer:
             by default `Limits.for_messages(config.max_message_bytes)`. The head's memory
             ceiling follows from them: `h2.limits.memory_ceiling(limits)` on top of the
             process's baseline (Python and grpcio: about 22 MB measured).
+        tls: serve the public port over TLS (`h2.tls.server_context`): gRPC and GET /metrics
+            alike. The connections to workers stay in the deployment's network, in clear.
     """
 
-    def __init__(self, config: HeadConfig, limits: Limits | None = None) -> None:
+    def __init__(self, config: HeadConfig, limits: Limits | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.config = config
+        self.tls = tls
         self.limits = limits if limits is not None else Limits.for_messages(
             config.max_message_bytes)
         self.pool = Pool(config.shards)
@@ -117,7 +122,7 @@ class HeadServer:
         self._relay = Relay(self, f"127.0.0.1:{inner}", self.config.max_message_bytes,
                             self.limits)
         try:
-            self.port = await self._relay.listen(self.config.host, self.config.port)
+            self.port = await self._relay.listen(self.config.host, self.config.port, self.tls)
         except OSError as exc:
             await self.stop(None)
             raise OrchestratorError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from typing import TYPE_CHECKING
 
 from orchestrator.runtime.h2.frames import (  # no asyncio nor HPACK behind this import
     ACK,
@@ -30,6 +31,9 @@ from orchestrator.runtime.h2.frames import (  # no asyncio nor HPACK behind this
     SETTINGS,
     frame,
 )
+
+if TYPE_CHECKING:
+    import ssl  # imported by the caller only when the probe speaks TLS
 
 STREAM = 1
 SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}: field 1, varint 1
@@ -55,13 +59,19 @@ def request(port: int) -> bytes:
             + frame(DATA, END_STREAM, STREAM, message))
 
 
-def check(port: int, timeout: float = 2.0, host: str = "127.0.0.1") -> bool:
-    """True when the server on host:port answers SERVING within `timeout` seconds."""
+def check(port: int, timeout: float = 2.0, host: str = "127.0.0.1",
+          tls: ssl.SSLContext | None = None) -> bool:
+    """True when the server on host:port answers SERVING within `timeout` seconds (over
+    TLS with `tls`, e.g. `h2.tls.probe_context()` for a head serving TLS)."""
     deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(request(port))
-            return _serving(sock, deadline)
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            if tls is None:
+                raw.sendall(request(port))
+                return _serving(raw, deadline)
+            with tls.wrap_socket(raw, server_hostname=host) as sock:
+                sock.sendall(request(port))
+                return _serving(sock, deadline)
     except (OSError, ValueError):
         return False
 

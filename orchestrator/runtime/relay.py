@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -549,8 +550,8 @@ class Relay:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def listen(self, host: str, port: int) -> int:
-        """Bind and serve; returns the bound port.
+    async def listen(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Bind and serve (over TLS with `tls`, see h2/tls.py); returns the bound port.
 
         Raises:
             OSError: the address cannot be bound.
@@ -558,7 +559,8 @@ class Relay:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: Downstream(self, self.limits, self.buffers), host or None, port,
-            reuse_address=True)
+            reuse_address=True, ssl=tls,
+            ssl_handshake_timeout=self.limits.handshake_timeout if tls else None)
         self.spawn(self._tick())
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
