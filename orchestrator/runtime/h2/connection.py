@@ -414,8 +414,9 @@ class Connection:
     def _pump(self, stream: Stream) -> None:
         while stream.pending:
             view, end, sent = stream.pending[0]
-            size = min(len(view), stream.window, self.window, self.peer_frame)
-            if size <= 0 and len(view):
+            # (a window can be negative after a SETTINGS change: an empty frame still goes)
+            size = max(0, min(len(view), stream.window, self.window, self.peer_frame))
+            if size == 0 and len(view):
                 if not self._blocked:
                     self._stalled = self.clock()
                 self._blocked.add(stream)

@@ -228,3 +228,19 @@ def test_continuation_is_reassembled() -> None:
     server.feed(frame(HEADERS, END_STREAM, 1, block[:3]) + frame(CONTINUATION, 0, 1, block[3:6])
                 + frame(CONTINUATION, END_HEADERS, 1, block[6:]))
     assert server.recorder.events == [("open", 1, (REQUEST, True))]
+
+
+def test_an_empty_end_stream_on_a_negative_window_leaves_the_windows_alone() -> None:
+    """Found by test_fuzz_h2: after a SETTINGS change made a stream window negative, an
+    empty DATA(END_STREAM) was sent with a negative size that *grew* both windows, and
+    the head then overran the client's connection window (h2: FlowControlError)."""
+    server = started()
+    server.feed(request(1, end=True))
+    stream = server.streams[1]
+    server.send_data(stream, b"x" * 1000, False)
+    server.feed(settings_frame((S_INITIAL_WINDOW, 10)))  # 10 - 1000: negative
+    window, stream_window = server.window, stream.window
+    assert stream_window == 10 - 1000
+    server.send_data(stream, b"", True)
+    assert (server.window, stream.window) == (window, stream_window)
+    assert (DATA, END_STREAM, 1, b"") in server.frames() and server.streams == {}
