@@ -300,6 +300,21 @@ def check_served_and_clean(head: HeadServer, normal: Client, before: int) -> Non
     (h2.settings.SettingCodes.HEADER_TABLE_SIZE, 418),
     (h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, 159),
     (h2.settings.SettingCodes.MAX_FRAME_SIZE, 30550))), Reset(False), Window(1)], None))
+# Found by this fuzzer: DATA that a raised INITIAL_WINDOW_SIZE let out went before our ACK
+# of that SETTINGS, and h2 (which applies its settings at the ACK) counted it against the
+# old window. The ACK now goes first.
+@example(seq=([Health(), Window(775425), Call(18, 115, 130), Settings((
+    (h2.settings.SettingCodes.MAX_FRAME_SIZE, 1141250),
+    (h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, 82))), Window(2957), Health(), Settings((
+        (h2.settings.SettingCodes.MAX_FRAME_SIZE, 19068),
+        (h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, 10172))), Window(139)], None))
+@example(seq=([Abandon(), Settings(((h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, 3011),)),
+               Settings(((h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, 71),
+                         (h2.settings.SettingCodes.HEADER_TABLE_SIZE, 5049))),
+               Call(16, 1306, 210), Settings(((h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, 16),)),
+               Health(), Window(100001), Abandon(),
+               Settings(((h2.settings.SettingCodes.INITIAL_WINDOW_SIZE, 3011),)), Abandon()],
+              settings_frame((4, 1 << 31))))
 def test_the_relay_serves_a_conformant_client_whatever_it_sends(
         served: tuple[Cluster, HeadServer, Client], seq: tuple[list[Any], bytes | None]) -> None:
     _, head, normal = served

@@ -244,3 +244,16 @@ def test_an_empty_end_stream_on_a_negative_window_leaves_the_windows_alone() -> 
     server.send_data(stream, b"", True)
     assert (server.window, stream.window) == (window, stream_window)
     assert (DATA, END_STREAM, 1, b"") in server.frames() and server.streams == {}
+
+
+def test_the_settings_ack_goes_before_data_a_larger_window_lets_out() -> None:
+    """Found by test_fuzz_h2: python-hyper's h2 applies its SETTINGS when the ACK arrives,
+    so DATA sent on the new window must follow the ACK."""
+    server = Server()
+    server.feed(PREFACE + settings_frame((S_INITIAL_WINDOW, 10)) + request(1))
+    server.send_data(server.streams[1], b"x" * 100, True)
+    server.frames()  # what went out so far: 10 bytes
+    server.sent.clear()
+    server.feed(settings_frame((S_INITIAL_WINDOW, 1000)))
+    kinds = [(k, f) for k, f, _, _ in server.frames()]
+    assert kinds == [(SETTINGS, ACK), (DATA, END_STREAM)]

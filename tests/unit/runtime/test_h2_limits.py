@@ -262,3 +262,14 @@ def test_encode_cached_is_bounded_by_bytes() -> None:
     before = hpack.encode_cache_bytes()
     assert hpack.encode_cached(huge) == hpack.encode(huge)
     assert hpack.encode_cache_bytes() == before  # never cached
+
+
+def test_flood_budgets_bind_clients_not_the_workers_we_connect_to() -> None:
+    """grpcio's BDP pings can be frequent under load: a worker connection is ours."""
+    from orchestrator.runtime.h2.connection import ClientConnection
+
+    worker = ClientConnection(Limits(max_pings=5, max_settings=5, max_empty_frames=5))
+    worker.initiate()
+    worker.receive(settings_frame() * 10 + frame(PING, 0, 0, b"12345678") * 10
+                   + frame(0x77, 0, 0) * 10)
+    assert worker.open and worker.error is None
