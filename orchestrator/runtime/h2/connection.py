@@ -778,6 +778,11 @@ class ServerConnection(Connection):
     def _end_local(self, stream: Stream) -> None:
         self.forget(stream)  # our response is complete: the stream is done for us
 
+    def on_goaway(self, last: int) -> None:
+        """The client is going away: it opens no more streams (and we push none), so
+        nothing changes here; what it still sends is served (found by test_fuzz_h2: a
+        client's GOAWAY used to make us refuse its next streams)."""
+
     def goaway(self) -> None:
         """Tell the client no new streams will be accepted (once its preface is in)."""
         self.usable = False

@@ -358,6 +358,7 @@ RANDOM_FRAMES = st.lists(st.builds(
 
 @FUZZ
 @given(RANDOM_FRAMES)
+@example([frame(7, 0, 0, b"\x00" * 8)])  # found: a client's GOAWAY made us refuse its call
 def test_random_frames_are_refused_or_ignored_and_never_crash_the_head(
         served: tuple[Cluster, HeadServer, Client], frames: list[bytes]) -> None:
     """Random frames (any type, flags, stream, payload), then one valid call: the head

@@ -213,10 +213,11 @@ def test_a_peer_reset_reaches_the_handler_and_frees_the_stream() -> None:
     assert server.streams == {}
 
 
-def test_goaway_from_the_peer_stops_new_streams_on_our_side() -> None:
+def test_a_client_goaway_does_not_refuse_what_it_still_sends() -> None:
     server = started()
-    server.feed(frame(GOAWAY, 0, 0, struct.pack(">LL", 0, 0)))
-    assert not server.usable and server.open
+    server.feed(frame(GOAWAY, 0, 0, struct.pack(">LL", 0, 0)) + request(1))
+    assert server.open and server.usable
+    assert server.recorder.events[0][:2] == ("open", 1)
 
 
 def test_continuation_is_reassembled() -> None:
