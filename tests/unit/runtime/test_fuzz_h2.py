@@ -276,9 +276,15 @@ def check_served_and_clean(head: HeadServer, normal: Client, before: int) -> Non
     assert normal.post("/echo", [{"ok": 1}], timeout=10)[0]["ok"] == 1
     relay = head._relay
     assert isinstance(relay, Relay)
+
+    def upstream_streams() -> int:
+        links = [r.link for r in head.pool if r.link is not None] + [relay.inner]
+        return sum(len(link.conn.streams) for link in links if link.conn is not None)
+
     wait_until(lambda: (len(relay.clients) == before and relay.calls == 0
-                        and not relay.pipes and relay.buffers.total == 0),
-               what="the attacker's connection, calls, pipes and bytes gone")
+                        and not relay.pipes and relay.buffers.total == 0
+                        and relay.upstream_buffers.total == 0 and upstream_streams() == 0),
+               what="the attacker's connection, calls, pipes, streams and bytes gone")
 
 
 @FUZZ
