@@ -21,8 +21,9 @@ abuse) is the sans-I/O connection layer in `h2/`; this module is the gRPC routin
 
 Header blocks are decoded (HPACK state is per connection) and re-encoded statelessly for
 the other side. Flow control: inbound DATA of the fast path is acknowledged on receipt
-(bounded by the message-size limit); piped DATA is acknowledged when it has been sent on,
-so a slow reader backs up to its writer as with any HTTP/2 proxy.
+(bounded by the message-size limit, and held against the connection's and the relay's
+byte budgets, see h2/limits.py); piped DATA is acknowledged when it has been sent on, so a
+slow reader backs up to its writer as with any HTTP/2 proxy.
 """
 
 from __future__ import annotations
