@@ -13,6 +13,10 @@ import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 TOKEN_ENV = "ORCHESTRATOR_TOKEN"
 TOKEN_FILE_ENV = "ORCHESTRATOR_TOKEN_FILE"
@@ -50,11 +54,19 @@ def _parser() -> argparse.ArgumentParser:
                       help="keep the worker list in FILE, rewritten on every change; a head "
                       "restarted in its container restores it (it replaces --worker)")
     head.add_argument("--health-interval", type=float, default=0.5, metavar="SECONDS")
+    head.add_argument("--tls-cert", metavar="FILE", help="serve TLS (ALPN h2) with this PEM "
+                      "certificate chain; needs --tls-key")
+    head.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
+    head.add_argument("--tls-client-ca", metavar="FILE",
+                      help="require client certificates signed by this CA (mutual TLS)")
     _common(head, "head")
 
     probe = sub.add_parser("probe", help="one gRPC health check on 127.0.0.1: exit 0 if SERVING")
     probe.add_argument("--port", type=int, default=50051)
     probe.add_argument("--timeout", type=float, default=2.0)
+    probe.add_argument("--tls", action="store_true", help="the head serves TLS")
+    probe.add_argument("--tls-cert", metavar="FILE", help="client certificate (mutual TLS)")
+    probe.add_argument("--tls-key", metavar="FILE")
     return parser
 
 
@@ -71,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse argv and run the chosen role; returns the exit code."""
     args = _parser().parse_args(argv)
     if args.role == "probe":
-        return _probe(args.port, args.timeout)
+        return _probe(args.port, args.timeout, args)
     from orchestrator.errors import OrchestratorError, SpecError
 
     try:
@@ -140,7 +152,8 @@ def _head(args: argparse.Namespace) -> int:
     )
     if cfg.token is None:
         _fail("head: ORCHESTRATOR_TOKEN is unset: control RPCs will be refused")
-    asyncio.run(serve_until_signalled(HeadServer(cfg), cfg.grace, f"head {cfg.name}"))
+    head = HeadServer(cfg, tls=_tls(args))
+    asyncio.run(serve_until_signalled(head, cfg.grace, f"head {cfg.name}"))
     return 0
 
 
@@ -169,10 +182,35 @@ def _token(env: Mapping[str, str]) -> str | None:
     return token
 
 
-def _probe(port: int, timeout: float) -> int:
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The head's TLS context from --tls-cert/--tls-key/--tls-client-ca (None: no TLS)."""
+    from orchestrator.errors import SpecError
+
+    if not args.tls_cert and not args.tls_key:
+        if args.tls_client_ca:
+            raise SpecError("needs --tls-cert and --tls-key", field="tls_client_ca")
+        return None
+    if not args.tls_cert or not args.tls_key:
+        raise SpecError("--tls-cert and --tls-key go together", field="tls_cert")
+    from orchestrator.runtime.h2.tls import server_context
+
+    return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
+def _probe(port: int, timeout: float, args: argparse.Namespace) -> int:
     from orchestrator.runtime.probe import check
 
-    return 0 if check(port, timeout) else 1
+    tls = None
+    if args.tls or args.tls_cert:
+        from orchestrator.errors import SpecError
+        from orchestrator.runtime.h2.tls import probe_context
+
+        try:
+            tls = probe_context(args.tls_cert, args.tls_key)
+        except SpecError as exc:
+            _fail(f"probe: invalid argument: {exc}")
+            return EXIT_USAGE
+    return 0 if check(port, timeout, tls=tls) else 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ shard order) and whose parameters/header are the client's; its response is the a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, NoReturn
@@ -27,6 +29,7 @@ from orchestrator.proto import orchestrator_pb2 as pb
 from orchestrator.proto import orchestrator_pb2_grpc as pb_grpc
 from orchestrator.runtime import membership, metrics, wire
 from orchestrator.runtime.config import HeadConfig, Polling
+from orchestrator.runtime.h2.limits import Limits
 from orchestrator.runtime.metrics import RequestStats
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State
 from orchestrator.runtime.relay import Relay
@@ -49,10 +52,24 @@ class Unroutable(Exception):
 
 
 class HeadServer:
-    """gRPC head: data plane (Executor service), Control service and Health."""
+    """gRPC head: data plane (Executor service), Control service and Health.
 
-    def __init__(self, config: HeadConfig) -> None:
+    Args:
+        config: what to serve.
+        limits: what an HTTP/2 client may do on the public port (runtime/h2/limits.py);
+            by default `Limits.for_messages(config.max_message_bytes)`. The head's memory
+            ceiling follows from them: `h2.limits.memory_ceiling(limits)` on top of the
+            process's baseline (Python and grpcio: about 22 MB measured).
+        tls: serve the public port over TLS (`h2.tls.server_context`): gRPC and GET /metrics
+            alike. The connections to workers stay in the deployment's network, in clear.
+    """
+
+    def __init__(self, config: HeadConfig, limits: Limits | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.config = config
+        self.tls = tls
+        self.limits = limits if limits is not None else Limits.for_messages(
+            config.max_message_bytes)
         self.pool = Pool(config.shards)
         self.stats = RequestStats()  # GET /metrics (see metrics.py)
         self._opts = wire.channel_options(config.max_message_bytes)
@@ -102,9 +119,10 @@ class HeadServer:
         self._server = server
         # Listen before the workers are checked: a readiness probe connects at once (and is
         # told NOT_SERVING until they are) instead of backing off from a refused connection.
-        self._relay = Relay(self, f"127.0.0.1:{inner}", self.config.max_message_bytes)
+        self._relay = Relay(self, f"127.0.0.1:{inner}", self.config.max_message_bytes,
+                            self.limits)
         try:
-            self.port = await self._relay.listen(self.config.host, self.config.port)
+            self.port = await self._relay.listen(self.config.host, self.config.port, self.tls)
         except OSError as exc:
             await self.stop(None)
             raise OrchestratorError(
@@ -483,6 +501,12 @@ async def _abort(context: grpc.aio.ServicerContext[bytes, bytes], exc: Unroutabl
     raise AssertionError("unreachable: abort raises")
 
 
+def token_matches(got: bytes, expected: bytes) -> bool:
+    """Constant-time token check: digests of equal length are compared with
+    `hmac.compare_digest`, so neither the token's bytes nor its length leak by timing."""
+    return hmac.compare_digest(hashlib.sha256(got).digest(), hashlib.sha256(expected).digest())
+
+
 class _Control(pb_grpc.ControlServicer):
     """Control RPCs; every call must carry the deployment token in metadata."""
 
@@ -495,8 +519,8 @@ class _Control(pb_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "control RPCs are disabled: the head has no ORCHESTRATOR_TOKEN")
         got = next((v for k, v in context.invocation_metadata() or () if k == wire.TOKEN_KEY), "")
-        got_text = got if isinstance(got, str) else got.decode()
-        if not hmac.compare_digest(got_text.encode(), expected.encode()):
+        got_bytes = got.encode() if isinstance(got, str) else got
+        if not token_matches(got_bytes, expected.encode()):  # the error never quotes either
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong control token")
 
     async def AddWorker(

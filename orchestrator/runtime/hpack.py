@@ -22,11 +22,14 @@ from collections.abc import Iterable
 
 __all__ = [
     "DEFAULT_TABLE_SIZE",
+    "ENCODE_CACHE_BYTES",
     "STATIC_TABLE",
     "Decoder",
+    "HeaderListTooLarge",
     "HpackError",
     "NeverIndexed",
     "encode",
+    "encode_cached",
     "huffman_decode",
     "huffman_encode",
 ]
@@ -58,6 +61,13 @@ class NeverIndexed(tuple[bytes, bytes]):
 
 class HpackError(ValueError):
     """Malformed header block (COMPRESSION_ERROR)."""
+
+
+class HeaderListTooLarge(HpackError):
+    """The block decodes to more than the decoder's `max_header_list_size` (RFC 9113
+    section 6.5.2: 32 + name + value per field): raised as the field that crosses the
+    limit is read, so a decompression bomb is never expanded. The connection must end
+    (its HPACK state is lost): with ENHANCE_YOUR_CALM, as python-hyper's h2 does."""
 
 
 # RFC 7541 Appendix A. Index 1 is the first entry; `_STATIC` below shifts it so that
@@ -415,7 +425,8 @@ def _read_string(data: bytes, pos: int) -> tuple[bytes, int]:
 
 
 MEMO_BLOCK = 1024   # the longest header block a decoder remembers
-MEMO_ENTRIES = 256  # how many it remembers at most
+MEMO_BYTES = 16 << 10  # what a decoder's memo may hold: blocks plus decoded fields
+UNLIMITED = 1 << 62
 
 
 class Decoder:
@@ -424,24 +435,31 @@ class Decoder:
     Args:
         max_table_size: the SETTINGS_HEADER_TABLE_SIZE this side advertised; the peer
             may shrink its table below it with size updates but never exceed it.
+        max_header_list_size: the SETTINGS_MAX_HEADER_LIST_SIZE this side advertised:
+            a block that decodes to more raises `HeaderListTooLarge` as soon as it does.
 
     Raises:
         ValueError: `max_table_size` is negative.
     """
 
-    __slots__ = ("_entries", "_limit", "_max_table_size", "_memo", "_size")
+    __slots__ = ("_entries", "_limit", "_max_list", "_max_table_size", "_memo",
+                 "_memo_bytes", "_size", "last_size")
 
-    def __init__(self, max_table_size: int = DEFAULT_TABLE_SIZE) -> None:
+    def __init__(self, max_table_size: int = DEFAULT_TABLE_SIZE,
+                 max_header_list_size: int | None = None) -> None:
         if max_table_size < 0:
             raise ValueError(f"max_table_size must be >= 0, got {max_table_size}")
         self._max_table_size = max_table_size
+        self._max_list = UNLIMITED if max_header_list_size is None else max_header_list_size
+        self.last_size = 0  # decoded size (32 + name + value per field) of the last block
         self._limit = max_table_size  # the size the peer currently uses
         self._size = 0
         self._entries: deque[tuple[bytes, bytes]] = deque()  # newest first
         # Blocks that left the table alone, decoded: a connection's blocks repeat (the
         # same indexed fields call after call), and they mean the same until the table
         # changes, which empties this.
-        self._memo: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
+        self._memo: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], int]] = {}
+        self._memo_bytes = 0
 
     @property
     def max_table_size(self) -> int:
@@ -478,11 +496,14 @@ class Decoder:
                 all ones, EOS decoded), a table size update above `max_table_size`,
                 or a size update after the first header field. The dynamic table may
                 then be half-updated: the error is fatal to the connection anyway.
+            HeaderListTooLarge: the fields read so far exceed `max_header_list_size`.
         """
         data = block if type(block) is bytes else bytes(block)
         known = self._memo.get(data)
         if known is not None:
-            return list(known)
+            self.last_size = known[1]
+            return list(known[0])
+        budget = self._max_list
         end = len(data)
         changed = False
         static = _STATIC
@@ -498,11 +519,15 @@ class Decoder:
                 if index == 0x7F:
                     index, pos = _decode_int_tail(data, pos, 0x7F)
                 if 0 < index <= _STATIC_COUNT:
-                    append(static[index])
+                    field = static[index]
                 elif _STATIC_COUNT < index <= _STATIC_COUNT + len(entries):
-                    append(entries[index - _STATIC_COUNT - 1])
+                    field = entries[index - _STATIC_COUNT - 1]
                 else:
-                    append(self._dynamic(index))  # raises the out-of-range error
+                    field = self._dynamic(index)  # raises the out-of-range error
+                budget -= ENTRY_OVERHEAD + len(field[0]) + len(field[1])
+                if budget < 0:
+                    raise HeaderListTooLarge(self._too_large())
+                append(field)
                 continue
             never = 0
             if first & 0x40:  # literal with incremental indexing (section 6.2.1)
@@ -540,18 +565,29 @@ class Decoder:
             stop = pos + length
             if stop > end:
                 raise HpackError("truncated HPACK string literal")
+            # (a Huffman string expands at most 8/5: the block's own limit bounds it)
             value = huffman_decode(data[pos:stop]) if head & 0x80 else data[pos:stop]
             pos = stop
+            budget -= ENTRY_OVERHEAD + len(name) + len(value)
+            if budget < 0:
+                raise HeaderListTooLarge(self._too_large())
             append(NeverIndexed((name, value)) if never else (name, value))
             if first & 0x40:
                 self._insert(name, value)
                 changed = True
+        size = self._max_list - budget
+        self.last_size = size
         if not changed and end <= MEMO_BLOCK:
-            memo = self._memo
-            if len(memo) >= MEMO_ENTRIES:
-                memo.clear()
-            memo[data] = tuple(fields)
+            cost = end + size
+            if self._memo_bytes + cost > MEMO_BYTES:
+                self._memo.clear()
+                self._memo_bytes = 0
+            self._memo[data] = (tuple(fields), size)
+            self._memo_bytes += cost
         return fields
+
+    def _too_large(self) -> str:
+        return f"header list larger than {self._max_list} bytes (SETTINGS_MAX_HEADER_LIST_SIZE)"
 
     def _dynamic(self, index: int) -> tuple[bytes, bytes]:
         """The field at wire `index` of the dynamic table (62 is the newest entry).
@@ -570,6 +606,7 @@ class Decoder:
     def _insert(self, name: bytes, value: bytes) -> None:
         """Add an entry, evicting the oldest ones to make room (section 4.4)."""
         self._memo.clear()  # indices moved: a remembered block may mean something else
+        self._memo_bytes = 0
         cost = ENTRY_OVERHEAD + len(name) + len(value)
         entries = self._entries
         if cost > self._limit:  # larger than the table: empties it, is not added
@@ -597,6 +634,7 @@ class Decoder:
             )
         self._limit = limit
         self._memo.clear()
+        self._memo_bytes = 0
         entries = self._entries
         size = self._size
         while size > limit:
@@ -660,3 +698,36 @@ def encode(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         append(short[length] if length < 0x7F else _encode_int(length, 7))
         append(value)
     return b"".join(parts)
+
+
+ENCODE_CACHE_BYTES = 1 << 20  # what `encode_cached` may hold: fields plus blocks
+_ENCODE_CACHE_BLOCK = 4096    # longer blocks are encoded every time, never cached
+_encoded: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
+_encoded_bytes = 0
+
+
+def encode_cached(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """`encode`, memoized: a worker's response headers and trailers repeat on every call.
+
+    The cache holds at most ENCODE_CACHE_BYTES (an entry costs its block twice, for the
+    fields and the encoding, plus 128 bytes of objects per field): when a new entry would
+    not fit, it starts over. A block longer than 4 KiB is never cached.
+    """
+    global _encoded_bytes
+    key = tuple(headers)
+    block = _encoded.get(key)
+    if block is None:
+        block = encode(headers)
+        cost = 2 * len(block) + 128 * len(key)  # the fields' objects, roughly, and the block
+        if len(block) <= _ENCODE_CACHE_BLOCK:
+            if _encoded_bytes + cost > ENCODE_CACHE_BYTES:
+                _encoded.clear()
+                _encoded_bytes = 0
+            _encoded[key] = block
+            _encoded_bytes += cost
+    return block
+
+
+def encode_cache_bytes() -> int:
+    """Bytes `encode_cached` currently accounts for (for tests and the memory ceiling)."""
+    return _encoded_bytes

@@ -15,19 +15,29 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from typing import TYPE_CHECKING
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
-END_STREAM, ACK, END_HEADERS, PADDED = 0x1, 0x1, 0x4, 0x8
+from orchestrator.runtime.h2.frames import (  # no asyncio nor HPACK behind this import
+    ACK,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    PADDED,
+    PING,
+    PREFACE,
+    RST_STREAM,
+    SETTINGS,
+    frame,
+)
+
+if TYPE_CHECKING:
+    import ssl  # imported by the caller only when the probe speaks TLS
+
 STREAM = 1
 SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}: field 1, varint 1
 PATH = b"/grpc.health.v1.Health/Check"
-
-
-def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    # relay.frame builds the same bytes; importing relay would bring asyncio and HPACK in
-    return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + \
-        struct.pack(">I", stream) + payload
 
 
 def _literal(name_index: int, value: bytes) -> bytes:
@@ -44,18 +54,24 @@ def request(port: int) -> bytes:
              + b"\x0f\x10" + bytes((16,)) + b"application/grpc"  # content-type (index 31)
              + b"\x00\x02te\x08trailers")  # a new name: te
     message = b"\x00\x00\x00\x00\x00"  # uncompressed, 0 bytes: HealthCheckRequest(service="")
-    return (PREFACE + _frame(SETTINGS, 0, 0)
-            + _frame(HEADERS, END_HEADERS, STREAM, block)
-            + _frame(DATA, END_STREAM, STREAM, message))
+    return (PREFACE + frame(SETTINGS, 0, 0)
+            + frame(HEADERS, END_HEADERS, STREAM, block)
+            + frame(DATA, END_STREAM, STREAM, message))
 
 
-def check(port: int, timeout: float = 2.0, host: str = "127.0.0.1") -> bool:
-    """True when the server on host:port answers SERVING within `timeout` seconds."""
+def check(port: int, timeout: float = 2.0, host: str = "127.0.0.1",
+          tls: ssl.SSLContext | None = None) -> bool:
+    """True when the server on host:port answers SERVING within `timeout` seconds (over
+    TLS with `tls`, e.g. `h2.tls.probe_context()` for a head serving TLS)."""
     deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(request(port))
-            return _serving(sock, deadline)
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            if tls is None:
+                raw.sendall(request(port))
+                return _serving(raw, deadline)
+            with tls.wrap_socket(raw, server_hostname=host) as sock:
+                sock.sendall(request(port))
+                return _serving(sock, deadline)
     except (OSError, ValueError):
         return False
 
@@ -72,9 +88,9 @@ def _serving(sock: socket.socket, deadline: float) -> bool:
             stream = int.from_bytes(buffered[5:9], "big") & 0x7FFF_FFFF
             payload, buffered = buffered[9:9 + length], buffered[9 + length:]
             if kind == SETTINGS and not flags & ACK:
-                sock.sendall(_frame(SETTINGS, ACK, 0))
+                sock.sendall(frame(SETTINGS, ACK, 0))
             elif kind == PING and not flags & ACK:
-                sock.sendall(_frame(PING, ACK, 0, payload))
+                sock.sendall(frame(PING, ACK, 0, payload))
             elif kind == GOAWAY or (kind == RST_STREAM and stream == STREAM):
                 return False
             elif stream == STREAM and kind in (DATA, HEADERS):

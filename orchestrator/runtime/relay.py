@@ -15,484 +15,119 @@ needs nothing of gRPC beyond HTTP/2 framing, so this module relays it itself:
   frame by frame, flow-controlled, to the head's own grpcio server on a loopback port,
   which keeps the full semantics.
 
+The HTTP/2 protocol itself (frames, stream states, flow control, the limits a peer could
+abuse) is the sans-I/O connection layer in `h2/`; this module is the gRPC routing on top
+(fast path with retries, pipe, per-replica links) and the thin asyncio transport under it.
+
 Header blocks are decoded (HPACK state is per connection) and re-encoded statelessly for
 the other side. Flow control: inbound DATA of the fast path is acknowledged on receipt
-(bounded by the message-size limit); piped DATA is acknowledged when it has been sent on,
-so a slow reader backs up to its writer as with any HTTP/2 proxy.
+(bounded by the message-size limit, and held against the connection's and the relay's
+byte budgets, see h2/limits.py); piped DATA is acknowledged when it has been sent on, so a
+slow reader backs up to its writer as with any HTTP/2 proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
+import ssl
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from orchestrator.runtime.hpack import Decoder, HpackError, NeverIndexed, encode
+from orchestrator.runtime.h2.connection import (
+    Buffers,
+    ClientConnection,
+    Connection,
+    Headers,
+    ServerConnection,
+    Stream,
+)
+from orchestrator.runtime.h2.frames import NO_ERROR, rst_stream
+from orchestrator.runtime.h2.limits import Limits
+from orchestrator.runtime.hpack import NeverIndexed
 from orchestrator.runtime.metrics import CONTENT_TYPE
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 WATCH_PATH = b"/grpc.health.v1.Health/Watch"
 MAX_PLAIN_REQUEST = 8192  # bytes of an HTTP/1.1 request head (GET /metrics)
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
-    CONTINUATION = range(10)
-END_STREAM = ACK = 0x1
-END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
-# error codes
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
-REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, FRAME_SIZE_ERROR = 0x7, 0x8, 0x9, 0x6
-# settings
-S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT, S_INITIAL_WINDOW, S_MAX_FRAME = 1, 2, 3, 4, 5
-
-WINDOW = 1 << 20          # our per-stream receive window
-CONN_WINDOW = 1 << 30     # our connection receive window
-MAX_FRAME = 1 << 20       # largest frame we accept
-MAX_HEADER_BLOCK = 64 << 10  # grpcio's own metadata limit is 8-16 KiB
-MAX_STREAMS = 1000           # concurrent streams per client connection (advertised, enforced)
-MAX_WINDOW = (1 << 31) - 1
-LAST_STREAM_ID = (1 << 31) - 1
 CONNECT_TIMEOUT = 3.0
 # gRPC codes
 GRPC_OK, GRPC_CANCELLED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE = b"0", b"1", b"8", b"14"
 RETRYABLE = frozenset({GRPC_CANCELLED, GRPC_UNAVAILABLE})
 
-_HEAD = struct.Struct(">HBBBL")
-Headers = list[tuple[bytes, bytes]]
 
+class _Wired(Connection, asyncio.Protocol):
+    """The asyncio transport under a sans-I/O connection: bytes in, batched writes out."""
 
-def frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    """One HTTP/2 frame."""
-    n = len(payload)
-    return _HEAD.pack(n >> 8, n & 0xFF, kind, flags, sid) + payload
-
-
-def _settings(*pairs: tuple[int, int]) -> bytes:
-    return frame(SETTINGS, 0, 0, b"".join(struct.pack(">HL", k, v) for k, v in pairs))
-
-
-_WINDOW_BOOST = frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", CONN_WINDOW - 65535))
-SERVER_HELLO = _settings((S_MAX_CONCURRENT, MAX_STREAMS), (S_INITIAL_WINDOW, WINDOW),
-                         (S_MAX_FRAME, MAX_FRAME)) + _WINDOW_BOOST
-CLIENT_HELLO = PREFACE + _settings(
-    (S_ENABLE_PUSH, 0), (S_INITIAL_WINDOW, WINDOW), (S_MAX_FRAME, MAX_FRAME)) + _WINDOW_BOOST
-
-
-class ProtocolError(Exception):
-    """The peer broke HTTP/2: the connection ends with GOAWAY(code)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        self.code = code
-        super().__init__(message)
-
-
-class Handler(Protocol):
-    """What a stream's events go to (a relayed call or a pipe)."""
-
-    def on_headers(self, conn: Conn, stream: Stream, headers: Headers, end: bool) -> None: ...
-
-    def on_data(self, conn: Conn, stream: Stream, data: bytes, end: bool) -> None: ...
-
-    def on_reset(self, conn: Conn, stream: Stream, refused: bool) -> None: ...
-
-
-class Stream:
-    """One HTTP/2 stream on one connection: its send window and queued output."""
-
-    __slots__ = ("closed", "handler", "pending", "sid", "trailers", "unacked", "window")
-
-    def __init__(self, sid: int, handler: Handler | None, window: int) -> None:
-        self.sid = sid
-        self.handler = handler
-        self.window = window
-        self.pending: deque[tuple[memoryview, bool, Callable[[int], None] | None]] = deque()
-        self.trailers: bytes | None = None
-        self.unacked = 0
-        self.closed = False
-
-
-class Conn(asyncio.Protocol):
-    """One HTTP/2 connection (either side); frames in, batched writes out."""
-
-    client = False
-
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, limits: Limits, shared: Buffers) -> None:
+        super().__init__(limits, shared)
         self.relay = relay
         self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, Stream] = {}
-        self.decoder = Decoder()
-        self.window = 65535          # our send window on the connection
-        self.peer_window = 65535     # peer's initial stream window
-        self.peer_frame = 16384      # peer's max frame size
-        self.unacked = 0
-        self.open = True
-        self.usable = True           # may start new streams
-        self._buf = bytearray()
-        self._out: list[bytes] = []
-        self._dirty = False
-        self._blocked: set[Stream] = set()
-        self._preface = not self.client
-        self._cont: tuple[int, int, bytearray] | None = None
-
-    # ---- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if self.client:  # a server says hello once the client's preface is in (see below)
-            self.emit(CLIENT_HELLO)
-            self.relay.flush_soon()
-
-    def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        try:
-            if self._preface:
-                if buf[:4] == b"GET " and self.plain_get(buf):
-                    return
-                if len(buf) < len(PREFACE):
-                    return
-                if buf[:len(PREFACE)] != PREFACE:
-                    raise ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 client")
-                del buf[:len(PREFACE)]
-                self._preface = False
-                # Our SETTINGS only now: an HTTP/1.1 client (GET /metrics) must not get a
-                # binary frame before its response.
-                self.emit(SERVER_HELLO)
-                self.on_preface()
-            i, n = 0, len(buf)
-            view = memoryview(buf)
-            try:
-                while n - i >= 9:
-                    hi, lo, kind, flags, sid = _HEAD.unpack_from(buf, i)
-                    length = hi << 8 | lo
-                    if length > MAX_FRAME:
-                        raise ProtocolError(FRAME_SIZE_ERROR, f"frame of {length} bytes")
-                    if n - i < 9 + length:
-                        break
-                    payload = bytes(view[i + 9:i + 9 + length])
-                    i += 9 + length
-                    self._frame(kind, flags, sid & LAST_STREAM_ID, payload)
-            finally:
-                view.release()
-                del buf[:i]
-        except (ProtocolError, HpackError) as exc:
-            code = exc.code if isinstance(exc, ProtocolError) else COMPRESSION_ERROR
-            self.abort(code, str(exc))
-        finally:
-            self.relay.flush_soon()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.open = self.usable = False
-        streams, self.streams = self.streams, {}
-        for stream in streams.values():
-            if stream.handler is not None and not stream.closed:
-                stream.closed = True
-                stream.handler.on_reset(self, stream, refused=False)
-        self.lost()
+        self.initiate()
         self.relay.flush_soon()
 
-    def lost(self) -> None:
-        """Hook: the connection is gone."""
+    def data_received(self, data: bytes) -> None:
+        self.receive(data)
+        self.relay.flush_soon()
 
-    def on_preface(self) -> None:
-        """Hook (server side): the client's preface arrived and our SETTINGS are queued."""
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.terminated()
+        self.relay.flush_soon()
 
-    def plain_get(self, buf: bytearray) -> bool:
-        """Hook: an HTTP/1.1 GET where the HTTP/2 preface should be; True when handled
-        (or when more of it must arrive first)."""
-        return False
-
-    # ---- output ----------------------------------------------------------------------
-
-    def emit(self, data: bytes) -> None:
-        """Queue bytes; the relay writes each connection's queue once per event."""
-        self._out.append(data)
-        if not self._dirty:
-            self._dirty = True
-            self.relay.dirty.append(self)
+    def output_ready(self) -> None:
+        self.relay.dirty.append(self)
 
     def write_out(self) -> None:
-        """Write what was queued (called by the relay)."""
-        self._dirty = False
-        out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        """Write what was queued (the relay calls this once per loop iteration)."""
+        data = self.data_to_send()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+            backlog = transport.get_write_buffer_size()
+            if backlog or self.backlog:
+                self.set_backlog(backlog)
 
-    def send_headers(self, stream: Stream, headers: Headers, end: bool) -> None:
-        """HEADERS (+CONTINUATION); after any queued DATA when they are trailers."""
-        block = encode_cached(headers)
-        if stream.pending:
-            stream.trailers = block
-            return
-        self._emit_headers(stream, block, end)
-
-    def _emit_headers(self, stream: Stream, block: bytes, end: bool) -> None:
-        flags = END_STREAM if end else 0
-        limit = self.peer_frame
-        if len(block) <= limit:
-            self.emit(frame(HEADERS, flags | END_HEADERS, stream.sid, block))
-        else:
-            self.emit(frame(HEADERS, flags, stream.sid, block[:limit]))
-            rest = block[limit:]
-            while rest:
-                part, rest = rest[:limit], rest[limit:]
-                self.emit(frame(CONTINUATION, 0 if rest else END_HEADERS, stream.sid, part))
-        if end:
-            self._end_local(stream)
-
-    def send_data(self, stream: Stream, data: bytes, end: bool,
-                  sent: Callable[[int], None] | None = None) -> None:
-        """DATA within the peer's windows; the rest waits for WINDOW_UPDATE.
-
-        `sent(n)` is told as bytes actually go out (a pipe acknowledges its source then).
-        """
-        n = len(data)
-        if (not stream.pending and n <= stream.window and n <= self.window
-                and n <= self.peer_frame):
-            stream.window -= n
-            self.window -= n
-            self.emit(frame(DATA, END_STREAM if end else 0, stream.sid, data))
-            if sent is not None and n:
-                sent(n)
-            if end:
-                self._end_local(stream)
-            return
-        stream.pending.append((memoryview(data), end, sent))
-        self._pump(stream)
-
-    def _pump(self, stream: Stream) -> None:
-        while stream.pending:
-            view, end, sent = stream.pending[0]
-            size = min(len(view), stream.window, self.window, self.peer_frame)
-            if size <= 0 and len(view):
-                self._blocked.add(stream)
-                return
-            last = size == len(view)
-            stream.window -= size
-            self.window -= size
-            self.emit(frame(DATA, END_STREAM if end and last else 0, stream.sid,
-                            bytes(view[:size])))
-            if sent is not None and size:
-                sent(size)
-            if last:
-                stream.pending.popleft()
-                if end:
-                    self._end_local(stream)
-            else:
-                stream.pending[0] = (view[size:], end, sent)
-        self._blocked.discard(stream)
-        if stream.trailers is not None:
-            block, stream.trailers = stream.trailers, None
-            self._emit_headers(stream, block, True)
-
-    def _end_local(self, stream: Stream) -> None:
-        """We sent END_STREAM; forget the stream once the peer has ended too."""
-
-    def reset(self, stream: Stream, code: int = CANCEL) -> None:
-        """RST_STREAM and forget the stream (no handler callback)."""
-        if not stream.closed:
-            stream.closed = True
-            self.emit(frame(RST_STREAM, 0, stream.sid, struct.pack(">L", code)))
-        self.forget(stream)
-
-    def forget(self, stream: Stream) -> None:
-        """Drop a finished stream."""
-        stream.closed = True
-        self.streams.pop(stream.sid, None)
-        self._blocked.discard(stream)
-        stream.pending.clear()
-
-    def ack(self, stream: Stream | None, n: int) -> None:
-        """Give the peer back `n` bytes of receive window on the stream (and connection)."""
-        if stream is not None and not stream.closed:
-            stream.unacked += n
-            if stream.unacked >= WINDOW // 2:
-                self.emit(frame(WINDOW_UPDATE, 0, stream.sid, struct.pack(">L", stream.unacked)))
-                stream.unacked = 0
-
-    def abort(self, code: int, message: str) -> None:
-        """Connection error: GOAWAY and close."""
-        self.emit(frame(GOAWAY, 0, 0, struct.pack(">LL", 0, code) + message.encode()[:200]))
-        self.relay.flush()
+    def resume_writing(self) -> None:
         if self.transport is not None:
-            self.transport.close()
+            self.set_backlog(self.transport.get_write_buffer_size())
 
-    # ---- input -----------------------------------------------------------------------
-
-    def _frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
-        if self._cont is not None and kind != CONTINUATION:
-            raise ProtocolError(PROTOCOL_ERROR, "expected CONTINUATION")
-        if kind == DATA:
-            self._on_data(flags, sid, payload)
-        elif kind == HEADERS:
-            if flags & PADDED:
-                payload = _unpad(payload)
-            if flags & PRIORITY_FLAG:
-                payload = payload[5:]
-            if len(payload) > MAX_HEADER_BLOCK:
-                raise ProtocolError(PROTOCOL_ERROR, "header block too large")
-            if flags & END_HEADERS:
-                self._on_block(sid, flags, payload)
-            else:
-                self._cont = (sid, flags, bytearray(payload))
-        elif kind == CONTINUATION:
-            if self._cont is None or self._cont[0] != sid:
-                raise ProtocolError(PROTOCOL_ERROR, "unexpected CONTINUATION")
-            block = self._cont[2]
-            block += payload
-            if len(block) > MAX_HEADER_BLOCK:
-                raise ProtocolError(PROTOCOL_ERROR, "header block too large")
-            if flags & END_HEADERS:
-                _, first, _ = self._cont
-                self._cont = None
-                self._on_block(sid, first, bytes(block))
-        elif kind == SETTINGS:
-            if not flags & ACK:
-                self._on_settings(payload)
-                self.emit(frame(SETTINGS, ACK, 0))
-        elif kind == WINDOW_UPDATE:
-            self._on_window_update(sid, payload)
-        elif kind == PING:
-            if not flags & ACK:
-                self.emit(frame(PING, ACK, 0, payload))
-        elif kind == RST_STREAM:
-            stream = self.streams.pop(sid, None)
-            if stream is not None and not stream.closed:
-                stream.closed = True
-                self._blocked.discard(stream)
-                code = int.from_bytes(payload[:4], "big")
-                if stream.handler is not None:
-                    stream.handler.on_reset(self, stream, refused=code == REFUSED_STREAM)
-        elif kind == GOAWAY:
-            last = int.from_bytes(payload[:4], "big") & LAST_STREAM_ID
-            self.on_goaway(last)
-        elif kind == PUSH_PROMISE:
-            raise ProtocolError(PROTOCOL_ERROR, "push is disabled")
-        # PRIORITY and unknown frame types are ignored, as the spec requires
-
-    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
-        size = len(payload)
-        self.unacked += size
-        if self.unacked >= CONN_WINDOW // 2:
-            self.emit(frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", self.unacked)))
-            self.unacked = 0
-        if flags & PADDED:
-            pad = size - len(payload := _unpad(payload))
-            stream = self.streams.get(sid)
-            if stream is not None and pad:
-                self.ack(stream, pad)
-        stream = self.streams.get(sid)
-        if stream is None or stream.closed or stream.handler is None:
+    def close(self, hard: bool = False) -> None:
+        super().close(hard)
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
-        stream.handler.on_data(self, stream, payload, bool(flags & END_STREAM))
-
-    def _on_block(self, sid: int, flags: int, block: bytes) -> None:
-        headers = self.decoder.decode(block)
-        end = bool(flags & END_STREAM)
-        stream = self.streams.get(sid)
-        if stream is None:
-            self.new_stream(sid, headers, end)
-        elif stream.handler is not None and not stream.closed:
-            stream.handler.on_headers(self, stream, headers, end)
-
-    def new_stream(self, sid: int, headers: Headers, end: bool) -> None:
-        """A peer-initiated stream (server side only)."""
-        raise ProtocolError(PROTOCOL_ERROR, f"unexpected stream {sid}")
-
-    def on_goaway(self, last: int) -> None:
-        """The peer will not take streams above `last`."""
-        self.usable = False
-
-    def _on_settings(self, payload: bytes) -> None:
-        for off in range(0, len(payload) - 5, 6):
-            key, value = struct.unpack_from(">HL", payload, off)
-            if key == S_INITIAL_WINDOW:
-                if value > MAX_WINDOW:
-                    raise ProtocolError(FLOW_CONTROL_ERROR, "initial window too large")
-                delta, self.peer_window = value - self.peer_window, value
-                for stream in self.streams.values():
-                    stream.window += delta
-                self._unblock()
-            elif key == S_MAX_FRAME:
-                self.peer_frame = value
-
-    def _on_window_update(self, sid: int, payload: bytes) -> None:
-        inc = int.from_bytes(payload[:4], "big") & LAST_STREAM_ID
-        if sid == 0:
-            self.window += inc
-            self._unblock()
-            return
-        stream = self.streams.get(sid)
-        if stream is not None:
-            stream.window += inc
-            if stream.pending:
-                self._pump(stream)
-
-    def _unblock(self) -> None:
-        for stream in list(self._blocked):
-            if self.window <= 0:
-                return
-            self._pump(stream)
+        self.write_out()
+        if hard or transport.get_write_buffer_size():  # a peer that does not read
+            transport.abort()
+        else:
+            transport.close()
 
 
-_ENCODED: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
-
-
-def encode_cached(headers: Headers) -> bytes:
-    """`encode`, memoized: a worker's response headers and trailers repeat on every call."""
-    key = tuple(headers)
-    block = _ENCODED.get(key)
-    if block is None:
-        if len(_ENCODED) >= 4096:
-            _ENCODED.clear()
-        block = _ENCODED[key] = encode(headers)
-    return block
-
-
-def _with_value(field: tuple[bytes, bytes], value: bytes) -> tuple[bytes, bytes]:
-    """`field` with another value, in the same representation (never indexed stays so)."""
-    return NeverIndexed((field[0], value)) if type(field) is NeverIndexed else (field[0], value)
-
-
-def _unpad(payload: bytes) -> bytes:
-    if not payload or payload[0] >= len(payload):
-        raise ProtocolError(PROTOCOL_ERROR, "bad padding")
-    return payload[1:len(payload) - payload[0]]
-
-
-class Downstream(Conn):
+class Downstream(_Wired, ServerConnection):
     """A client's connection to the head."""
 
-    def __init__(self, relay: Relay) -> None:
-        super().__init__(relay)
-        self.last_sid = 0  # highest stream id the client opened
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        relay = self.relay
+        if len(relay.clients) >= self.limits.max_connections:
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()  # past max_connections: dropped before any work
+            self.open = self.usable = False
+            return
         super().connection_made(transport)
-        self.relay.clients.add(self)
-        if not self.relay.accepting:
+        relay.clients.add(self)
+        if not relay.accepting:
             self.usable = False  # GOAWAY right after our SETTINGS
 
     def lost(self) -> None:
         self.relay.clients.discard(self)
 
-    def new_stream(self, sid: int, headers: Headers, end: bool) -> None:
-        if sid % 2 == 0 or sid <= self.last_sid:
-            raise ProtocolError(PROTOCOL_ERROR, f"bad stream id {sid}")
-        self.last_sid = sid
-        stream = Stream(sid, None, self.peer_window)
-        if not self.usable or len(self.streams) >= MAX_STREAMS:  # after GOAWAY, or too many
-            self.reset(stream, REFUSED_STREAM)
-            return
-        self.streams[sid] = stream
+    def start(self, stream: Stream, headers: Headers, end: bool) -> None:
         self.relay.start(self, stream, headers, end)
-
-    def _end_local(self, stream: Stream) -> None:
-        self.forget(stream)  # our response is complete: the stream is done for us
 
     def on_preface(self) -> None:
         if not self.usable:  # the head began to shut down first: GOAWAY follows SETTINGS
@@ -503,7 +138,7 @@ class Downstream(Conn):
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > MAX_PLAIN_REQUEST:
-                raise ProtocolError(PROTOCOL_ERROR, "HTTP/1.1 request head too large")
+                self.close(hard=True)
             return True  # wait for the rest of the request head
         parts = bytes(buf[:buf.find(b"\r\n")]).split(b" ")
         del buf[:]
@@ -515,63 +150,17 @@ class Downstream(Conn):
             body = b"this port serves gRPC (HTTP/2) and GET /metrics\n"
         self.emit(b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
                   b"Connection: close\r\n\r\n%s" % (status, kind, len(body), body))
-        self.relay.flush()
-        self.open = self.usable = False
-        if self.transport is not None:
-            self.transport.close()
+        self.close()
         return True
 
-    def goaway(self) -> None:
-        """Tell the client no new streams will be accepted (once its preface is in)."""
-        self.usable = False
-        if not self._preface:
-            self.emit(frame(GOAWAY, 0, 0, struct.pack(">LL", self.last_sid, NO_ERROR)))
 
-
-class Upstream(Conn):
+class Upstream(_Wired, ClientConnection):
     """The head's connection to a worker (or to its own grpcio server)."""
 
-    client = True
 
-    def __init__(self, relay: Relay) -> None:
-        super().__init__(relay)
-        self.next_sid = 1
-
-    def open_stream(self, handler: Handler, headers: Headers, end: bool) -> Stream:
-        """Start a stream carrying `headers`."""
-        sid = self.next_sid
-        self.next_sid += 2
-        if self.next_sid >= LAST_STREAM_ID:
-            self.usable = False  # ids run out: the next request opens a new connection
-        stream = Stream(sid, handler, self.peer_window)
-        self.streams[sid] = stream
-        self._emit_headers(stream, encode_cached(headers), end)
-        return stream
-
-    def new_stream(self, sid: int, headers: Headers, end: bool) -> None:
-        """HEADERS on a stream we opened and already reset or finished: the peer sent them
-        before it saw our RST_STREAM, and RFC 9113 section 5.1 says to ignore them (the
-        block was still decoded, so the HPACK table stays in step)."""
-        if sid % 2 == 0 or sid >= self.next_sid:
-            super().new_stream(sid, headers, end)
-
-    def on_goaway(self, last: int) -> None:
-        self.usable = False
-        for sid in [s for s in self.streams if s > last]:
-            stream = self.streams.pop(sid)
-            if not stream.closed and stream.handler is not None:
-                stream.closed = True
-                stream.handler.on_reset(self, stream, refused=True)
-        self.close_if_idle()
-
-    def close_if_idle(self) -> None:
-        """An unusable connection closes with its last stream."""
-        if not self.usable and not self.streams and self.transport is not None:
-            self.transport.close()
-
-    def forget(self, stream: Stream) -> None:
-        super().forget(stream)
-        self.close_if_idle()
+def _with_value(field: tuple[bytes, bytes], value: bytes) -> tuple[bytes, bytes]:
+    """`field` with another value, in the same representation (never indexed stays so)."""
+    return NeverIndexed((field[0], value)) if type(field) is NeverIndexed else (field[0], value)
 
 
 class Link:
@@ -600,7 +189,7 @@ class Link:
         conn: Upstream | None = None
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: Upstream(self.relay), self.host, self.port),
+                loop.create_connection(self.relay.upstream, self.host, self.port),
                 CONNECT_TIMEOUT)
             conn = proto
         except (OSError, TimeoutError):
@@ -651,10 +240,12 @@ class Call:
         "down",
         "finished",
         "headers",
+        "held",
         "last_error",
         "relay",
         "replica",
         "resp",
+        "resp_held",
         "started",
         "stream",
         "tried",
@@ -679,9 +270,24 @@ class Call:
         self.done = False
         self.finished = False
         self.last_error = ""
+        self.held = 0       # bytes counted against the client connection's budgets
+        self.resp_held = 0  # of which the current attempt's response
+
+    def hold(self, n: int, response: bool = False) -> bool:
+        """Count `n` bytes this call keeps (request kept for retries, response until its
+        trailers): False when the client connection's or the relay's budget is over."""
+        self.held += n
+        if response:
+            self.resp_held += n
+        return self.down.hold(n)
+
+    def _drop_response(self) -> None:
+        self.down.release(self.resp_held)
+        self.held -= self.resp_held
+        self.resp_held = 0
 
     # events from either connection
-    def on_headers(self, conn: Conn, stream: Stream, headers: Headers, end: bool) -> None:
+    def on_headers(self, conn: Connection, stream: Stream, headers: Headers, end: bool) -> None:
         if conn is self.down:  # request trailers: gRPC clients send none; finish the request
             if end:
                 self.relay.dispatch(self)
@@ -692,7 +298,7 @@ class Call:
         if end:
             self._complete(headers)
 
-    def on_data(self, conn: Conn, stream: Stream, data: bytes, end: bool) -> None:
+    def on_data(self, conn: Connection, stream: Stream, data: bytes, end: bool) -> None:
         if conn is self.down:
             conn.ack(stream, len(data))
             self.body += data
@@ -701,15 +307,24 @@ class Call:
                           f"received message larger than max ({len(self.body) - 5} vs. "
                           f"{self.relay.max_body - 5})", unread=not end)
                 return
+            if not self.hold(len(data)):
+                self.fail(GRPC_RESOURCE_EXHAUSTED, "the head holds too much data; try again",
+                          unread=not end)
+                return
             if end:
                 self.relay.dispatch(self)
             return
         conn.ack(stream, len(data))
+        if not self.hold(len(data), response=True):
+            if self.up is not None and self.up_stream is not None:
+                self.up.reset(self.up_stream)
+            self.fail(GRPC_RESOURCE_EXHAUSTED, "the head holds too much data; try again")
+            return
         self.data.append(data)
         if end:  # a response without trailers: not gRPC; treat as the replica failing
             self._attempt_failed("response ended without trailers")
 
-    def on_reset(self, conn: Conn, stream: Stream, refused: bool) -> None:
+    def on_reset(self, conn: Connection, stream: Stream, refused: bool) -> None:
         if conn is self.down:  # the client cancelled or went away
             self.done = True
             self._release(None)
@@ -753,6 +368,7 @@ class Call:
             self.relay.hooks.replica_failed(replica)
         self.resp = None
         self.data = []
+        self._drop_response()
         if not self.done:
             self.relay.dispatch(self)
 
@@ -764,6 +380,8 @@ class Call:
     def _finish(self, status: bytes) -> None:
         if not self.finished:
             self.finished = True
+            self.down.release(self.held)  # what is still to send is held by the stream
+            self.held = self.resp_held = 0
             self.relay.calls -= 1
             self.relay.check_idle()
             code = int(status) if status.isdigit() else 2
@@ -779,7 +397,7 @@ class Call:
         self.done = True
         self.down.send_headers(self.stream, _trailers_only(code, message), True)
         if unread:
-            self.down.emit(frame(RST_STREAM, 0, self.stream.sid, struct.pack(">L", NO_ERROR)))
+            self.down.emit(rst_stream(self.stream.sid, NO_ERROR))
         self._release(False)
         self._finish(code)
 
@@ -853,12 +471,12 @@ class Pipe:
             else:
                 self.on_data(self.down, self.down_stream, data, more_end)
 
-    def _other(self, conn: Conn) -> tuple[Conn | None, Stream | None]:
+    def _other(self, conn: Connection) -> tuple[Connection | None, Stream | None]:
         if conn is self.down:
             return self.up, self.up_stream
         return self.down, self.down_stream
 
-    def on_headers(self, conn: Conn, stream: Stream, headers: Headers, end: bool) -> None:
+    def on_headers(self, conn: Connection, stream: Stream, headers: Headers, end: bool) -> None:
         if self.early is not None:
             self.early.append((headers, b"", end))
             return
@@ -869,7 +487,7 @@ class Pipe:
         if end:
             self._ended(conn, stream)
 
-    def on_data(self, conn: Conn, stream: Stream, data: bytes, end: bool) -> None:
+    def on_data(self, conn: Connection, stream: Stream, data: bytes, end: bool) -> None:
         if self.early is not None:
             self.early.append((None, data, end))
             return
@@ -881,7 +499,7 @@ class Pipe:
         if end:
             self._ended(conn, stream)
 
-    def on_reset(self, conn: Conn, stream: Stream, refused: bool) -> None:
+    def on_reset(self, conn: Connection, stream: Stream, refused: bool) -> None:
         other, out = self._other(conn)
         if other is not None and out is not None:
             if conn is self.down or out.sid not in other.streams:
@@ -891,7 +509,7 @@ class Pipe:
                     GRPC_UNAVAILABLE, "head's inner server reset the stream"), True)
         self._closed()
 
-    def _ended(self, conn: Conn, stream: Stream) -> None:
+    def _ended(self, conn: Connection, stream: Stream) -> None:
         """`conn` sent END_STREAM on `stream`: when the response side ends, all is done."""
         if conn is not self.down and isinstance(conn, Upstream):
             conn.forget(stream)
@@ -914,11 +532,15 @@ class Pipe:
 class Relay:
     """The head's listening socket: routes each stream to a replica or to the inner server."""
 
-    def __init__(self, hooks: HeadHooks, inner_address: str, max_message_bytes: int) -> None:
+    def __init__(self, hooks: HeadHooks, inner_address: str, max_message_bytes: int,
+                 limits: Limits | None = None) -> None:
         self.hooks = hooks
+        self.limits = limits if limits is not None else Limits.for_messages(max_message_bytes)
+        self.buffers = Buffers(self.limits.max_buffered_total)  # every client connection's
+        self.upstream_buffers = Buffers(self.limits.max_buffered_total)  # workers' and inner
         self.inner = Link(self, inner_address)
         self.max_body = max_message_bytes + 5  # gRPC's 5-byte message prefix
-        self.dirty: list[Conn] = []
+        self.dirty: list[_Wired] = []
         self._flush_pending = False
         self.clients: set[Downstream] = set()
         self.pipes: set[Pipe] = set()
@@ -929,17 +551,33 @@ class Relay:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def listen(self, host: str, port: int) -> int:
-        """Bind and serve; returns the bound port.
+    async def listen(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Bind and serve (over TLS with `tls`, see h2/tls.py); returns the bound port.
 
         Raises:
             OSError: the address cannot be bound.
         """
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Downstream(self), host or None, port,
-                                                reuse_address=True)
+        self._server = await loop.create_server(
+            lambda: Downstream(self, self.limits, self.buffers), host or None, port,
+            reuse_address=True, ssl=tls,
+            ssl_handshake_timeout=self.limits.handshake_timeout if tls else None)
+        self.spawn(self._tick())
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
+
+    def upstream(self) -> Upstream:
+        """A new connection to a worker or to the inner server."""
+        return Upstream(self, self.limits, self.upstream_buffers)
+
+    async def _tick(self) -> None:
+        """Every `limits.tick` seconds, the client connections check their timeouts."""
+        while True:
+            await asyncio.sleep(self.limits.tick)
+            now = time.monotonic()
+            for client in list(self.clients):
+                client.tick(now)
+            self.flush()
 
     def spawn(self, coro: Any) -> None:
         """Run a background task owned by the relay."""
@@ -981,7 +619,10 @@ class Relay:
                 call.deadline = time.monotonic() + seconds
             self.calls += 1
             self._idle.clear()
-            if end:
+            if not call.hold(down.decoder.last_size):  # its headers, kept for retries
+                call.fail(GRPC_RESOURCE_EXHAUSTED, "the head holds too much data; try again",
+                          unread=not end)
+            elif end:
                 self.dispatch(call)
             return
         pipe = Pipe(self, down, stream, watch=path == WATCH_PATH)

@@ -16,22 +16,24 @@ from orchestrator import Client, RequestError
 from orchestrator.control import HeadControl
 from orchestrator.runtime import hpack, wire
 from orchestrator.runtime.config import PollingPolicy
-from orchestrator.runtime.relay import (
-    CLIENT_HELLO,
+from orchestrator.runtime.h2.connection import DEFAULT_LIMITS, client_hello
+from orchestrator.runtime.h2.frames import (
     CONTINUATION,
     DATA,
     END_HEADERS,
     END_STREAM,
     HEADERS,
-    MAX_STREAMS,
     PADDED,
     REFUSED_STREAM,
     RST_STREAM,
     frame,
-    parse_timeout,
 )
+from orchestrator.runtime.relay import parse_timeout
 from tests.unit.runtime.harness import TOKEN, Cluster, addr, wait_until
 from tests.unit.runtime.test_worker import Gate, assert_graceful_stop
+
+CLIENT_HELLO = client_hello(DEFAULT_LIMITS)
+MAX_STREAMS = DEFAULT_LIMITS.max_concurrent_streams
 
 
 def control(head: Any) -> HeadControl:
