@@ -1,13 +1,20 @@
-"""CLI terminal output: progress lines, colour only on a terminal, table formatting."""
+"""CLI terminal output: progress lines, colour only on a terminal, table formatting; the
+parser's assembly."""
 
 from __future__ import annotations
 
+import argparse
 import io
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.cli import format_table, format_uptime, pod_rows
+from orchestrator import cli
+from orchestrator.cli import COMMANDS, UsageError, build_parser
+from orchestrator.cli.logs import parse_since
+from orchestrator.cli.ps import format_table, format_uptime, pod_rows
 from orchestrator.engine.base import ContainerInfo
 from orchestrator.progress import ProgressEvent
 from orchestrator.ui import ProgressUI, describe, make_console, ok, status
@@ -101,10 +108,6 @@ def test_pod_rows_and_table_for_stopped_pods() -> None:
 
 
 def test_since_takes_a_duration_or_a_time() -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from orchestrator.cli import UsageError, parse_since
-
     now = datetime(2026, 11, 29, 7, 0, tzinfo=UTC)
     assert parse_since("10m", now) == now - timedelta(minutes=10)
     assert parse_since("1h30m", now) == now - timedelta(hours=1, minutes=30)
@@ -117,3 +120,44 @@ def test_since_takes_a_duration_or_a_time() -> None:
     for bad in ("", "soon", "10x", "m"):
         with pytest.raises(UsageError, match="--since"):
             parse_since(bad, now)
+
+
+def test_help_loads_no_command_module_nor_docker_grpc_or_rich() -> None:
+    """`orchestrator --help` lists every command without importing their modules."""
+    code = ("import sys\nfrom orchestrator.cli import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('docker', 'grpc', "
+            "'rich') or m.startswith(('orchestrator.cli.', 'orchestrator.deployment'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert all(f"    {c.name} " in proc.stdout for c in COMMANDS)
+    assert proc.stdout.strip().splitlines()[-1] == "['orchestrator.cli.base']"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_command_gets_its_arguments_and_a_handler() -> None:
+    commands = _subparsers(build_parser())
+    assert list(commands) == [c.name for c in COMMANDS]
+    for name, sub in commands.items():
+        leaves = _subparsers(sub).values() if name == "images" else [sub]
+        for leaf in leaves:
+            assert callable(leaf.get_default("handler")), name
+
+
+def test_running_one_command_fills_in_only_that_one() -> None:
+    commands = _subparsers(build_parser(only={"ps"}))
+    assert commands["ps"].get_default("handler") is not None
+    assert commands["up"].get_default("handler") is None
+
+
+def test_moved_names_still_import_from_orchestrator_cli() -> None:
+    from orchestrator.apply import spec_changes
+    from orchestrator.cli.ps import pod_rows as moved
+
+    assert cli.spec_changes is spec_changes and cli.pod_rows is moved
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = cli.no_such_name

@@ -1,0 +1,19 @@
+"""`orchestrator demo`: what `scripts/demo` runs (see orchestrator/demo.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from orchestrator.demo import run as run_demo
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.set_defaults(handler=run)
+    p.add_argument("--name", default="demo", help="deployment name (default demo)")
+    p.add_argument("--replicas", type=int, default=3, help="replicas per shard (default 3)")
+    p.add_argument("--shards", type=int, default=2, help="shards (default 2)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`demo [--name N] [--replicas R] [--shards S]`."""
+    return run_demo(args.name, args.replicas, args.shards)
