@@ -5,6 +5,9 @@ deployment's containers by label, asks every running pod for its gRPC health and
 running head for its view of its workers (routing state, requests served, failed and in
 flight), all concurrently, and returns one frozen `PodStatus` per pod, in a stable order.
 `pod_statuses` builds the same from a listing, with the probes injectable for tests.
+
+`deployment_usage` is what `orchestrator top` shows: one `PodUsage` (CPU, memory,
+restarts, requests in flight) per pod, from one engine stats sample each.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from typing import Any
 
 from orchestrator.control import HeadControl
 from orchestrator.deployment import running_deployments
-from orchestrator.engine.base import ContainerEngine, ContainerInfo
-from orchestrator.errors import DeploymentNotFound, OrchestratorError
+from orchestrator.engine.base import ContainerEngine, ContainerInfo, ContainerStats
+from orchestrator.errors import DeploymentNotFound, OrchestratorError, ResourceNotFound
 from orchestrator.health import GrpcHealthProbe, container_address
 from orchestrator.planning import labels as L
 from orchestrator.planning import names
@@ -89,9 +92,13 @@ class PodStatus:
     @property
     def sort_key(self) -> tuple[str, int, int, int, str]:
         """Deployment, role (head first), shard, replica, name."""
-        return (self.deployment, ROLE_ORDER.get(self.role, 9),
-                -1 if self.shard is None else self.shard,
-                -1 if self.replica is None else self.replica, self.pod)
+        return _order(self.deployment, self.role, self.shard, self.replica, self.pod)
+
+
+def _order(deployment: str, role: str, shard: int | None, replica: int | None, pod: str
+           ) -> tuple[str, int, int, int, str]:
+    return (deployment, ROLE_ORDER.get(role, 9), -1 if shard is None else shard,
+            -1 if replica is None else replica, pod)
 
 
 HealthCheck = Callable[[ContainerInfo], str]
@@ -192,3 +199,96 @@ def head_view(head: ContainerInfo) -> dict[str, HeadView]:
                     for w in control.list_workers()}
     except OrchestratorError:
         return {}
+
+
+def select_pods(pods: Sequence[ContainerInfo], name: str, pod: str | None
+                ) -> list[ContainerInfo]:
+    """Every pod of deployment `name`, or the one `pod` names: its container name or the
+    part after 'NAME-' (`head`, `s0-r1-g2`).
+
+    Raises:
+        OrchestratorError: no such pod (the message lists the pods there are).
+    """
+    if pod is None:
+        return list(pods)
+    chosen = [p for p in pods if p.name in (pod, f"{name}-{pod}")]
+    if not chosen:
+        known = ", ".join(p.name for p in pods)
+        raise OrchestratorError(f"deployment {name!r} has no pod {pod!r} (pods: {known})")
+    return chosen
+
+
+# -- resource use (`orchestrator top`) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodUsage:
+    """One pod's resource use at one moment. `in_flight`: requests its head has sent it
+    and not had answered (workers the head lists only)."""
+
+    deployment: str
+    pod: str
+    role: str
+    shard: int | None
+    replica: int | None
+    state: str
+    cpu_percent: float
+    memory_bytes: int
+    memory_limit_bytes: int
+    restarts: int
+    in_flight: int | None
+
+    @property
+    def memory_percent(self) -> float | None:
+        if not self.memory_limit_bytes:
+            return None
+        return round(100.0 * self.memory_bytes / self.memory_limit_bytes, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object `orchestrator top --json` prints for the pod."""
+        return {"deployment": self.deployment, "pod": self.pod, "role": self.role,
+                "shard": self.shard, "replica": self.replica, "state": self.state,
+                "cpu_percent": self.cpu_percent, "memory_bytes": self.memory_bytes,
+                "memory_limit_bytes": self.memory_limit_bytes,
+                "memory_percent": self.memory_percent, "restarts": self.restarts,
+                "in_flight": self.in_flight}
+
+
+def deployment_usage(engine: ContainerEngine, name: str | None = None, *,
+                     head_views: HeadViews | None = None) -> list[PodUsage]:
+    """One sample of every pod of `name` (None: of every deployment), sampled concurrently
+    (a Docker sample takes about a second). A pod removed meanwhile is left out.
+
+    Raises:
+        DeploymentNotFound: `name` has no container.
+    """
+    pods = list_pods(engine, name)
+    ask = head_views or head_view
+    heads = [p for p in pods if p.labels.get(L.ROLE) == "head" and p.running]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        samples = list(pool.map(lambda p: _sample(engine, p), pods))
+        seen: dict[str, HeadView] = {}
+        for views in pool.map(ask, heads):
+            seen.update(views)
+    rows = [pod_usage(info, stats, seen.get(info.name))
+            for info, stats in zip(pods, samples, strict=True) if stats is not None]
+    return sorted(rows, key=lambda r: _order(r.deployment, r.role, r.shard, r.replica, r.pod))
+
+
+def _sample(engine: ContainerEngine, info: ContainerInfo) -> ContainerStats | None:
+    try:
+        return engine.container_stats(info.id)
+    except ResourceNotFound:
+        return None
+
+
+def pod_usage(info: ContainerInfo, stats: ContainerStats, seen: HeadView | None = None
+              ) -> PodUsage:
+    """One pod's usage from its container facts, a stats sample and its head's view."""
+    labels = info.labels
+    return PodUsage(
+        deployment=labels[L.DEPLOYMENT], pod=info.name, role=labels.get(L.ROLE, "?"),
+        shard=_number(labels, L.SHARD), replica=_number(labels, L.REPLICA), state=info.status,
+        cpu_percent=stats.cpu_percent, memory_bytes=stats.memory_bytes,
+        memory_limit_bytes=stats.memory_limit_bytes, restarts=info.restart_count,
+        in_flight=seen.in_flight if seen is not None else None)

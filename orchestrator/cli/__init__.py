@@ -42,6 +42,7 @@ from orchestrator.cli.base import (
     EXIT_USAGE,
     UsageError,
     fail,
+    quiet_flag,
 )
 from orchestrator.errors import EngineUnavailable, OrchestratorError, SpecError
 
@@ -59,13 +60,17 @@ class Command:
     help: str
     adder: str = "add_arguments"
     description: str | None = None  # default: the help line
+    group: bool = False  # its own sub-commands take the common options, not itself
 
 
 COMMANDS = (
     Command("up", "up", "start (or update) the deployments of a YAML file"),
-    Command("down", "down", "tear a deployment down (label based)"),
+    Command("down", "down", "tear deployments down, by name, by file or --all (label based)"),
     Command("ps", "ps", "list the pods of one or every deployment"),
     Command("logs", "logs", "show the pods' logs, prefixed by pod"),
+    Command("top", "top", "CPU, memory, restarts and requests in flight per pod, live like "
+            "`docker stats`"),
+    Command("exec", "exec", "run a command in a pod (`-it` for an interactive shell)"),
     Command("scale", "scale", "change the replicas per shard, with no downtime"),
     Command("rollout", "rollout", "rolling update to a new image or uses_with"),
     Command("heal", "heal", "keep replacing worker replicas that stay unhealthy or gone, "
@@ -75,8 +80,10 @@ COMMANDS = (
     Command("export", "export", "write the deployments of a YAML file as a Compose file, a "
             "Swarm stack or Kubernetes manifests"),
     Command("images", "images", "runtime image pipeline",
-            description="Build the runtime image (no registry needed)."),
+            description="Build the runtime image (no registry needed).", group=True),
     Command("executor", "executor", "serve one executor in this process, for development"),
+    Command("completion", "completion", "print a shell completion script (bash or zsh), "
+            "generated from this parser"),
     Command("version", "misc", "print the version", adder="add_version_arguments"),
     Command("demo", "demo", "the quickstart demo: a 3x2 deployment, requests and a rolling "
             "update under load"),
@@ -132,6 +139,8 @@ def build_parser(only: Collection[str] | None = None) -> argparse.ArgumentParser
             # The one deferred import of the CLI: see the module docstring.
             module = importlib.import_module(f"orchestrator.cli.{command.module}")
             getattr(module, command.adder)(p)
+            if not command.group:
+                quiet_flag(p)
     return parser
 
 

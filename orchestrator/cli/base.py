@@ -32,3 +32,9 @@ def fail(message: str, code: int) -> int:
 def json_flag(p: argparse.ArgumentParser) -> None:
     """`--json`: results on stdout as JSON."""
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def quiet_flag(p: argparse.ArgumentParser) -> None:
+    """`-q/--quiet`: results only (stdout and the exit code), no progress on stderr."""
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="results only: no progress or success lines on stderr")

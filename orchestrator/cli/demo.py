@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 
 from orchestrator.demo import run as run_demo
 
@@ -16,4 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`demo [--name N] [--replicas R] [--shards S]`."""
-    return run_demo(args.name, args.replicas, args.shards)
+    if not args.quiet:
+        return run_demo(args.name, args.replicas, args.shards)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        return run_demo(args.name, args.replicas, args.shards)  # the exit code says it all

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from orchestrator.cli.base import EXIT_OK, UsageError
-from orchestrator.config import load_file
+from orchestrator.config import DeploymentConfig, load_file
 from orchestrator.planning.export import TOKEN_VARIABLE, to_compose, to_kubernetes, to_swarm
 from orchestrator.planning.pods import PodContext
 from orchestrator.spec import DeploymentSpec
@@ -30,47 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`export -f FILE --to compose|swarm|kubernetes`: the same pods, for another engine."""
-    def sources(spec: DeploymentSpec) -> dict[str, str]:
-        return {u.path: Path(u.path).read_text(encoding="utf-8")
-                for u in (spec.uses, spec.uses_before, spec.uses_after)
-                if u is not None and u.kind == "file"}
-
-    configs = []
-    for cfg in load_file(args.file):
-        if cfg.spec.external:  # a service running elsewhere: nothing of it to deploy
-            print(f"orchestrator: {cfg.spec.name} is external: not exported",
-                  file=sys.stderr)
-        else:
-            configs.append(cfg)
-    if not configs:
-        raise UsageError(f"every deployment of {args.file} is external: nothing to export",
-                         field="--file")
+    configs = _deployable(args.file, quiet=args.quiet)
     if args.to in ("compose", "swarm"):
-        merged: dict[str, dict[str, Any]] = {"services": {}, "networks": {}, "configs": {},
-                                             "secrets": {}}
-        for cfg in configs:
-            ctx = PodContext(owner="export", token="")
-            doc = (to_compose(cfg.spec, ctx) if args.to == "compose"
-                   else to_swarm(cfg.spec, ctx, sources(cfg.spec)))
-            for key, part in merged.items():
-                part.update(doc.get(key, {}))
-        version = "2.4" if args.to == "compose" else "3.8"
-        start = (f"# start: {TOKEN_VARIABLE}=<a secret> docker-compose -f FILE up -d\n"
-                 if args.to == "compose" else "".join(
-                     f"# printf %s <a secret> | docker secret create {name} -\n"
-                     for name in merged["secrets"])
-                 + "# start: docker stack deploy --resolve-image never -c FILE STACK\n")
-        text = (f"# orchestrator export --to {args.to}, from {args.file}\n" + start
-                + yaml.safe_dump({"version": version,
-                                  **{k: v for k, v in merged.items() if v}},
-                                 sort_keys=False))
+        text = _compose_or_swarm(configs, args.to, args.file)
     else:
-        docs: list[dict[str, Any]] = []
-        for cfg in configs:
-            ctx = PodContext(owner="export", token=secrets.token_urlsafe(24))
-            docs += to_kubernetes(cfg.spec, ctx, sources(cfg.spec))
-        text = (f"# orchestrator export --to kubernetes, from {args.file}; kubectl apply -f\n"
-                + yaml.safe_dump_all(docs, sort_keys=False))
+        text = _kubernetes(configs, args.file)
     if args.output:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
@@ -80,3 +44,53 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _deployable(file: str, *, quiet: bool) -> list[DeploymentConfig]:
+    """The file's deployments but the external ones (services running elsewhere)."""
+    configs = []
+    for cfg in load_file(file):
+        if not cfg.spec.external:
+            configs.append(cfg)
+        elif not quiet:
+            print(f"orchestrator: {cfg.spec.name} is external: not exported", file=sys.stderr)
+    if not configs:
+        raise UsageError(f"every deployment of {file} is external: nothing to export",
+                         field="--file")
+    return configs
+
+
+def _sources(spec: DeploymentSpec) -> dict[str, str]:
+    """The executor files a deployment uses, by path (shipped as configs or ConfigMaps)."""
+    return {u.path: Path(u.path).read_text(encoding="utf-8")
+            for u in (spec.uses, spec.uses_before, spec.uses_after)
+            if u is not None and u.kind == "file"}
+
+
+def _compose_or_swarm(configs: list[DeploymentConfig], to: str, file: str) -> str:
+    merged: dict[str, dict[str, Any]] = {"services": {}, "networks": {}, "configs": {},
+                                         "secrets": {}}
+    for cfg in configs:
+        ctx = PodContext(owner="export", token="")
+        doc = (to_compose(cfg.spec, ctx) if to == "compose"
+               else to_swarm(cfg.spec, ctx, _sources(cfg.spec)))
+        for key, part in merged.items():
+            part.update(doc.get(key, {}))
+    version = "2.4" if to == "compose" else "3.8"
+    start = (f"# start: {TOKEN_VARIABLE}=<a secret> docker-compose -f FILE up -d\n"
+             if to == "compose" else "".join(
+                 f"# printf %s <a secret> | docker secret create {name} -\n"
+                 for name in merged["secrets"])
+             + "# start: docker stack deploy --resolve-image never -c FILE STACK\n")
+    return (f"# orchestrator export --to {to}, from {file}\n" + start
+            + yaml.safe_dump({"version": version, **{k: v for k, v in merged.items() if v}},
+                             sort_keys=False))
+
+
+def _kubernetes(configs: list[DeploymentConfig], file: str) -> str:
+    docs: list[dict[str, Any]] = []
+    for cfg in configs:
+        ctx = PodContext(owner="export", token=secrets.token_urlsafe(24))
+        docs += to_kubernetes(cfg.spec, ctx, _sources(cfg.spec))
+    return (f"# orchestrator export --to kubernetes, from {file}; kubectl apply -f\n"
+            + yaml.safe_dump_all(docs, sort_keys=False))

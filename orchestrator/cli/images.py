@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from orchestrator.cli.base import EPILOG, EXIT_OK
+from orchestrator.cli.base import EPILOG, EXIT_OK, quiet_flag
 from orchestrator.cli.plumbing import open_engine
 from orchestrator.images import prepare_runtime_image
 from orchestrator.ui import make_console
@@ -24,11 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        "(default orchestrator-runtime:latest)")
     build.add_argument("--base", help="base image (default: python:3.11-slim, else "
                        "debootstrap of the host's distribution)")
+    quiet_flag(build)
 
 
 def run_build(args: argparse.Namespace) -> int:
     """`images build [--force] [--tag T] [--base B]`."""
-    console = make_console()
+    console = make_console(quiet=args.quiet)
     options: dict[str, Any] = {"force": args.force, "base": args.base}
     if args.tag:
         options["tag"] = args.tag

@@ -15,7 +15,7 @@ from orchestrator.cli.base import EXIT_OK, UsageError
 from orchestrator.cli.plumbing import open_engine
 from orchestrator.engine.base import ContainerEngine, ContainerInfo, LogLine
 from orchestrator.errors import OrchestratorError
-from orchestrator.status import list_pods
+from orchestrator.status import list_pods, select_pods
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--tail must be >= 0")
     since = None if args.since is None else parse_since(args.since, datetime.now(UTC))
     with open_engine() as engine:
-        pods = select_pod(list_pods(engine, args.name), args.name, args.pod)
+        pods = select_pods(list_pods(engine, args.name), args.name, args.pod)
         width = max(len(p.name) for p in pods)
         colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
         prefixes = {p.name: _prefix(p.name, width, i, colour) for i, p in enumerate(pods)}
@@ -53,21 +53,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{prefixes[pod_name]}{_shown(line, args.timestamps)}")
     sys.stdout.flush()
     return EXIT_OK
-
-
-def select_pod(pods: list[ContainerInfo], name: str, pod: str | None) -> list[ContainerInfo]:
-    """Every pod, or the one named by its container name or the part after 'NAME-'.
-
-    Raises:
-        OrchestratorError: no such pod (the message lists the pods).
-    """
-    if pod is None:
-        return pods
-    chosen = [p for p in pods if p.name in (pod, f"{name}-{pod}")]
-    if not chosen:
-        known = ", ".join(p.name for p in pods)
-        raise OrchestratorError(f"deployment {name!r} has no pod {pod!r} (pods: {known})")
-    return chosen
 
 
 _COLOURS = (36, 33, 32, 35, 34, 91, 92, 93, 94, 95, 96)

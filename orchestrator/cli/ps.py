@@ -20,11 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """`ps [NAME] [--json]`."""
+    """`ps [NAME] [--json | -q]`."""
     with open_engine() as engine:
         rows = [pod.to_dict() for pod in deployment_status(engine, args.name)]
     if args.json:
         emit_json(rows)
+    elif args.quiet:  # like `docker ps -q`: the names only
+        print("\n".join(row["pod"] for row in rows), flush=True)
     else:
         print(format_table(rows, with_deployment=not args.name), flush=True)
     return EXIT_OK

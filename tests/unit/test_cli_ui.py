@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,11 +13,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator import cli
-from orchestrator.cli import COMMANDS, UsageError, build_parser
+from orchestrator.cli import COMMANDS, EXIT_USAGE, UsageError, build_parser, main
 from orchestrator.cli.logs import parse_since
 from orchestrator.cli.ps import format_table, format_uptime, pod_rows
+from orchestrator.cli.top import format_bytes, format_usage
 from orchestrator.engine.base import ContainerInfo
 from orchestrator.progress import ProgressEvent
+from orchestrator.status import PodUsage
 from orchestrator.ui import ProgressUI, describe, make_console, ok, status
 
 EVENTS = [
@@ -130,7 +133,8 @@ def test_help_loads_no_command_module_nor_docker_grpc_or_rich() -> None:
             "'rich') or m.startswith(('orchestrator.cli.', 'orchestrator.deployment'))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
-    assert all(f"    {c.name} " in proc.stdout for c in COMMANDS)
+    listed = re.findall(r"^    (\w+)(?: |$)", proc.stdout, flags=re.MULTILINE)
+    assert listed == [c.name for c in COMMANDS]
     assert proc.stdout.strip().splitlines()[-1] == "['orchestrator.cli.base']"
 
 
@@ -161,3 +165,42 @@ def test_moved_names_still_import_from_orchestrator_cli() -> None:
     assert cli.spec_changes is spec_changes and cli.pod_rows is moved
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = cli.no_such_name
+
+
+@pytest.mark.parametrize(("count", "text"), [(0, "0B"), (1023, "1023B"), (1536, "1.5KiB"),
+                                             (64 * 1024**2, "64.0MiB"),
+                                             (3 * 1024**3, "3.0GiB"), (5 * 1024**4, "5120.0GiB")])
+def test_format_bytes(count: int, text: str) -> None:
+    assert format_bytes(count) == text
+
+
+def test_top_table() -> None:
+    rows = [PodUsage("d", "d-head", "head", None, None, "running", 0.5, 20 * 1024**2,
+                     1024**3, 0, None),
+            PodUsage("d", "d-s0-r0-g1", "worker", 0, 0, "running", 101.25, 512 * 1024**2,
+                     1024**3, 2, 3)]
+    table = format_usage(rows, with_deployment=True).splitlines()
+    assert table[0].split("  ")[0:2] == ["DEPLOYMENT", "POD"]
+    assert "MEM USAGE / LIMIT" in table[0] and "IN-FLIGHT" in table[0]
+    assert table[2].split() == ["d", "d-s0-r0-g1", "worker", "running", "101.25%", "512.0MiB",
+                                "/", "1.0GiB", "50.00%", "2", "3"]
+    assert table[1].split()[-1] == "-"  # the head: no in-flight count of its own
+
+
+@pytest.mark.parametrize("argv", [["down"], ["down", "x", "--all"], ["down", "x", "-f", "a.yml"],
+                                  ["down", "--all", "-f", "a.yml"], ["top", "--interval", "-1"]])
+def test_usage_errors_before_any_engine_call(argv: list[str],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("orchestrator: error: ")
+
+
+def test_quiet_is_on_every_command() -> None:
+    commands = _subparsers(build_parser())
+    for name, sub in commands.items():
+        leaves = _subparsers(sub).values() if name == "images" else [sub]
+        for leaf in leaves:
+            quiet = leaf._option_string_actions.get("-q")
+            assert quiet is not None and quiet.dest == "quiet", name
+            assert leaf._option_string_actions["--quiet"] is quiet

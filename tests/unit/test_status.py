@@ -9,17 +9,19 @@ import pytest
 
 from orchestrator.engine.base import ContainerInfo, ContainerSpec, PortBinding
 from orchestrator.engine.memory import MemoryEngine
-from orchestrator.errors import DeploymentNotFound
+from orchestrator.errors import DeploymentNotFound, OrchestratorError
 from orchestrator.planning import labels as L
 from orchestrator.status import (
     HeadView,
     PodStatus,
     PublishedPort,
     deployment_status,
+    deployment_usage,
     grpc_health,
     list_pods,
     pod_status,
     pod_statuses,
+    select_pods,
 )
 
 IMAGE = "orchestrator-runtime:test"
@@ -111,3 +113,29 @@ def test_uptime_counts_from_the_start() -> None:
                          started_at=NOW - timedelta(seconds=90.26),
                          labels={L.DEPLOYMENT: "d", L.ROLE: "head"})
     assert pod_status(info, "serving", NOW).uptime_seconds == 90.3
+
+
+def test_usage_per_pod_with_the_heads_in_flight_count(engine: MemoryEngine) -> None:
+    engine.set_usage("a-s0-r0-g1", cpu_percent=150.0, memory_bytes=64 * 1024**2)
+    engine.stop_container("a-after", grace=0)
+    rows = {r.pod: r for r in deployment_usage(engine, "a", head_views=views)}
+    assert list(rows) == ["a-head", "a-s0-r0-g1", "a-s0-r1-g1", "a-s1-r0-g1", "a-after"]
+    busy = rows["a-s0-r0-g1"]
+    assert (busy.cpu_percent, busy.memory_bytes, busy.in_flight) == (150.0, 64 * 1024**2, 2)
+    assert busy.memory_percent == round(100 * 64 / 8192, 2)  # of the fake host's 8 GiB
+    assert rows["a-s1-r0-g1"].in_flight is None  # not listed by the head
+    stopped = rows["a-after"]
+    assert (stopped.state, stopped.cpu_percent, stopped.memory_bytes) == ("exited", 0.0, 0)
+    assert stopped.memory_percent is None
+    assert set(busy.to_dict()) == {"deployment", "pod", "role", "shard", "replica", "state",
+                                   "cpu_percent", "memory_bytes", "memory_limit_bytes",
+                                   "memory_percent", "restarts", "in_flight"}
+
+
+def test_select_pods_by_container_name_or_short_name(engine: MemoryEngine) -> None:
+    pods = list_pods(engine, "a")
+    assert select_pods(pods, "a", None) == pods
+    assert [p.name for p in select_pods(pods, "a", "head")] == ["a-head"]
+    assert [p.name for p in select_pods(pods, "a", "a-s0-r1-g1")] == ["a-s0-r1-g1"]
+    with pytest.raises(OrchestratorError, match=r"no pod 'zz' \(pods: a-after, a-head"):
+        select_pods(pods, "a", "zz")
