@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 
-from orchestrator.cli.base import EXIT_OK
 from orchestrator.cli.plumbing import open_engine
 from orchestrator.errors import OrchestratorError
 from orchestrator.status import list_pods, select_pods
@@ -51,5 +50,4 @@ def run(args: argparse.Namespace) -> int:
                                 "command runs through the engine API)")
     flags = ["-i", "-t"] if args.tty else ["-i"]
     sys.stdout.flush()
-    os.execv(docker, ["docker", "exec", *flags, pod.id, *args.command])
-    return EXIT_OK  # not reached: execv replaces this process
+    os.execv(docker, ["docker", "exec", *flags, pod.id, *args.command])  # never returns

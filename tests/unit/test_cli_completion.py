@@ -4,6 +4,7 @@ option is in it; the bash script parses, and completes as a user would see it.""
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -104,3 +105,29 @@ def test_bash_completes(words: tuple[str, ...] | str, offered: set[str],
     (tmp_path / "app.yml").write_text("name: x\n")
     got = complete(scripts["bash"], tmp_path, *((words,) if isinstance(words, str) else words))
     assert set(got) == offered
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed here")
+def test_zsh_hands_every_option_to_arguments(scripts: dict[str, str], tmp_path: Path) -> None:
+    """Each command's function, run with `_arguments` replaced by a printer: zsh's own
+    quoting and brace expansion turn the script into one spec per flag."""
+    path = tmp_path / "_orchestrator"
+    path.write_text(scripts["zsh"])
+    for command_path, parser in EVERY:
+        if not command_path or any(isinstance(a, argparse._SubParsersAction)
+                                   for a in parser._actions):
+            continue
+        function = "_".join(("_orchestrator", *command_path))
+        proc = subprocess.run(
+            ["zsh", "-f", "-c", f"source {path} 2>/dev/null; "
+             f"_arguments() {{ print -l -- \"$@\" }}; {function}"],
+            capture_output=True, text=True, check=True)
+        # one spec per flag, less its exclusion list: "(-f --file)--file[help]:value:_files"
+        specs = [re.sub(r"^\([^)]*\)", "", spec) for spec in proc.stdout.splitlines()]
+        for action in parser._actions:
+            for flag in action.option_strings:
+                assert any(spec.startswith(f"{flag}[") for spec in specs), \
+                    (function, flag, specs)
+            if action.choices:
+                assert any(f"({' '.join(map(str, action.choices))})" in spec
+                           for spec in specs), (function, action.dest)
