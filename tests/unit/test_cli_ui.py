@@ -15,9 +15,11 @@ import pytest
 from orchestrator import cli
 from orchestrator.cli import COMMANDS, EXIT_USAGE, UsageError, build_parser, main
 from orchestrator.cli.logs import parse_since
+from orchestrator.cli.plumbing import ConsoleReporter, heal_printer
 from orchestrator.cli.ps import format_table, format_uptime, pod_rows
 from orchestrator.cli.top import format_bytes, format_usage
 from orchestrator.engine.base import ContainerInfo
+from orchestrator.healing import HealReport
 from orchestrator.progress import ProgressEvent
 from orchestrator.status import PodUsage
 from orchestrator.ui import ProgressUI, describe, make_console, ok, status
@@ -204,3 +206,33 @@ def test_quiet_is_on_every_command() -> None:
             quiet = leaf._option_string_actions.get("-q")
             assert quiet is not None and quiet.dest == "quiet", name
             assert leaf._option_string_actions["--quiet"] is quiet
+
+
+def test_library_progress_as_console_lines() -> None:
+    """What `up`, `down` and the heal loop print, piped: one plain line per step or report."""
+    out = io.StringIO()
+    console = make_console(out)
+    reporter = ConsoleReporter(console)
+    with reporter.step("start", "dep", "starting dep (3 pods)"):
+        pass
+    with reporter.step("rollout", "dep", "rolling update of dep") as progress:
+        progress(EVENTS[-1])
+    reporter.event(ProgressEvent("stopped", "dep", 0, 0, pod="dep-s0-r1-g1",
+                                 message="removed: left behind"))
+    reporter.event(ProgressEvent("healthy", "dep", 0, 0, pod="dep-s0-r1-g2"))  # not shown
+    show = heal_printer(console)
+    for report in (HealReport("dep", "replaced", ("dep-s0-r0-g1", "dep-s0-r1-g1")),
+                   HealReport("dep", "failed", message="head down"),
+                   HealReport("dep", "changed", ("dep-s0-r2-g1",), "re-registered"),
+                   HealReport("dep", "removed")):
+        show(report)
+    assert out.getvalue().splitlines() == [
+        "starting dep (3 pods) ...",
+        "rolling update of dep ...",
+        "  [2/2] done: rollout complete",
+        "dep: dep-s0-r1-g1 removed: left behind",
+        "dep: replaced unhealthy dep-s0-r0-g1, dep-s0-r1-g1",
+        "dep: could not heal: head down",
+        "dep: dep-s0-r2-g1 re-registered",
+        "dep: removed by another process",
+    ]
