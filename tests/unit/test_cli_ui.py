@@ -13,13 +13,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator import cli
-from orchestrator.cli import COMMANDS, EXIT_USAGE, UsageError, build_parser, main
+from orchestrator.cli import COMMANDS, EXIT_USAGE, UsageError, build_parser, main, top
 from orchestrator.cli.logs import parse_since
 from orchestrator.cli.plumbing import ConsoleReporter, heal_printer
 from orchestrator.cli.ps import format_table, format_uptime, pod_rows
 from orchestrator.cli.top import format_bytes, format_usage
-from orchestrator.engine.base import ContainerInfo
+from orchestrator.engine.base import ContainerInfo, ContainerSpec
+from orchestrator.engine.memory import MemoryEngine
 from orchestrator.healing import HealReport
+from orchestrator.planning import labels as L
 from orchestrator.progress import ProgressEvent
 from orchestrator.status import PodUsage
 from orchestrator.ui import ProgressUI, describe, make_console, ok, status
@@ -236,3 +238,27 @@ def test_library_progress_as_console_lines() -> None:
         "dep: dep-s0-r2-g1 re-registered",
         "dep: removed by another process",
     ]
+
+
+def test_top_redraws_until_ctrl_c(monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Piped, `top` prints one table per sample; Ctrl-C (during the pause) ends it quietly."""
+    engine = MemoryEngine()
+    engine.add_image("img")
+    engine.run_container(ContainerSpec(name="d-s0-r0-g1", image="img", labels={
+        **L.for_deployment("d"), L.ROLE: "worker", L.SHARD: "0", L.REPLICA: "0"}))
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        engine.set_usage("d-s0-r0-g1", cpu_percent=12.5, memory_bytes=2048)
+        if len(pauses) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(top.time, "sleep", pause)
+    top._live(engine, "d", 0.5)
+    tables = [t for t in capsys.readouterr().out.split("\n\n") if t.strip()]
+    assert pauses == [0.5, 0.5] and len(tables) == 2
+    assert [t.splitlines()[1].split()[:4] for t in tables] == [
+        ["d-s0-r0-g1", "worker", "running", "0.00%"], ["d-s0-r0-g1", "worker", "running",
+                                                      "12.50%"]]
