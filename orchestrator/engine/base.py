@@ -8,10 +8,11 @@ and `MemoryEngine` (a stateful, deterministic fake with fault injection).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from orchestrator.model import (
     MANAGED_LABEL,
@@ -179,3 +180,33 @@ class ContainerEngine(Protocol):
         """Container and network events, filtered by label. Blocks when `until` is None."""
 
     def close(self) -> None: ...
+
+    # -- exec and stats (`orchestrator exec`, `orchestrator top`) -------------------------
+    def container_stats(self, name_or_id: str) -> ContainerStats:
+        """One sample of a container's CPU and memory use, like one line of `docker stats`
+        (a stopped container reports all zeros). Raises `ResourceNotFound`."""
+
+    def exec_container(self, name_or_id: str, cmd: Sequence[str], *,
+                       tty: bool = False) -> ExecResult:
+        """Run `cmd` in a running managed container, wait for it, and return its exit code
+        and its stdout and stderr interleaved (`tty`: under a pseudo-terminal, as
+        `docker exec -t`). A command that is not found exits 127, as in a shell. Raises
+        `NotManaged`, `ResourceNotFound`, `ResourceConflict` (the container does not run)."""
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """A container's resource use at one moment. `cpu_percent` counts one full core as 100
+    (so 4 busy cores read 400), as `docker stats` does; `memory_limit_bytes` is the
+    container's limit, or the host's memory when it has none."""
+
+    cpu_percent: float
+    memory_bytes: int
+    memory_limit_bytes: int
+
+
+class ExecResult(NamedTuple):
+    """What a command run in a container returned: `(exit_code, output)`."""
+
+    exit_code: int
+    output: str

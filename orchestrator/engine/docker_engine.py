@@ -12,7 +12,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -28,8 +28,10 @@ from orchestrator.engine.base import (
     MANAGED_LABEL,
     ContainerInfo,
     ContainerSpec,
+    ContainerStats,
     ContainerStatus,
     EngineEvent,
+    ExecResult,
     HealthStatus,
     LogLine,
     NetworkInfo,
@@ -604,6 +606,54 @@ class DockerEngine:
                     yield _event(raw)
         finally:
             stream.close()
+
+    # -- exec and stats ----------------------------------------------------------------
+    def container_stats(self, name_or_id: str) -> ContainerStats:
+        """One `docker stats --no-stream` sample: the engine measures CPU over about a
+        second, so this blocks that long. Raises `ResourceNotFound`."""
+        with self._call("container", name_or_id):
+            raw = self._api.stats(name_or_id, stream=False)
+        return _stats(raw)
+
+    def exec_container(self, name_or_id: str, cmd: Sequence[str], *,
+                       tty: bool = False) -> ExecResult:
+        """`docker exec` (never interactive: no stdin), output collected.
+
+        Raises:
+            NotManaged, ResourceNotFound, ResourceConflict: the container does not run.
+        """
+        cid = self._managed_container(name_or_id)
+        if cid is None:
+            raise ResourceNotFound(f"container {name_or_id!r} not found")
+        with self._call("container", name_or_id):
+            exec_id = self._api.exec_create(cid, list(cmd), stdout=True, stderr=True,
+                                            tty=tty)["Id"]
+            out = self._api.exec_start(exec_id, tty=tty)
+            code = self._api.exec_inspect(exec_id).get("ExitCode")
+        text = out.decode("utf-8", "replace") if isinstance(out, bytes) else str(out)
+        status = int(code) if code is not None else -1
+        if status == 126 and "executable file not found" in text:
+            status = 127  # not found, as a shell (and the docker CLI) says
+        return ExecResult(status, text)
+
+
+def _stats(raw: Mapping[str, Any]) -> ContainerStats:
+    """CPU % and memory without the page cache, computed as the docker CLI does."""
+    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
+    usage, pre_usage = cpu.get("cpu_usage") or {}, pre.get("cpu_usage") or {}
+    cpu_delta = usage.get("total_usage", 0) - pre_usage.get("total_usage", 0)
+    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    cores = cpu.get("online_cpus") or len(usage.get("percpu_usage") or ()) or 1
+    percent = cpu_delta / system_delta * cores * 100.0 \
+        if system_delta > 0 and cpu_delta > 0 else 0.0
+    memory = raw.get("memory_stats") or {}
+    detail = memory.get("stats") or {}
+    used = int(memory.get("usage", 0))
+    # cgroup v2 reports inactive_file, v1 total_inactive_file: page cache, not in use
+    cache = int(detail.get("inactive_file", detail.get("total_inactive_file", 0)))
+    return ContainerStats(cpu_percent=round(percent, 2),
+                          memory_bytes=used - cache if cache < used else used,
+                          memory_limit_bytes=int(memory.get("limit", 0)))
 
 
 # -- the choke point ----------------------------------------------------------------

@@ -27,7 +27,7 @@ import shlex
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,8 +37,10 @@ from orchestrator.engine.base import (
     MANAGED_LABEL,
     ContainerInfo,
     ContainerSpec,
+    ContainerStats,
     ContainerStatus,
     EngineEvent,
+    ExecResult,
     HealthStatus,
     LogLine,
     NetworkInfo,
@@ -791,6 +793,56 @@ class MemoryEngine:
             if until is not None and self.clock.now() > until:
                 return
             self.clock.sleep(_POLL)
+
+    # -- exec and stats ----------------------------------------------------------------
+    HOST_MEMORY = 8 * 1024**3  # the "host memory" a container without a limit reports
+    DEFAULT_MEMORY = 8 * 1024**2  # what a running container uses unless `set_usage` says
+
+    def container_stats(self, name_or_id: str) -> ContainerStats:
+        """Raises `ResourceNotFound`. A running container uses what `set_usage` gave it
+        (default: no CPU, `DEFAULT_MEMORY`); a stopped one reports all zeros, as Docker."""
+        with self._lock:
+            c = self._get(name_or_id)
+            if c.status != "running":
+                return ContainerStats(0.0, 0, 0)
+            cpu, memory = self._usage_table().get(c.id, (0.0, self.DEFAULT_MEMORY))
+            return ContainerStats(cpu, memory, c.spec.memory_bytes or self.HOST_MEMORY)
+
+    def set_usage(self, name_or_id: str, *, cpu_percent: float, memory_bytes: int) -> None:
+        """Test hook: what `container_stats` reports for a container from now on."""
+        with self._lock:
+            self._usage_table()[self._get(name_or_id).id] = (cpu_percent, memory_bytes)
+
+    def _usage_table(self) -> dict[str, tuple[float, int]]:
+        if not hasattr(self, "_usage"):
+            self._usage: dict[str, tuple[float, int]] = {}
+        return self._usage
+
+    def exec_container(self, name_or_id: str, cmd: Sequence[str], *,
+                       tty: bool = False) -> ExecResult:
+        """Runs `cmd` through the program model: `echo`, `exit N`, `sh -c SCRIPT` of
+        those (sleeps take no time); any other command is not found (exit 127).
+
+        Raises:
+            NotManaged, ResourceNotFound, ResourceConflict: the container does not run.
+        """
+        with self._lock:
+            c = self._managed(name_or_id)
+            if c is None:
+                raise ResourceNotFound(f"container {name_or_id!r} not found")
+            if c.status != "running":
+                raise ResourceConflict(f"container {name_or_id!r} is not running")
+        argv = list(cmd)
+        script = argv[2] if len(argv) == 3 and argv[0] in ("sh", "/bin/sh") \
+            and argv[1] == "-c" else shlex.join(argv)
+        program = _script(script)
+        lines = [line for _, line in program.lines]
+        code = program.exit_code
+        if program.exit_at == _FOREVER:  # a verb the model does not know
+            lines.append(f"sh: {shlex.split(script)[0] if script.strip() else ''}: not found")
+            code = 127
+        end = "\r\n" if tty else "\n"
+        return ExecResult(code, "".join(line + end for line in lines))
 
 
 # -- pure helpers -------------------------------------------------------------------

@@ -431,3 +431,43 @@ def test_cleanup_removes_the_head_last(engine: ContainerEngine, ours: Ours,
     monkeypatch.setattr(engine, "remove_container", recording)
     remove_owned(engine, ours.deployment, grace=0)
     assert len(order) == 3 and order[-1] == ours.name("head")
+
+
+# -- exec and stats (`orchestrator exec`, `orchestrator top`) -----------------------------
+
+
+def test_exec_returns_the_exit_code_and_the_output(engine: ContainerEngine, ours: Ours
+                                                   ) -> None:
+    engine.run_container(ours.spec("x"))
+    script = [*SCRIPT, "echo hello; echo world; exit 3"]
+    assert engine.exec_container(ours.name("x"), script) == (3, "hello\nworld\n")
+    code, output = engine.exec_container(ours.name("x"), script, tty=True)
+    assert (code, output) == (3, "hello\r\nworld\r\n")  # a terminal ends lines with CR LF
+    missing = engine.exec_container(ours.name("x"), ["no-such-command", "x"])
+    assert missing.exit_code == 127 and "no-such-command" in missing.output
+
+
+def test_exec_refuses_a_stopped_a_missing_and_a_foreign_container(
+        engine: ContainerEngine, ours: Ours, unmanaged: tuple[str, str]) -> None:
+    engine.run_container(ours.spec("x"))
+    engine.stop_container(ours.name("x"), grace=0)
+    with pytest.raises(ResourceConflict):
+        engine.exec_container(ours.name("x"), ["true"])
+    with pytest.raises(ResourceNotFound):
+        engine.exec_container(ours.name("gone"), ["true"])
+    with pytest.raises(NotManaged):
+        engine.exec_container(unmanaged[0], ["true"])
+
+
+def test_stats_of_a_running_and_a_stopped_container(engine: ContainerEngine, ours: Ours
+                                                    ) -> None:
+    limit = 64 * 1024 * 1024
+    engine.run_container(ours.spec("x", memory_bytes=limit))
+    running = engine.container_stats(ours.name("x"))
+    assert running.memory_limit_bytes == limit
+    assert 0 < running.memory_bytes < limit and running.cpu_percent >= 0
+    engine.stop_container(ours.name("x"), grace=0)
+    stopped = engine.container_stats(ours.name("x"))
+    assert (stopped.cpu_percent, stopped.memory_bytes) == (0.0, 0)
+    with pytest.raises(ResourceNotFound):
+        engine.container_stats(ours.name("gone"))

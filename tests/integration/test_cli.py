@@ -116,8 +116,8 @@ def shared(docker_engine: DockerEngine, runtime_image: str,
 # -- no engine needed ---------------------------------------------------------------------
 
 
-COMMANDS = ["up", "down", "ps", "logs", "scale", "rollout", "heal", "ping", "images",
-            "images build", "executor", "version", "demo"]
+COMMANDS = ["up", "down", "ps", "logs", "top", "exec", "scale", "rollout", "heal", "ping",
+            "export", "images", "images build", "executor", "completion", "version", "demo"]
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
@@ -162,7 +162,8 @@ def test_bad_yaml_is_one_line_naming_file_and_field_exit_2(
 @pytest.mark.parametrize(
     "args",
     [["down"], ["scale", "x", "two"], ["rollout"], ["ping", "no-port"], ["logs"],
-     ["up"], ["nosuchcommand"], ["ps", "--bogus"]],
+     ["up"], ["nosuchcommand"], ["ps", "--bogus"], ["down", "x", "-f", "app.yml"],
+     ["exec", "x", "head"], ["completion", "fish"], ["top", "--interval", "-1"]],
 )
 def test_usage_errors_exit_2(args: list[str]) -> None:
     proc = orch(*args)
@@ -171,7 +172,8 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize("args", [["ps"], ["down", "x"], ["scale", "x", "2"],
-                                  ["images", "build"]])
+                                  ["images", "build"], ["top", "--json"],
+                                  ["exec", "x", "head", "--", "true"]])
 def test_engine_down_exit_3_with_the_reason(tmp_path: Path, args: list[str]) -> None:
     proc = orch(*args, env=cli_env(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock"))
     assert proc.returncode == EXIT_ENGINE
@@ -230,6 +232,68 @@ def test_logs_prefixed_by_pod(shared: str) -> None:
     assert line.startswith(f"{shared}-head | ")
     bad = orch("logs", shared, "--pod", "nope")
     assert bad.returncode == EXIT_FAILURE and f"{shared}-head" in one_line_error(bad)
+
+
+def test_quiet_ps_lists_pod_names_only(shared: str) -> None:
+    proc = orch("ps", shared, "-q")
+    assert proc.returncode == EXIT_OK and proc.stderr == ""
+    assert proc.stdout.splitlines() == [f"{shared}-head", f"{shared}-s0-r0-g1"]
+
+
+def test_top_json_is_one_sample_per_pod(shared: str) -> None:
+    proc = orch("top", shared, "--json")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["pod"], r["role"], r["state"]) for r in rows] == [
+        (f"{shared}-head", "head", "running"), (f"{shared}-s0-r0-g1", "worker", "running")]
+    for row in rows:
+        assert 0 < row["memory_bytes"] < row["memory_limit_bytes"]
+        assert 0 < row["memory_percent"] < 100 and row["cpu_percent"] >= 0
+        assert row["restarts"] == 0
+    assert rows[0]["in_flight"] is None and rows[1]["in_flight"] == 0  # the head's count
+    table = orch("top", shared, "--no-stream")
+    assert table.returncode == EXIT_OK, table.stderr
+    header, *lines = table.stdout.splitlines()
+    assert header.split()[:4] == ["POD", "ROLE", "STATE", "CPU"] and "IN-FLIGHT" in header
+    assert [line.split()[0] for line in lines] == [r["pod"] for r in rows]
+
+
+def test_exec_runs_in_a_pod_with_its_exit_code(shared: str) -> None:
+    proc = orch("exec", shared, "head", "--", "sh", "-c", "echo out-$((40+2)); exit 3")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "out-42\n", "")
+    worker = orch("exec", shared, f"{shared}-s0-r0-g1", "--", "id", "-u")
+    assert worker.returncode == EXIT_OK and worker.stdout.strip() != "0"  # not root
+    missing = orch("exec", shared, "head", "--", "no-such-command")
+    assert missing.returncode == 127 and "no-such-command" in missing.stdout
+    bad = orch("exec", shared, "nope", "--", "true")
+    assert bad.returncode == EXIT_FAILURE and f"{shared}-head" in one_line_error(bad)
+
+
+def test_exec_it_gets_a_terminal(shared: str) -> None:
+    """-it hands the terminal to `docker exec -it`: the command sees a TTY and its input."""
+    import pty  # POSIX only, like the CLI's -it
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [str(ORCH), "exec", "-it", shared, "head", "--", "sh", "-c",
+         "read line; tty; echo got-$line; exit 4"],
+        stdin=terminal, stdout=terminal, stderr=terminal, cwd=ROOT, env=cli_env(),
+        start_new_session=True)
+    os.close(terminal)
+    os.write(controller, b"hello\n")
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: every writer of the terminal has gone
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    assert proc.wait(timeout=DEADLINE) == 4, seen
+    text = seen.decode(errors="replace")
+    assert "got-hello" in text and "/dev/pts/" in text
 
 
 def test_logs_timestamps_and_since(shared: str) -> None:
@@ -326,6 +390,43 @@ def test_detached_up_ps_scale_rollout_logs_down(
     down = orch("down", name)
     assert down.returncode == EXIT_OK, down.stderr
     assert not list_owned(docker_engine, name)
+
+
+def test_down_with_the_file_that_up_took(tmp_path: Path, runtime_image: str,
+                                         docker_engine: DockerEngine) -> None:
+    """`down -f FILE` removes every deployment of the file; one that is not running is
+    named, not an error; a deployment not in the file stays."""
+    first, second, absent, other = (f"tcli{uuid.uuid4().hex[:8]}" for _ in range(4))
+    uses = os.path.relpath(ECHO, tmp_path)
+
+    def entry(name: str) -> str:
+        return (f"  - {{name: {name}, uses: '{uses}:Echo', image: {runtime_image}, "
+                "stop_grace: 1, timeout_ready: 60}\n")
+
+    running = tmp_path / "running.yml"
+    running.write_text("deployments:\n" + entry(first) + entry(second))
+    wider = tmp_path / "wider.yml"
+    wider.write_text("deployments:\n" + entry(first) + entry(absent) + entry(second))
+    alone = write_yaml(tmp_path, other, image=runtime_image)
+    try:
+        for path in (running, alone):
+            up = orch("up", "-f", str(path), "-d", "-q")
+            assert up.returncode == EXIT_OK, up.stderr
+            assert up.stderr == "" and up.stdout == ""  # quiet: results only, and up has none
+        down = orch("down", "-f", str(wider), "--json")
+        assert down.returncode == EXIT_OK, down.stderr
+        result = json.loads(down.stdout)
+        assert result["not_running"] == [absent]
+        assert sorted(result["removed"]["containers"]) == sorted(
+            f"{name}-{pod}" for name in (first, second) for pod in ("head", "s0-r0-g1"))
+        assert not list_owned(docker_engine, first) and not list_owned(docker_engine, second)
+        assert list_owned(docker_engine, other).containers  # not in the file: untouched
+        again = orch("down", "-f", str(wider))
+        assert again.returncode == EXIT_OK
+        assert f"not running: {second}, {absent}, {first}" in again.stderr
+    finally:
+        for name in (first, second, other):
+            remove_owned(docker_engine, name, grace=0)
 
 
 # -- foreground up --------------------------------------------------------------------------
