@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def load(text: str, tmp_path: Path, env: dict[str, str] | None = None) -> list[DeploymentConfig]:
     source = tmp_path / "app.yml"
     source.write_text(textwrap.dedent(text))
-    return load_file(source, env=env or {})
+    return load_file(source, environ=env or {}, env_files=[])
 
 
 def error(text: str, tmp_path: Path, env: dict[str, str] | None = None) -> ConfigError:
@@ -103,38 +103,40 @@ def test_relative_uses_and_volumes_resolve_against_the_file(tmp_path: Path,
 
 
 @pytest.mark.parametrize(
-    ("text", "path", "problem"),
+    ("text", "path", "line", "problem"),
     [
-        ("name: a\nuses: pkg.m:E\nreplica: 2\n", "replica", "did you mean 'replicas'"),
-        ("name: a\nuses: pkg.m:E\nreplicas: two\n", "replicas", "must be an integer >= 1"),
-        ("name: a\nuses: pkg.m:E\nreplicas: 0\n", "replicas", "must be an integer >= 1"),
-        ("name: a\nuses: pkg.m:E\nport: 70000\n", "port", "1..65535"),
-        ("name: Bad_Name\nuses: pkg.m:E\n", "name", "not a valid name"),
-        ("name: a\nuses: pkg.m:E\npolicy: {max_surge: -1}\n", "policy.max_surge", ">= 0"),
-        ("name: a\nuses: pkg.m:E\npolicy: {max_surg: 1}\n", "policy.max_surg",
+        ("name: a\nuses: pkg.m:E\nreplica: 2\n", "replica", 3, "did you mean 'replicas'"),
+        ("name: a\nuses: pkg.m:E\nreplicas: two\n", "replicas", 3, "must be an integer >= 1"),
+        ("name: a\nuses: pkg.m:E\nreplicas: 0\n", "replicas", 3, "must be an integer >= 1"),
+        ("name: a\nuses: pkg.m:E\nport: 70000\n", "port", 3, "1..65535"),
+        ("name: Bad_Name\nuses: pkg.m:E\n", "name", 1, "not a valid name"),
+        ("name: a\nuses: pkg.m:E\npolicy: {max_surge: -1}\n", "policy.max_surge", 3, ">= 0"),
+        ("name: a\nuses: pkg.m:E\npolicy: {max_surg: 1}\n", "policy.max_surg", 3,
          "did you mean 'max_surge'"),
-        ("name: a\nuses: pkg.m:E\nvolumes: [nocolon]\n", "volumes[0]", "host_path"),
-        ("name: a\nuses: ${NOPE}\n", "uses", "NOPE is not set"),
-        ("name: a\nuses: pkg.m:E\nenv: {A: '${B'}\n", "env.A", "malformed variable"),
+        ("name: a\nuses: pkg.m:E\nvolumes: [nocolon]\n", "volumes[0]", 3, "host_path"),
+        ("name: a\nuses: ${NOPE:?set NOPE to the executor}\n", "uses", 2,
+         "required variable NOPE is missing a value: set NOPE to the executor"),
+        ("name: a\nuses: pkg.m:E\nenv: {A: '${B'}\n", "env.A", 3, "unclosed reference"),
         ("deployments:\n  - {name: a, uses: pkg.m:E}\n  - {name: b, uses: pkg.m:E, "
-         "policy: {max_surge: x}}\n", "deployments[1].policy.max_surge", ">= 0"),
+         "policy: {max_surge: x}}\n", "deployments[1].policy.max_surge", 3, ">= 0"),
         ("deployments:\n  - {name: a, uses: pkg.m:E}\n  - {name: a, uses: pkg.m:E}\n",
-         "deployments[1].name", "earlier deployment"),
-        ("deployments:\n  - {name: a, uses: pkg.m:E, env: {X: '${UNSET}'}}\n",
-         "deployments[0].env.X", "UNSET is not set"),
-        ("deployments: []\n", "deployments", "non-empty list"),
-        ("deployments:\n  - just-a-string\n", "deployments[0]", "expected a mapping"),
-        ("name: a\ndeployments: []\n", "name", "cannot be mixed"),
+         "deployments[1].name", 3, "earlier deployment"),
+        ("deployments:\n  - {name: a, uses: pkg.m:E, env: {X: '${UNSET?}'}}\n",
+         "deployments[0].env.X", 2, "required variable UNSET is missing a value"),
+        ("deployments: []\n", "deployments", 1, "non-empty list"),
+        ("deployments:\n  - just-a-string\n", "deployments[0]", 2, "expected a mapping"),
+        ("name: a\ndeployments: []\n", "name", 1, "cannot be mixed"),
     ],
 )
-def test_every_error_is_one_line_with_file_and_field_path(
-        tmp_path: Path, text: str, path: str, problem: str) -> None:
+def test_every_error_is_one_line_with_file_line_and_field_path(
+        tmp_path: Path, text: str, path: str, line: int | None, problem: str) -> None:
     err = error(text, tmp_path)
     message = str(err)
     assert "\n" not in message
-    assert message.startswith(f"{tmp_path / 'app.yml'}: {path}: "), message
+    at = f"{tmp_path / 'app.yml'}:{line}" if line else str(tmp_path / "app.yml")
+    assert message.startswith(f"{at}: {path}: "), message
     assert problem in message
-    assert err.path == path and isinstance(err, SpecError)
+    assert err.path == path and err.line == line and isinstance(err, SpecError)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +154,7 @@ def test_document_level_errors(tmp_path: Path, text: str, problem: str) -> None:
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
-        load_file(tmp_path / "nope.yml", env={})
+        load_file(tmp_path / "nope.yml", environ={})
 
 
 def test_load_text_reads_the_process_environment_only_when_asked(tmp_path: Path) -> None:
@@ -204,4 +206,4 @@ def test_parse_address_accepts() -> None:
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yml")), ids=str)
 def test_every_example_file_is_valid(example: Path) -> None:
-    assert load_file(example, env={})  # raises ConfigError naming the field otherwise
+    assert load_file(example, environ={})  # raises ConfigError naming the field otherwise
