@@ -103,7 +103,11 @@ from dotenv import dotenv_values
 from orchestrator import jina
 from orchestrator.errors import ConfigError, SpecError
 from orchestrator.interpolation import InterpolationError, interpolate
+from orchestrator.schema import config_schema
 from orchestrator.spec import DeploymentSpec
+
+__all__ = ["ConfigError", "DeploymentConfig", "LoadedFile", "config_schema", "environment",
+           "load_file", "load_text", "parse_env_overrides", "resolve_file"]
 
 log = logging.getLogger("orchestrator.config")
 

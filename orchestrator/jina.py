@@ -115,7 +115,7 @@ def _volumes(value: Any) -> Any:
     return out
 
 
-_ANY = object()
+ACCEPTS_ANY = object()
 """In `Refuse.accepts`: any value (an option Jina's parser always fills in, to no effect)."""
 _LOGS = "pod logs are the containers' own output: read them with `orchestrator logs`"
 _HTTP = ("an option of Jina's HTTP gateway; this head speaks gRPC on its one port (and "
@@ -226,7 +226,7 @@ JINA_OPTIONS: Mapping[str, To | Refuse | Joined] = {
     "monitoring": Refuse("the head always serves Prometheus metrics at GET /metrics on its "
                          "port", accepts=(False, True)),
     "port_monitoring": Refuse("metrics are served on the head's own port; a separate "
-                              "metrics port cannot be set", accepts=(_ANY,)),
+                              "metrics port cannot be set", accepts=(ACCEPTS_ANY,)),
     "tracing": Refuse(_TRACING, accepts=(False,)),
     "traces_exporter_host": Refuse(_TRACING),
     "traces_exporter_port": Refuse(_TRACING),
@@ -237,12 +237,12 @@ JINA_OPTIONS: Mapping[str, To | Refuse | Joined] = {
     "quiet": Refuse(_LOGS, accepts=(False,)),
     "quiet_error": Refuse(_LOGS, accepts=(False,)),
     # -- Jina's parser bookkeeping (hidden options, set per pod) ---------------------------------
-    "workspace_id": Refuse(_INTERNAL, accepts=(_ANY,)),
+    "workspace_id": Refuse(_INTERNAL, accepts=(ACCEPTS_ANY,)),
     "extra_search_paths": Refuse(_INTERNAL, accepts=([],)),
     "k8s_namespace": Refuse(_INTERNAL),
-    "runtime_cls": Refuse(_INTERNAL, accepts=(_ANY,)),
-    "pod_role": Refuse(_INTERNAL, accepts=(_ANY,)),
-    "deployment_role": Refuse(_INTERNAL, accepts=(_ANY,)),
+    "runtime_cls": Refuse(_INTERNAL, accepts=(ACCEPTS_ANY,)),
+    "pod_role": Refuse(_INTERNAL, accepts=(ACCEPTS_ANY,)),
+    "deployment_role": Refuse(_INTERNAL, accepts=(ACCEPTS_ANY,)),
     "shard_id": Refuse(_INTERNAL, accepts=(0,)),
     "replica_id": Refuse(_INTERNAL, accepts=(-1, 0)),
     "uses_before_address": Refuse(_INTERNAL),
@@ -285,7 +285,7 @@ def fields_from_jina(options: Mapping[str, Any] | argparse.Namespace) -> dict[st
 def _refuse(name: str, entry: Refuse, value: Any) -> None:
     if isinstance(value, enum.Enum):  # Jina's parser gives enums for some options
         value = value.name
-    if any(a is _ANY or (a == value and type(a) is type(value)) for a in entry.accepts):
+    if any(a is ACCEPTS_ANY or (a == value and type(a) is type(value)) for a in entry.accepts):
         return
     raise SpecError(f"Jina's {name} has no meaning here: {entry.reason}", field=name)
 
