@@ -89,9 +89,12 @@ an integer >= 0``).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,8 +109,9 @@ from orchestrator.interpolation import InterpolationError, interpolate
 from orchestrator.schema import config_schema
 from orchestrator.spec import DeploymentSpec
 
-__all__ = ["ConfigError", "DeploymentConfig", "LoadedFile", "config_schema", "environment",
-           "load_file", "load_text", "parse_env_overrides", "resolve_file"]
+__all__ = ["REDACTED", "ConfigError", "DeploymentConfig", "LoadedFile", "config_schema",
+           "environment", "is_secret_key", "load_file", "load_text", "parse_env_overrides",
+           "redact", "render", "resolve_file", "resolved_document"]
 
 log = logging.getLogger("orchestrator.config")
 
@@ -481,6 +485,69 @@ def _check_unique(configs: list[DeploymentConfig], source: Path,
             raise ConfigError(source, path, f"{cfg.spec.name!r} is used by an earlier "
                               "deployment", line=lines.get(path))
         seen.add(cfg.spec.name)
+
+
+# -- the resolved file (`orchestrator config`) -----------------------------------------------
+
+REDACTED = "<redacted>"
+_SECRET_WORD = re.compile(r"^(token|password|passwd|pwd|secret|key|apikey|credentials?|auth|"
+                          r"private|passphrase|cert|signature)s?\d*$")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a variable or argument name looks like it holds a secret: one of its words
+    (split at '_', '-', '.' and case changes) is TOKEN, PASSWORD, SECRET, KEY, AUTH, ...
+    (API_KEY, dbPassword, GITHUB_TOKEN; not KEYBOARD or MONKEY)."""
+    words = re.split(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])", key)
+    return any(_SECRET_WORD.match(w.lower()) for w in words if w)
+
+
+def redact(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A spec's fields with the values of secret-looking keys in env and uses_with (at any
+    depth) replaced by REDACTED."""
+    out = dict(fields)
+    for section in _STRING_SECTIONS:
+        if isinstance(out.get(section), Mapping):
+            out[section] = _redact_map(out[section])
+    return out
+
+
+def _redact_map(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: REDACTED if is_secret_key(str(k)) else
+            _redact_map(v) if isinstance(v, Mapping) else v for k, v in values.items()}
+
+
+def resolved_document(loaded: LoadedFile, *, secrets: bool = False) -> dict[str, Any]:
+    """The file as the loader understood it, in our own format: every field explicit,
+    variables substituted, paths absolute, a Jina file translated; loadable again with
+    the same result (a '$' in a value is written '$$'). Secrets are redacted unless
+    `secrets`."""
+    order = [f.name for f in dataclasses.fields(DeploymentSpec)]
+    docs = [{k: d[k] for k in order if k in d}
+            for d in (cfg.spec.to_fields() for cfg in loaded.configs)]
+    if not secrets:
+        docs = [redact(d) for d in docs]
+    docs = [_escaped(d) for d in docs]
+    several = len(docs) > 1 or loaded.configs[0].path.startswith("deployments")
+    return {"deployments": docs} if several else docs[0]
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    return value
+
+
+def render(loaded: LoadedFile, *, as_json: bool = False, secrets: bool = False) -> str:
+    """`resolved_document` as YAML (default) or JSON text, ending with a newline."""
+    doc = resolved_document(loaded, secrets=secrets)
+    if as_json:
+        return json.dumps(doc, indent=2) + "\n"
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
 # -- paths ------------------------------------------------------------------------------

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from orchestrator.cli import parse_address, parse_sets, spec_changes
-from orchestrator.config import DeploymentConfig, load_file, load_text
+from orchestrator.config import (
+    REDACTED,
+    DeploymentConfig,
+    LoadedFile,
+    config_schema,
+    is_secret_key,
+    load_file,
+    load_text,
+    render,
+    resolve_file,
+)
 from orchestrator.errors import ConfigError, SpecError
 from orchestrator.spec import DeploymentSpec
 
@@ -207,3 +219,72 @@ def test_parse_address_accepts() -> None:
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yml")), ids=str)
 def test_every_example_file_is_valid(example: Path) -> None:
     assert load_file(example, environ={})  # raises ConfigError naming the field otherwise
+
+
+# -- the resolved file (`orchestrator config`) ----------------------------------------------
+
+
+def resolved(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> LoadedFile:
+    source = tmp_path / "app.yml"
+    source.write_text(textwrap.dedent(text))
+    return resolve_file(source, environ=environ or {}, env_files=[])
+
+
+def test_render_is_every_field_resolved_and_loads_back_to_the_same_specs(
+        tmp_path: Path) -> None:
+    loaded = resolved(tmp_path, """
+        deployments:
+          - name: ${P:-demo}-a
+            uses: pkg.mod:A
+            replicas: ${N:-2}
+            uses_with: {price: "$$5", raw: "a $ b", API_KEY: k1}
+          - name: ${P:-demo}-b
+            uses: pkg.mod:B
+            needs: ${P:-demo}-a
+    """, {"N": "3"})
+    for as_json in (False, True):
+        text = render(loaded, as_json=as_json, secrets=True)
+        doc = json.loads(text) if as_json else yaml.safe_load(text)
+        assert [d["name"] for d in doc["deployments"]] == ["demo-a", "demo-b"]
+        assert doc["deployments"][0]["policy"]["max_surge"] == 1  # defaults explicit
+        again = tmp_path / f"again-{as_json}.yml"
+        again.write_text(text)
+        assert [c.spec for c in load_file(again, environ={}, env_files=[])] == [
+            c.spec for c in loaded.configs]
+        assert loaded.configs[0].spec.uses_with == {"price": "$5", "raw": "a $ b",
+                                                    "API_KEY": "k1"}
+
+
+def test_render_redacts_secret_looking_keys_in_env_and_uses_with(tmp_path: Path) -> None:
+    loaded = resolved(tmp_path, """
+        name: a
+        uses: pkg.mod:A
+        env: {GITHUB_TOKEN: t, DB_PASSWORD: p, LOG_LEVEL: info, KEYBOARD: us}
+        uses_with: {apiKey: k, nested: {client_secret: s, region: eu}, tag: v1}
+    """)
+    doc = yaml.safe_load(render(loaded))
+    assert doc["env"] == {"GITHUB_TOKEN": REDACTED, "DB_PASSWORD": REDACTED,
+                          "LOG_LEVEL": "info", "KEYBOARD": "us"}
+    assert doc["uses_with"] == {"apiKey": REDACTED, "tag": "v1",
+                                "nested": {"client_secret": REDACTED, "region": "eu"}}
+    assert "name" in doc and "deployments" not in doc  # a single deployment stays single
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [("API_KEY", True), ("dbPassword", True), ("GITHUB_TOKEN", True), ("authToken", True),
+     ("SECRET_KEY_BASE", True), ("AWS_ACCESS_KEY_ID", True), ("PASSWORD2", True),
+     ("ssh-passphrase", True), ("KEYBOARD", False), ("MONKEY", False), ("TOKENIZER", False),
+     ("LOG_LEVEL", False), ("author", False)],
+)
+def test_is_secret_key(key: str, secret: bool) -> None:
+    assert is_secret_key(key) is secret
+
+
+def test_a_jina_file_renders_in_our_format_and_the_result_validates(tmp_path: Path) -> None:
+    import jsonschema
+
+    loaded = resolve_file(ROOT / "examples" / "jina-deployment.yml", environ={})
+    doc = yaml.safe_load(render(loaded))
+    assert doc["timeout_ready"] == 60.0 and doc["uses"].endswith("executors/echo.py:Echo")
+    jsonschema.validate(doc, config_schema())
