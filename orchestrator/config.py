@@ -62,7 +62,8 @@ without a default that has no value becomes an empty string and is reported as a
 (logger ``orchestrator.config``), as Compose does; ``${VAR:?error}`` makes it an error that
 names the variable, the file and the line. A value that is exactly one reference takes the
 type YAML would give the substituted text, so ``replicas: ${N:-2}`` is the integer 2;
-values under ``env`` and ``uses_with`` always stay strings.
+text fields (name, uses, image, host, ...) and values under ``env`` and ``uses_with``
+always stay strings.
 
 Where the variables come from, highest precedence first:
 
@@ -95,6 +96,7 @@ import json
 import logging
 import os
 import re
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +109,7 @@ from orchestrator import jina
 from orchestrator.errors import ConfigError, SpecError
 from orchestrator.interpolation import InterpolationError, interpolate
 from orchestrator.schema import config_schema
-from orchestrator.spec import DeploymentSpec
+from orchestrator.spec import DeploymentSpec, UpdatePolicy, UsesRef
 
 __all__ = ["REDACTED", "ConfigError", "DeploymentConfig", "LoadedFile", "config_schema",
            "environment", "is_secret_key", "load_file", "load_text", "parse_env_overrides",
@@ -118,6 +120,21 @@ log = logging.getLogger("orchestrator.config")
 _STRING_SECTIONS = ("env", "uses_with")
 """Values below these keys stay strings, and their keys are data (an `x-` key is kept)."""
 _STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _string_fields() -> frozenset[str]:
+    """Fields whose values are text (name, image, uses, ...): a reference there stays a
+    string, as Compose casts by its schema (`name: ${N}` with N=007 is '007', not 7)."""
+    names: set[str] = set()
+    for cls in (DeploymentSpec, UpdatePolicy):
+        for name, hint in typing.get_type_hints(cls).items():
+            args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+            if all(a in (str, UsesRef) or isinstance(a, str) for a in args):
+                names.add(name)
+    return frozenset(names)
+
+
+_STRING_FIELDS = _string_fields()
 _TYPED_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null")}
 _JINA_TOP = ("jtype", "version", "with")
 
@@ -342,8 +359,8 @@ class _Walk:
                 if name == "<<":  # a merge: its fields land in this mapping
                     self.node(value, path, typed=typed)
                     continue
-                self.node(value, _join(path, name),
-                          typed=typed and name not in _STRING_SECTIONS)
+                self.node(value, _join(path, name), typed=typed and name not in
+                          _STRING_SECTIONS and name not in _STRING_FIELDS)
 
     def _scalar(self, node: yaml.ScalarNode, path: str, *, typed: bool) -> None:
         if node.tag != _STR_TAG or "$" not in node.value:
@@ -466,13 +483,10 @@ def _line(path: str, lines: Mapping[str, int]) -> int | None:
 
 def _suggestion(path: str) -> str:
     """' (did you mean 'replicas'?)' for a misspelt field, else ''."""
-    from dataclasses import fields as dc_fields
-
-    from orchestrator.spec import UpdatePolicy
-
     parent, _, key = path.rpartition(".")
     owner = UpdatePolicy if parent == "policy" else DeploymentSpec
-    close = difflib.get_close_matches(key, [f.name for f in dc_fields(owner)], n=1)
+    names = [f.name for f in dataclasses.fields(owner)]
+    close = difflib.get_close_matches(key, names, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -287,3 +287,16 @@ def test_load_text_uses_exactly_the_variables_given(tmp_path: Path,
     write(tmp_path, "N=from-dotenv\n", ".env")
     (cfg,) = load_text("name: ${N:-given}\nuses: pkg.m:E\n", tmp_path / "app.yml", env={})
     assert cfg.spec.name == "given"
+
+
+def test_text_fields_stay_strings_whatever_the_value_looks_like(tmp_path: Path) -> None:
+    source = write(tmp_path, """
+        name: ${N}
+        uses: pkg.m:E
+        image: ${T}
+        restart_policy: ${R:-no}
+        policy: {order: "${O:-start-first}", max_surge: "${S:-2}"}
+    """)
+    (cfg,) = load_file(source, environ={"N": "007", "T": "1.0"}, env_files=[])
+    assert (cfg.spec.name, cfg.spec.image, cfg.spec.restart_policy) == ("007", "1.0", "no")
+    assert (cfg.spec.policy.order, cfg.spec.policy.max_surge) == ("start-first", 2)
