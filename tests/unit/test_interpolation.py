@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator.config import environment, load_file, load_text, parse_env_overrides
 from orchestrator.errors import ConfigError
@@ -70,6 +72,17 @@ ENV = {"FOO": "first", "BAR": ""}  # FOO set, BAR set but empty, anything else u
 )
 def test_every_form(template: str, expected: str) -> None:
     assert interpolate(template, ENV).text == expected
+
+
+@given(st.text())
+def test_an_escaped_text_comes_back_unchanged(text: str) -> None:
+    """What `orchestrator config` relies on to print values that load back the same."""
+    assert interpolate(text.replace("$", "$$"), ENV).text == text
+
+
+@given(st.text().filter(lambda t: "$" not in t))
+def test_text_without_a_dollar_is_left_alone(text: str) -> None:
+    assert interpolate(text, ENV) == interpolate(text, {}) and interpolate(text, ENV).text == text
 
 
 @pytest.mark.parametrize(
