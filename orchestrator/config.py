@@ -9,50 +9,12 @@ A file holds ONE deployment as top-level fields, or SEVERAL under `deployments:`
                                       - name: other
                                         uses: docker://my/executor:1
 
-The fields are exactly those of `Deployment(...)`:
-
-=================  ==========================  ===========================================
-field              type (default)              meaning
-=================  ==========================  ===========================================
-name               str (required)              DNS-safe: lowercase, digits, '-', <= 40
-uses               str (required)              'file.py:Class' (relative to the YAML
-                                               file), 'pkg.module:Class' or
-                                               'docker://image:tag'
-uses_with          map (``{}``)                the executor's ``__init__`` kwargs
-replicas           int >= 1 (1)                worker replicas per shard
-shards             int >= 1 (1)                shards; the head fans out by ``polling``
-polling            ANY | ALL | map (ANY)       per endpoint: ``{"/index": "ALL"}``
-uses_before        str (none)                  executor run before the shards
-uses_after         str (none)                  executor merging the shards' results
-port               int 1..65535 (engine picks)  head port published on ``host``
-host               str (127.0.0.1)             host address the head port binds to
-env                map str->str (``{}``)       environment of the worker pods
-volumes            list (``[]``)               'host:/container[:ro|rw]'; a relative host
-                                               path is relative to the YAML file
-timeout_ready      seconds > 0 (60)            start deadline per pod
-image              str (orchestrator-runtime:  runtime image of file/module executors
-                   latest)
-cpus               number (none)               CPU limit per pod
-memory             '512m', '1g', bytes (none)  memory limit per pod (>= 6 MiB)
-gpus               int or 'all' (none)         GPUs per pod
-restart_policy     no | on-failure | always |  applied once a pod is ready
-                   unless-stopped (on-failure)
-health_interval    seconds > 0 (0.5)           how often the head probes its workers
-stop_grace         seconds >= 0 (10)           SIGTERM-to-SIGKILL grace
-log_max_size       '10m', '64k', bytes, null   each pod's log rotates at this size (engine
-                   (10m)                       drivers json-file / local); null: the
-                                               engine's own log settings
-log_max_files      int >= 1 (3)                rotated log files kept per pod
-max_starting       int >= 1 (all at once)      staggered start: pods starting at a time
-needs              str or list (``[]``)        names of deployments this one follows
-external           bool (false)                an already running service at host:port
-protocol           grpc (grpc)                 wire protocol
-policy             map (see below)             rolling update and scale policy
-=================  ==========================  ===========================================
-
-``policy`` fields: ``max_surge`` (1), ``max_unavailable`` (0), ``order`` (start-first |
-stop-first), ``monitor`` (0 s), ``failure_action`` (rollback | pause), ``drain_timeout``
-(30 s), ``stop_grace`` (10 s), ``shard_parallelism`` (1).
+The fields are exactly those of `Deployment(...)`. Each one's type, default and meaning
+is written once, beside the field in `orchestrator.spec` (``DeploymentSpec`` and
+``UpdatePolicy``); `orchestrator.schema` turns them into the JSON Schema
+(``orchestrator config --schema``) and into a Markdown reference
+(``reference_markdown()``). Relative ``uses:`` files and ``volumes`` host paths are
+relative to the YAML file, not to the shell's directory.
 
 Interpolation follows the Compose specification (see `orchestrator.interpolation` for
 every form): ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
@@ -84,8 +46,9 @@ A Jina file is read too: ``jtype: Deployment`` with the deployment's options und
 ``with:`` in Jina's names (see `orchestrator.jina`).
 
 Every error is a `ConfigError` whose message is ONE line:
-``FILE: FIELD.PATH: problem`` (e.g. ``app.yml: deployments[1].policy.max_surge: must be
-an integer >= 0``).
+``FILE:LINE: FIELD.PATH: problem`` (e.g. ``app.yml:7: deployments[1].policy.max_surge:
+must be an integer >= 0``; ``:LINE`` is left out when the file has no such place, as for
+a missing field).
 """
 
 from __future__ import annotations

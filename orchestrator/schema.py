@@ -14,6 +14,7 @@ written, before interpolation; the loader checks the resolved values.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -193,3 +194,40 @@ def _jina_refused(entry: Refuse) -> dict[str, Any]:
     if any(a is ACCEPTS_ANY for a in entry.accepts):
         return {"description": f"accepted, no effect: {entry.reason}"}
     return {"enum": [*entry.accepts, None], "description": f"no meaning here: {entry.reason}"}
+
+
+# -- the reference, as text -------------------------------------------------------------------
+
+
+def reference_markdown() -> str:
+    """The file format's reference as Markdown tables (fields, policy, Jina options), read
+    from `config_schema()`: for a docs site that generates its YAML reference."""
+    defs = config_schema()["$defs"]
+    parts = ["## Deployment fields\n", _table(defs["deployment"]),
+             "\n## `policy` fields\n", _table(defs["policy"]),
+             "\n## Jina options (`jtype: Deployment`, under `with:`)\n",
+             _table(defs["jina_options"], defaults=False)]
+    return "\n".join(parts)
+
+
+def _table(definition: Mapping[str, Any], *, defaults: bool = True) -> str:
+    required = set(definition.get("required", ()))
+    unless_external = set(definition.get("else", {}).get("required", ()))
+    rows = (["| field | default | meaning |", "|---|---|---|"] if defaults
+            else ["| option | meaning here |", "|---|---|"])
+    for name, prop in definition["properties"].items():
+        if defaults and name in ("workspace", "sandbox"):  # compatibility, not fields
+            continue
+        doc = str(prop.get("description", "")).replace("|", "\\|")
+        if not defaults:
+            rows.append(f"| `{name}` | {doc} |")
+            continue
+        default = ("required" if name in required else
+                   "required unless `external`" if name in unless_external else
+                   f"`{_json(prop['default'])}`" if "default" in prop else "")
+        rows.append(f"| `{name}` | {default} | {doc} |")
+    return "\n".join(rows) + "\n"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)

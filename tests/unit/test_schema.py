@@ -149,3 +149,16 @@ def test_the_schema_names_the_field_at_fault() -> None:
     errors = list(VALIDATOR.iter_errors(yaml.safe_load("name: a\nuses: pkg.m:E\nreplicas: 0\n")))
     paths = {tuple(c.absolute_path) for e in errors for c in (e.context or [e])}
     assert ("replicas",) in paths
+
+
+def test_the_markdown_reference_lists_every_field_and_jina_option_once() -> None:
+    from orchestrator.schema import reference_markdown
+
+    text = reference_markdown()
+    rows = [line.split("|")[1].strip().strip("`") for line in text.splitlines()
+            if line.startswith("| `")]
+    expected = ([f.name for f in dataclasses.fields(DeploymentSpec)]
+                + [f.name for f in dataclasses.fields(UpdatePolicy)]
+                + list(SCHEMA["$defs"]["jina_options"]["properties"]))
+    assert rows == expected
+    assert "| `uses` | required unless `external` |" in text
