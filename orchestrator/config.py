@@ -165,14 +165,15 @@ def resolve_file(path: Path | str, *, env: EnvOverrides | None = None,
     return _load(text, source, variables)
 
 
-def load_text(text: str, source: Path, *, env: Mapping[str, str]) -> list[DeploymentConfig]:
+def load_text(text: str, source: Path, *, variables: Mapping[str, str]
+              ) -> list[DeploymentConfig]:
     """Like `load_file`, from text already read (`source` names it in errors), with
-    exactly the variables in `env` (no process environment, no env file).
+    exactly `variables` (no process environment, no env file); warnings go to the log.
 
     Raises:
         ConfigError: not YAML, a required variable has no value, or a field is invalid.
     """
-    loaded = _load(text, source, env)
+    loaded = _load(text, source, variables)
     for warning in loaded.warnings:
         log.warning("%s", warning)
     return loaded.configs

@@ -170,7 +170,8 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_load_text_reads_the_process_environment_only_when_asked(tmp_path: Path) -> None:
-    configs = load_text("name: ${N}\nuses: pkg.m:E\n", tmp_path / "x.yml", env={"N": "given"})
+    configs = load_text("name: ${N}\nuses: pkg.m:E\n", tmp_path / "x.yml",
+                        variables={"N": "given"})
     assert configs[0].spec.name == "given"
 
 

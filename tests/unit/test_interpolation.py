@@ -298,7 +298,8 @@ def test_load_text_uses_exactly_the_variables_given(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("N", "from-process")
     write(tmp_path, "N=from-dotenv\n", ".env")
-    (cfg,) = load_text("name: ${N:-given}\nuses: pkg.m:E\n", tmp_path / "app.yml", env={})
+    (cfg,) = load_text("name: ${N:-given}\nuses: pkg.m:E\n", tmp_path / "app.yml",
+                       variables={})
     assert cfg.spec.name == "given"
 
 
