@@ -276,10 +276,22 @@ def fields_from_jina(options: Mapping[str, Any] | argparse.Namespace) -> dict[st
             _refuse(name, entry, value)
         elif isinstance(entry, To):
             _set(fields, name, entry.field, entry.convert(value))
-    for role in ("uses", "uses_before", "uses_after"):
-        if role in fields:
-            fields.update(_uses(role, fields[role], modules, fields.get("uses_with")))
+    roles = [role for role in ("uses", "uses_before", "uses_after") if role in fields]
+    if modules and not any(_reads_modules(fields[role]) for role in roles):
+        raise SpecError("only a bare class name in uses, uses_before or uses_after reads "
+                        "py_modules (uses: Echo with py_modules: [echo.py])",
+                        field="py_modules")
+    for role in roles:
+        fields.update(_uses(role, fields[role], modules, fields.get("uses_with")))
     return fields
+
+
+def _reads_modules(uses: Any) -> bool:
+    """Whether a Jina `uses` value takes its class from py_modules."""
+    if isinstance(uses, Mapping):
+        own = uses.get("py_modules") or (uses.get("metas") or {}).get("py_modules")
+        return not own
+    return isinstance(uses, str) and uses.isidentifier()
 
 
 def _refuse(name: str, entry: Refuse, value: Any) -> None:

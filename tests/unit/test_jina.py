@@ -138,6 +138,8 @@ def test_an_option_with_no_meaning_here_is_refused_by_name_with_the_reason(
          "only jtype, with and py_modules"),
         ({"uses": {"jtype": "Echo", "metas": {"name": "x"}}}, "uses.metas.name",
          "only jtype, with and py_modules"),
+        ({"uses": "docker://img:1", "py_modules": ["a.py"]}, "py_modules",
+         "only a bare class name"),
         ({"timeout_ready": -1}, "timeout_ready", "wait forever"),
         ({"port": [1234, 1235]}, "port", "one value only"),
         ({"port": 1234, "port_expose": 1235}, "port_expose", "given twice"),
