@@ -9,81 +9,100 @@ A file holds ONE deployment as top-level fields, or SEVERAL under `deployments:`
                                       - name: other
                                         uses: docker://my/executor:1
 
-The fields are exactly those of `Deployment(...)`:
+The fields are exactly those of `Deployment(...)`. Each one's type, default and meaning
+is written once, beside the field in `orchestrator.spec` (``DeploymentSpec`` and
+``UpdatePolicy``); `orchestrator.schema` turns them into the JSON Schema
+(``orchestrator config --schema``) and into a Markdown reference
+(``reference_markdown()``). Relative ``uses:`` files and ``volumes`` host paths are
+relative to the YAML file, not to the shell's directory.
 
-=================  ==========================  ===========================================
-field              type (default)              meaning
-=================  ==========================  ===========================================
-name               str (required)              DNS-safe: lowercase, digits, '-', <= 40
-uses               str (required)              'file.py:Class' (relative to the YAML
-                                               file), 'pkg.module:Class' or
-                                               'docker://image:tag'
-uses_with          map (``{}``)                the executor's ``__init__`` kwargs
-replicas           int >= 1 (1)                worker replicas per shard
-shards             int >= 1 (1)                shards; the head fans out by ``polling``
-polling            ANY | ALL | map (ANY)       per endpoint: ``{"/index": "ALL"}``
-uses_before        str (none)                  executor run before the shards
-uses_after         str (none)                  executor merging the shards' results
-port               int 1..65535 (engine picks)  head port published on ``host``
-host               str (127.0.0.1)             host address the head port binds to
-env                map str->str (``{}``)       environment of the worker pods
-volumes            list (``[]``)               'host:/container[:ro|rw]'; a relative host
-                                               path is relative to the YAML file
-timeout_ready      seconds > 0 (60)            start deadline per pod
-image              str (orchestrator-runtime:  runtime image of file/module executors
-                   latest)
-cpus               number (none)               CPU limit per pod
-memory             '512m', '1g', bytes (none)  memory limit per pod (>= 6 MiB)
-gpus               int or 'all' (none)         GPUs per pod
-restart_policy     no | on-failure | always |  applied once a pod is ready
-                   unless-stopped (on-failure)
-health_interval    seconds > 0 (0.5)           how often the head probes its workers
-stop_grace         seconds >= 0 (10)           SIGTERM-to-SIGKILL grace
-log_max_size       '10m', '64k', bytes, null   each pod's log rotates at this size (engine
-                   (10m)                       drivers json-file / local); null: the
-                                               engine's own log settings
-log_max_files      int >= 1 (3)                rotated log files kept per pod
-max_starting       int >= 1 (all at once)      staggered start: pods starting at a time
-needs              str or list (``[]``)        names of deployments this one follows
-external           bool (false)                an already running service at host:port
-protocol           grpc (grpc)                 wire protocol
-policy             map (see below)             rolling update and scale policy
-=================  ==========================  ===========================================
+Interpolation follows the Compose specification (see `orchestrator.interpolation` for
+every form): ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
+``${VAR:?error}``, ``${VAR?error}``, ``${VAR:+alt}``, ``${VAR+alt}``, ``$$``, nested
+(``${A:-${B}}``). It applies to values, never to keys, before validation. A variable used
+without a default that has no value becomes an empty string and is reported as a warning
+(logger ``orchestrator.config``), as Compose does; ``${VAR:?error}`` makes it an error that
+names the variable, the file and the line. A value that is exactly one reference takes the
+type YAML would give the substituted text, so ``replicas: ${N:-2}`` is the integer 2;
+text fields (name, uses, image, host, ...) and values under ``env`` and ``uses_with``
+always stay strings.
 
-``policy`` fields: ``max_surge`` (1), ``max_unavailable`` (0), ``order`` (start-first |
-stop-first), ``monitor`` (0 s), ``failure_action`` (rollback | pause), ``drain_timeout``
-(30 s), ``stop_grace`` (10 s), ``shard_parallelism`` (1).
+Where the variables come from, highest precedence first:
 
-Interpolation (in string values only, before validation): ``${VAR}`` is the environment
-variable (unset: an error), ``${VAR:-default}`` falls back to ``default`` when VAR is unset
-or empty, ``$$`` is a literal ``$``. A value that is exactly one ``${...}`` takes the type
-YAML would give the substituted text, so ``replicas: ${N:-2}`` is the integer 2; values
-under ``env`` and ``uses_with`` always stay strings.
+1. ``env`` (the CLI's ``--env KEY=VALUE``): given explicitly for this command;
+2. the process environment;
+3. ``env_files`` (``--env-file``, repeatable; a later file wins over an earlier one);
+4. the file ``.env`` beside the YAML file, read only when no env file is given.
+
+This is Compose's order (shell over ``--env-file`` over ``.env``, which ``--env-file``
+replaces), with ``--env`` on top as ``docker compose run -e`` is. Env files are parsed by
+python-dotenv; their values may use the same ``${...}`` forms, resolved against the
+process environment, ``--env`` and the lines above.
+
+Keys starting with ``x-`` are ignored at any level (outside the free-form maps ``env`` and
+``uses_with``), as Compose ignores its extension fields: use them for YAML anchors.
+
+A Jina file is read too: ``jtype: Deployment`` with the deployment's options under
+``with:`` in Jina's names (see `orchestrator.jina`).
 
 Every error is a `ConfigError` whose message is ONE line:
-``FILE: FIELD.PATH: problem`` (e.g. ``app.yml: deployments[1].policy.max_surge: must be
-an integer >= 0``).
+``FILE:LINE: FIELD.PATH: problem`` (e.g. ``app.yml:7: deployments[1].policy.max_surge:
+must be an integer >= 0``; ``:LINE`` is left out when the file has no such place, as for
+a missing field).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
+import logging
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from dotenv import dotenv_values
 
+from orchestrator import jina
 from orchestrator.errors import ConfigError, SpecError
-from orchestrator.spec import DeploymentSpec
+from orchestrator.interpolation import InterpolationError, interpolate
+from orchestrator.schema import config_schema
+from orchestrator.spec import DeploymentSpec, UpdatePolicy, UsesRef
 
-_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
-_WHOLE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
-_BAD_REF = re.compile(r"\$\{(?![A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\})")
+__all__ = ["REDACTED", "ConfigError", "DeploymentConfig", "LoadedFile", "config_schema",
+           "environment", "is_secret_key", "load_file", "load_text", "parse_env_overrides",
+           "redact", "render", "resolve_file", "resolved_document"]
+
+log = logging.getLogger("orchestrator.config")
+
 _STRING_SECTIONS = ("env", "uses_with")
+"""Values below these keys stay strings, and their keys are data (an `x-` key is kept)."""
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _string_fields() -> frozenset[str]:
+    """Fields whose values are text (name, image, uses, ...): a reference there stays a
+    string, as Compose casts by its schema (`name: ${N}` with N=007 is '007', not 7)."""
+    names: set[str] = set()
+    for cls in (DeploymentSpec, UpdatePolicy):
+        for name, hint in typing.get_type_hints(cls).items():
+            args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+            if all(a in (str, UsesRef) or isinstance(a, str) for a in args):
+                names.add(name)
+    return frozenset(names)
+
+
+_STRING_FIELDS = _string_fields()
+_TYPED_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null")}
+_JINA_TOP = ("jtype", "version", "with")
+
+EnvOverrides = Mapping[str, str] | Iterable[str]
+"""`--env` values: a mapping, or 'KEY=VALUE' strings ('KEY' alone: the process's value)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +112,7 @@ class DeploymentConfig:
     fields: Mapping[str, Any]
     spec: DeploymentSpec
     source: Path
-    path: str  # "" for a single-deployment file, else "deployments[i]"
+    path: str  # "" for a single-deployment file, "with" for a Jina file, else "deployments[i]"
 
     @property
     def base_dir(self) -> Path:
@@ -101,45 +120,243 @@ class DeploymentConfig:
         return self.source.parent
 
 
-def load_file(path: Path | str, env: Mapping[str, str] | None = None) -> list[DeploymentConfig]:
-    """Read, interpolate and validate a deployment file.
+@dataclass(frozen=True)
+class LoadedFile:
+    """A whole file, resolved: its deployments, and what interpolation warned about."""
+
+    source: Path
+    configs: list[DeploymentConfig]
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_file(path: Path | str, *, env: EnvOverrides | None = None,
+              env_files: Sequence[Path | str] | None = None,
+              environ: Mapping[str, str] | None = None) -> list[DeploymentConfig]:
+    """Read, interpolate and validate a deployment file; warnings go to the log.
+
+    `env` (``--env``) overrides everything, then `environ` (default: the process
+    environment), then `env_files` (``--env-file``, later wins), then ``.env`` beside the
+    file when `env_files` is None. Pass ``env_files=[]`` to read no env file at all.
 
     Raises:
-        ConfigError: the file is missing, not YAML, or a field is invalid (one line).
+        ConfigError: the file or an env file is missing, not YAML, a required variable has
+            no value, or a field is invalid (one line, with the line number when known).
+    """
+    loaded = resolve_file(path, env=env, env_files=env_files, environ=environ)
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    return loaded.configs
+
+
+def resolve_file(path: Path | str, *, env: EnvOverrides | None = None,
+                 env_files: Sequence[Path | str] | None = None,
+                 environ: Mapping[str, str] | None = None) -> LoadedFile:
+    """Like `load_file`, returning the warnings instead of logging them.
+
+    Raises:
+        ConfigError: as `load_file`.
     """
     source = Path(path)
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, "", f"cannot read: {exc.strerror or exc}") from exc
-    return load_text(text, source, env=os.environ if env is None else env)
+    variables = environment(source, env=env, env_files=env_files, environ=environ)
+    return _load(text, source, variables)
 
 
-def load_text(text: str, source: Path, *, env: Mapping[str, str]) -> list[DeploymentConfig]:
-    """Like `load_file`, from text already read (`source` names it in errors).
+def load_text(text: str, source: Path, *, variables: Mapping[str, str]
+              ) -> list[DeploymentConfig]:
+    """Like `load_file`, from text already read (`source` names it in errors), with
+    exactly `variables` (no process environment, no env file); warnings go to the log.
 
     Raises:
-        ConfigError: not YAML, or a field is invalid.
+        ConfigError: not YAML, a required variable has no value, or a field is invalid.
     """
-    data = _parse_yaml(text, source)
-    entries = _entries(data, source)
-    configs = [_one(raw, prefix, source, env) for prefix, raw in entries]
-    _check_unique(configs, source)
-    return configs
+    loaded = _load(text, source, variables)
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    return loaded.configs
 
 
-def _parse_yaml(text: str, source: Path) -> object:
+def _load(text: str, source: Path, variables: Mapping[str, str]) -> LoadedFile:
+    data, warnings, lines = _interpolated_document(text, source, variables)
+    entries = _entries(_without_extensions(data), source, lines)
+    configs = [_one(raw, prefix, source, lines) for prefix, raw in entries]
+    _check_unique(configs, source, lines)
+    return LoadedFile(source=source, configs=configs, warnings=warnings)
+
+
+# -- the variables ------------------------------------------------------------------------
+
+
+def environment(source: Path | str, *, env: EnvOverrides | None = None,
+                env_files: Sequence[Path | str] | None = None,
+                environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables a file is interpolated with, in Compose's precedence (module doc).
+
+    Raises:
+        ConfigError: an env file cannot be read, or a value in it is a malformed reference
+            or a required variable without a value; an `env` item is malformed.
+    """
+    process = dict(os.environ if environ is None else environ)
+    overrides = parse_env_overrides(env or (), process)
+    if env_files is None:
+        default = Path(source).parent / ".env"
+        files: list[Path] = [default] if default.is_file() else []
+    else:
+        files = [Path(f) for f in env_files]
+    above = {**process, **overrides}
+    from_files: dict[str, str] = {}
+    for file in files:
+        from_files.update(_read_env_file(file, above=above, below=from_files))
+    return {**from_files, **above}
+
+
+def parse_env_overrides(items: EnvOverrides, environ: Mapping[str, str]) -> dict[str, str]:
+    """`--env` values as a dict. 'KEY=VALUE' sets KEY; 'KEY' alone takes the process's
+    value (and is skipped when it has none), as ``docker run -e KEY`` does.
+
+    Raises:
+        ConfigError: an item with an empty or invalid name.
+    """
+    if isinstance(items, Mapping):
+        return {str(k): str(v) for k, v in items.items()}
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            raise ConfigError("--env", "", f"{item!r} is not KEY=VALUE with a variable "
+                              "name as KEY")
+        if sep:
+            out[key] = value
+        elif key in environ:
+            out[key] = environ[key]
+    return out
+
+
+def _read_env_file(file: Path, *, above: Mapping[str, str], below: Mapping[str, str]
+                   ) -> dict[str, str]:
+    """KEY=VALUE lines parsed by python-dotenv; values interpolated as the YAML's are, a
+    reference resolved from `above` (--env, process), this file's lines above, `below`
+    (earlier env files)."""
+    if not file.is_file():
+        raise ConfigError(file, "", "cannot read env file: no such file")
     try:
-        return yaml.safe_load(text)
+        raw = dotenv_values(file, interpolate=False)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(file, "", f"cannot read env file: {exc}") from exc
+    values: dict[str, str] = {}
+    for key, value in raw.items():
+        if value is None:  # a bare KEY: the process environment decides
+            continue
+        try:
+            values[key] = interpolate(value, {**below, **values, **above}).text
+        except InterpolationError as exc:
+            raise ConfigError(file, key, str(exc)) from exc
+    return values
+
+
+# -- the document ---------------------------------------------------------------------------
+
+
+def _interpolated_document(text: str, source: Path, variables: Mapping[str, str]
+                           ) -> tuple[object, list[str], dict[str, int]]:
+    """The document with every string value interpolated, the warnings, and the line of
+    every field path (for messages)."""
+    node = _compose(text, source)
+    if node is None:
+        return None, [], {}
+    walk = _Walk(source, variables)
+    walk.node(node, "", typed=True)
+    loader = yaml.SafeLoader("")
+    try:
+        data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, "", f"invalid YAML: {where}{exc.problem}") from exc
+        raise _yaml_error(exc, source) from exc
+    finally:
+        loader.dispose()
+    return data, walk.warnings, walk.lines
+
+
+def _compose(text: str, source: Path) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        raise _yaml_error(exc, source) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"invalid YAML: {exc}") from exc
 
 
-def _entries(data: object, source: Path) -> list[tuple[str, object]]:
+def _yaml_error(exc: yaml.MarkedYAMLError, source: Path) -> ConfigError:
+    mark = exc.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return ConfigError(source, "", f"invalid YAML: {where}{exc.problem}",
+                       line=mark.line + 1 if mark else None)
+
+
+class _Walk:
+    """Interpolates the string scalars of a YAML node tree in place, once per node (an
+    alias shares its anchor's node), and records each field path's line."""
+
+    def __init__(self, source: Path, variables: Mapping[str, str]) -> None:
+        self.source = source
+        self.variables = variables
+        self.lines: dict[str, int] = {}
+        self.warnings: list[str] = []
+        self._seen: set[int] = set()
+        self._resolver = yaml.resolver.Resolver()
+
+    def node(self, node: yaml.Node, path: str, *, typed: bool) -> None:
+        if id(node) in self._seen:
+            return
+        self._seen.add(id(node))
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.ScalarNode):
+            self._scalar(node, path, typed=typed)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.node(item, f"{path}[{i}]", typed=typed)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                if name == "<<":  # a merge: its fields land in this mapping
+                    self.node(value, path, typed=typed)
+                    continue
+                self.node(value, _join(path, name), typed=typed and name not in
+                          _STRING_SECTIONS and name not in _STRING_FIELDS)
+
+    def _scalar(self, node: yaml.ScalarNode, path: str, *, typed: bool) -> None:
+        if node.tag != _STR_TAG or "$" not in node.value:
+            return
+        line = node.start_mark.line + 1
+        try:
+            result = interpolate(node.value, self.variables)
+        except InterpolationError as exc:
+            raise ConfigError(self.source, path, str(exc), line=line) from exc
+        for name in result.unset:
+            where = f"{self.source}:{line}: {path}" if path else f"{self.source}:{line}"
+            self.warnings.append(f"{where}: the variable {name} is not set; "
+                                 "defaulting to a blank string")
+        node.value = result.text
+        if typed and result.whole:
+            tag = self._resolver.resolve(  # type: ignore[no-untyped-call]
+                yaml.ScalarNode, result.text, (True, False))
+            node.tag = tag if tag in _TYPED_TAGS else _STR_TAG
+
+
+def _without_extensions(value: object) -> object:
+    """The document without `x-` keys, except inside free-form maps (env, uses_with)."""
+    if isinstance(value, list):
+        return [_without_extensions(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    return {k: v if k in _STRING_SECTIONS else _without_extensions(v)
+            for k, v in value.items() if not (isinstance(k, str) and k.startswith("x-"))}
+
+
+def _entries(data: object, source: Path, lines: Mapping[str, int]
+             ) -> list[tuple[str, object]]:
     """(field path prefix, raw mapping) of every deployment in the document."""
     if data is None:
         raise ConfigError(source, "", "the file is empty: expected a deployment's fields "
@@ -147,114 +364,168 @@ def _entries(data: object, source: Path) -> list[tuple[str, object]]:
     if not isinstance(data, dict):
         raise ConfigError(source, "", f"expected a mapping at the top, got "
                           f"{_type(data)}")
+    if "jtype" in data:
+        return [("with", _jina_fields(data, source, lines))]
     if "deployments" not in data:
         return [("", data)]
     others = sorted(str(k) for k in data if k != "deployments")
     if others:
         raise ConfigError(source, others[0], "top-level fields cannot be mixed with a "
-                          "'deployments:' list; move them into a list entry")
+                          "'deployments:' list; move them into a list entry",
+                          line=lines.get(others[0]))
     items = data["deployments"]
     if not isinstance(items, list) or not items:
-        raise ConfigError(source, "deployments", "must be a non-empty list of deployments")
+        raise ConfigError(source, "deployments", "must be a non-empty list of deployments",
+                          line=lines.get("deployments"))
     return [(f"deployments[{i}]", item) for i, item in enumerate(items)]
 
 
-def _one(raw: object, prefix: str, source: Path, env: Mapping[str, str]) -> DeploymentConfig:
+def _jina_fields(data: dict[Any, Any], source: Path, lines: Mapping[str, int]
+                 ) -> dict[str, Any]:
+    """A Jina file (``jtype: Deployment``, options under ``with:``) as our fields."""
+    jtype = data["jtype"]
+    if jtype == "Flow":
+        raise ConfigError(source, "jtype", "a Jina Flow is not read: list its executors "
+                          "under 'deployments:', each with 'needs' naming the one before",
+                          line=lines.get("jtype"))
+    if jtype != "Deployment":
+        raise ConfigError(source, "jtype", f"{jtype!r}: only 'Deployment' is read",
+                          line=lines.get("jtype"))
+    others = sorted(str(k) for k in data if k not in _JINA_TOP)
+    if others:
+        raise ConfigError(source, others[0], "a Jina file has only jtype, version and "
+                          "with at the top; the deployment's options go under 'with:'",
+                          line=lines.get(others[0]))
+    options = data.get("with") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(source, "with", f"expected a mapping of options, got "
+                          f"{_type(options)}", line=lines.get("with"))
+    try:
+        return jina.fields_from_jina(options)
+    except SpecError as exc:
+        raise _field_error(exc, "with", source, lines) from exc
+
+
+def _one(raw: object, prefix: str, source: Path, lines: Mapping[str, int]
+         ) -> DeploymentConfig:
     if not isinstance(raw, dict):
-        raise ConfigError(source, prefix, f"expected a mapping of fields, got {_type(raw)}")
+        raise ConfigError(source, prefix, f"expected a mapping of fields, got {_type(raw)}",
+                          line=lines.get(prefix))
     for key in raw:
         if not isinstance(key, str):
-            raise ConfigError(source, _join(prefix, str(key)), "field names must be strings")
-    fields = {key: _interpolate(value, _join(prefix, key), source, env,
-                                typed=key not in _STRING_SECTIONS)
-              for key, value in raw.items()}
-    fields = _resolve_volumes(fields, source.parent)
+            path = _join(prefix, str(key))
+            raise ConfigError(source, path, "field names must be strings", line=lines.get(path))
+    fields = _resolve_volumes(dict(raw), source.parent)
     try:
         spec = DeploymentSpec.from_fields(base_dir=source.parent, **fields)
     except SpecError as exc:
-        problem = str(exc)
-        if exc.field and problem.startswith(f"{exc.field}: "):
-            problem = problem[len(exc.field) + 2:]
-        if problem.startswith("unknown field"):
-            problem += _suggestion(exc.field or "")
-        raise ConfigError(source, _join(prefix, exc.field or ""), problem) from exc
+        raise _field_error(exc, prefix, source, lines) from exc
     return DeploymentConfig(fields=fields, spec=spec, source=source, path=prefix)
+
+
+def _field_error(exc: SpecError, prefix: str, source: Path, lines: Mapping[str, int]
+                 ) -> ConfigError:
+    """A spec's error as a file's: the field's path in the file, and its line."""
+    problem = str(exc)
+    if exc.field and problem.startswith(f"{exc.field}: "):
+        problem = problem[len(exc.field) + 2:]
+    if problem.startswith("unknown field"):
+        problem += _suggestion(exc.field or "")
+    path = _join(prefix, exc.field or "")
+    return ConfigError(source, path, problem, line=_line(path, lines))
+
+
+def _line(path: str, lines: Mapping[str, int]) -> int | None:
+    """The line of `path`, or of its nearest ancestor the file has."""
+    while path:
+        if path in lines:
+            return lines[path]
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return None
 
 
 def _suggestion(path: str) -> str:
     """' (did you mean 'replicas'?)' for a misspelt field, else ''."""
-    from dataclasses import fields as dc_fields
-
-    from orchestrator.spec import UpdatePolicy
-
     parent, _, key = path.rpartition(".")
     owner = UpdatePolicy if parent == "policy" else DeploymentSpec
-    close = difflib.get_close_matches(key, [f.name for f in dc_fields(owner)], n=1)
+    names = [f.name for f in dataclasses.fields(owner)]
+    close = difflib.get_close_matches(key, names, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _check_unique(configs: list[DeploymentConfig], source: Path) -> None:
+def _check_unique(configs: list[DeploymentConfig], source: Path,
+                  lines: Mapping[str, int]) -> None:
     seen: set[str] = set()
     for cfg in configs:
         if cfg.spec.name in seen:
-            raise ConfigError(source, _join(cfg.path, "name"),
-                              f"{cfg.spec.name!r} is used by an earlier deployment")
+            path = _join(cfg.path, "name")
+            raise ConfigError(source, path, f"{cfg.spec.name!r} is used by an earlier "
+                              "deployment", line=lines.get(path))
         seen.add(cfg.spec.name)
 
 
-# -- interpolation --------------------------------------------------------------------
+# -- the resolved file (`orchestrator config`) -----------------------------------------------
+
+REDACTED = "<redacted>"
+_SECRET_WORD = re.compile(r"^(token|password|passwd|pwd|secret|key|apikey|credentials?|auth|"
+                          r"private|passphrase|cert|signature)s?\d*$")
 
 
-def _interpolate(value: object, path: str, source: Path, env: Mapping[str, str], *,
-                 typed: bool) -> object:
-    """Substitute `${...}` in every string below `value`; other scalars pass through."""
+def is_secret_key(key: str) -> bool:
+    """Whether a variable or argument name looks like it holds a secret: one of its words
+    (split at '_', '-', '.' and case changes) is TOKEN, PASSWORD, SECRET, KEY, AUTH, ...
+    (API_KEY, dbPassword, GITHUB_TOKEN; not KEYBOARD or MONKEY)."""
+    words = re.split(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])", key)
+    return any(_SECRET_WORD.match(w.lower()) for w in words if w)
+
+
+def redact(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A spec's fields with the values of secret-looking keys in env and uses_with (at any
+    depth) replaced by REDACTED."""
+    out = dict(fields)
+    for section in _STRING_SECTIONS:
+        if isinstance(out.get(section), Mapping):
+            out[section] = _redact_map(out[section])
+    return out
+
+
+def _redact_map(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: REDACTED if is_secret_key(str(k)) else
+            _redact_map(v) if isinstance(v, Mapping) else v for k, v in values.items()}
+
+
+def resolved_document(loaded: LoadedFile, *, secrets: bool = False) -> dict[str, Any]:
+    """The file as the loader understood it, in our own format: every field explicit,
+    variables substituted, paths absolute, a Jina file translated; loadable again with
+    the same result (a '$' in a value is written '$$'). Secrets are redacted unless
+    `secrets`."""
+    order = [f.name for f in dataclasses.fields(DeploymentSpec)]
+    docs = [{k: d[k] for k in order if k in d}
+            for d in (cfg.spec.to_fields() for cfg in loaded.configs)]
+    if not secrets:
+        docs = [redact(d) for d in docs]
+    docs = [_escaped(d) for d in docs]
+    several = len(docs) > 1 or loaded.configs[0].path.startswith("deployments")
+    return {"deployments": docs} if several else docs[0]
+
+
+def _escaped(value: Any) -> Any:
     if isinstance(value, str):
-        return _substitute(value, path, source, env, typed=typed)
+        return value.replace("$", "$$")
     if isinstance(value, list):
-        return [_interpolate(v, f"{path}[{i}]", source, env, typed=typed)
-                for i, v in enumerate(value)]
+        return [_escaped(v) for v in value]
     if isinstance(value, dict):
-        return {k: _interpolate(v, _join(path, str(k)), source, env, typed=typed)
-                for k, v in value.items()}
+        return {k: _escaped(v) for k, v in value.items()}
     return value
 
 
-def _substitute(text: str, path: str, source: Path, env: Mapping[str, str], *,
-                typed: bool) -> object:
-    if "$" not in text:
-        return text
-    bad = _BAD_REF.search(text)
-    if bad:
-        raise ConfigError(source, path, f"malformed variable reference in {text!r}: use "
-                          "${NAME} or ${NAME:-default} ($$ for a literal $)")
-
-    def repl(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        value = env.get(name)
-        if value:
-            return value
-        if default is not None:
-            return default
-        if value is not None:  # set but empty, and no default: empty is what was asked
-            return value
-        raise ConfigError(source, path, f"environment variable {name} is not set "
-                          f"(use ${{{name}:-default}} to give a default)")
-
-    result = _VAR.sub(repl, text)
-    if typed and _WHOLE.match(text):
-        return _scalar(result)
-    return result
-
-
-def _scalar(text: str) -> object:
-    """The value YAML would read from `text` as a plain scalar (a string otherwise)."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, str | int | float | bool) or value is None else text
+def render(loaded: LoadedFile, *, as_json: bool = False, secrets: bool = False) -> str:
+    """`resolved_document` as YAML (default) or JSON text, ending with a newline."""
+    doc = resolved_document(loaded, secrets=secrets)
+    if as_json:
+        return json.dumps(doc, indent=2) + "\n"
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
 # -- paths ------------------------------------------------------------------------------

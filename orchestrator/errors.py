@@ -44,13 +44,17 @@ class SpecError(OrchestratorError, ValueError):
 
 
 class ConfigError(SpecError):
-    """A deployment file is invalid; the message is one line: file, field path, problem."""
+    """A deployment file is invalid; the message is one line: file[:line], field path,
+    problem."""
 
-    def __init__(self, file: Path | str, path: str, problem: str) -> None:
+    def __init__(self, file: Path | str, path: str, problem: str, *,
+                 line: int | None = None) -> None:
         self.file = str(file)
         self.path = path
+        self.line = line
         self.problem = " ".join(problem.split())  # one line, whatever the cause said
-        where = f"{self.file}: {path}" if path else self.file
+        at = f"{self.file}:{line}" if line else self.file
+        where = f"{at}: {path}" if path else at
         super().__init__(f"{where}: {self.problem}")
         self.field = path or None
 

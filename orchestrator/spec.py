@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +69,44 @@ def parse_memory(value: object, *, field_name: str = "memory") -> int | None:
     if size < 6 * 1024**2:
         raise SpecError(f"{value!r} is below Docker's 6 MiB minimum", field=field_name)
     return size
+
+
+REQUIRED: Any = MISSING
+"""A field without a default (`_field(REQUIRED, ...)`)."""
+
+
+def _field(default: Any, doc: str, *, schema: Mapping[str, Any] | None = None,
+           **constraints: Any) -> Any:
+    """A dataclass field that also carries its documentation and its input's JSON Schema
+    (`schema` in full, or `constraints` added to the type read from the annotation), from
+    which `orchestrator.schema` builds the file format's schema. A callable default is a
+    default factory."""
+    meta = {"doc": doc, "schema": dict(schema) if schema is not None else None,
+            "constraints": constraints}
+    if callable(default):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _any_case(words: tuple[str, ...]) -> str:
+    """A regex accepting `words` in any letter case (JSON Schema regexes have no flags)."""
+    def chars(word: str) -> str:
+        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c)
+                       for c in word)
+    return "^(" + "|".join(chars(w) for w in words) + ")$"
+
+
+def _size(minimum: int) -> dict[str, Any]:
+    """'512m', '1g', '1GiB' or a byte count (the text form's minimum is checked by the
+    loader alone)."""
+    text = r"^\s*\d+(\.\d+)?\s*[kKmMgGtT]?[iI]?[bB]?\s*$"
+    return {"anyOf": [{"type": "integer", "minimum": minimum},
+                      {"type": "string", "pattern": text}]}
+
+
+_NAME = {"type": "string", "pattern": NAME_RE.pattern, "maxLength": MAX_NAME}
+_USES = {"type": "string", "pattern": r"^(docker://\S+|.+:[A-Za-z_][A-Za-z0-9_]*)$"}
+_POLLING_MODE = {"type": "string", "pattern": _any_case(POLLING_MODES)}
 
 
 @dataclass(frozen=True)
@@ -152,14 +190,20 @@ class UpdatePolicy:
     and stopped, so capacity never dips.
     """
 
-    max_surge: int = 1
-    max_unavailable: int = 0
-    order: Literal["start-first", "stop-first"] = "start-first"
-    monitor: float = 0.0
-    failure_action: Literal["rollback", "pause"] = "rollback"
-    drain_timeout: float = 30.0
-    stop_grace: float = 10.0
-    shard_parallelism: int = 1
+    max_surge: int = _field(1, "replicas started above the count during an update",
+                            minimum=0)
+    max_unavailable: int = _field(0, "replicas that may be missing during an update",
+                                  minimum=0)
+    order: Literal["start-first", "stop-first"] = _field(
+        "start-first", "start the new replica before stopping the old one, or after")
+    monitor: float = _field(0.0, "seconds a new replica must stay healthy", minimum=0)
+    failure_action: Literal["rollback", "pause"] = _field(
+        "rollback", "what a failed update does")
+    drain_timeout: float = _field(30.0, "seconds a drained replica's in-flight calls get",
+                                  minimum=0)
+    stop_grace: float = _field(10.0, "SIGTERM-to-SIGKILL grace of a replaced replica",
+                               minimum=0)
+    shard_parallelism: int = _field(1, "shards updated at the same time", minimum=1)
 
     def __post_init__(self) -> None:
         for name in ("max_surge", "max_unavailable", "shard_parallelism"):
@@ -241,35 +285,62 @@ def _str_map(value: object, field_name: str) -> dict[str, str]:
 class DeploymentSpec:
     """A validated Deployment. Build it with `DeploymentSpec.from_fields(**fields)`."""
 
-    name: str
-    uses: UsesRef
-    uses_with: Mapping[str, Any] = field(default_factory=dict)
-    replicas: int = 1
-    shards: int = 1
-    polling: str | Mapping[str, str] = "ANY"
-    uses_before: UsesRef | None = None
-    uses_after: UsesRef | None = None
-    port: int | None = None
-    host: str = "127.0.0.1"
-    env: Mapping[str, str] = field(default_factory=dict)
-    volumes: tuple[VolumeSpec, ...] = ()
-    timeout_ready: float = 60.0
-    external: bool = False
-    protocol: str = "grpc"
-    image: str = DEFAULT_RUNTIME_IMAGE
-    cpus: float | None = None
-    memory: int | None = None
-    gpus: int | None = None
-    restart_policy: str = "on-failure"
-    health_interval: float = 0.5
-    stop_grace: float = 10.0
-    # each pod's log, rotated by the engine at this size, this many files kept (None: the
-    # engine's own log settings)
-    log_max_size: int | None = DEFAULT_LOG_MAX_SIZE
-    log_max_files: int = DEFAULT_LOG_MAX_FILES
-    max_starting: int | None = None  # staggered start: at most this many pods starting
-    needs: frozenset[str] = frozenset()
-    policy: UpdatePolicy = field(default_factory=UpdatePolicy)
+    name: str = _field(REQUIRED, "DNS-safe: lowercase letters, digits, '-'",
+                       type="string", pattern=NAME_RE.pattern, maxLength=MAX_NAME)
+    uses: UsesRef = _field(  # noqa: RUF009
+        REQUIRED, "'file.py:Class' (relative to the YAML file), 'pkg.module:Class' or "
+        "'docker://image:tag'", schema=_USES)
+    uses_with: Mapping[str, Any] = _field(dict, "the executor's __init__ keyword arguments",
+                                          type="object")
+    replicas: int = _field(1, "worker replicas per shard", minimum=1)
+    shards: int = _field(1, "shards; the head fans out to them by polling", minimum=1)
+    polling: str | Mapping[str, str] = _field(
+        "ANY", "ANY or ALL, or a map of endpoint to ANY or ALL",
+        schema={"anyOf": [_POLLING_MODE, {"type": "object",
+                                           "additionalProperties": _POLLING_MODE}]})
+    uses_before: UsesRef | None = _field(  # noqa: RUF009
+        None, "executor run before the shards", schema=_USES)
+    uses_after: UsesRef | None = _field(  # noqa: RUF009
+        None, "executor merging the shards' results", schema=_USES)
+    port: int | None = _field(None, "head port published on host (default: the engine "
+                              "picks one)", minimum=1, maximum=65535)
+    host: str = _field("127.0.0.1", "host address the head port binds to",
+                       type="string", pattern=r"^\S+$")
+    env: Mapping[str, str] = _field(dict, "environment of the worker pods",
+                                    type="object", propertyNames={"minLength": 1})
+    volumes: tuple[VolumeSpec, ...] = _field(
+        (), "'host:/container[:ro|rw]' bind mounts; a relative host path is relative to "
+        "the YAML file", schema={"type": "array", "items": {
+            "type": "string", "pattern": r"^[^:]+:/[^:]*(:(ro|rw))?$"}})
+    timeout_ready: float = _field(60.0, "start deadline per pod, seconds",
+                                  exclusiveMinimum=0)
+    external: bool = _field(False, "an already running service at host:port")
+    protocol: str = _field("grpc", "wire protocol",
+                           type="string", pattern=_any_case(PROTOCOLS))
+    image: str = _field(DEFAULT_RUNTIME_IMAGE, "runtime image of file and module executors",
+                        type="string", pattern=r"^\S+$")
+    cpus: float | None = _field(None, "CPU limit per pod", exclusiveMinimum=0, maximum=1024)
+    memory: int | None = _field(None, "memory limit per pod: '512m', '1g' or bytes "
+                                "(at least 6 MiB)", schema=_size(6 * 1024**2))
+    gpus: int | None = _field(None, "GPUs per pod: a count or 'all'", schema={
+        "anyOf": [{"type": "integer", "minimum": 0}, {"const": "all"}]})
+    restart_policy: str = _field("on-failure", "applied once a pod is ready",
+                                 enum=list(RESTART_POLICIES))
+    health_interval: float = _field(0.5, "seconds between the head's probes of a worker",
+                                    exclusiveMinimum=0)
+    stop_grace: float = _field(10.0, "SIGTERM-to-SIGKILL grace, seconds", minimum=0)
+    log_max_size: int | None = _field(
+        DEFAULT_LOG_MAX_SIZE, "each pod's log rotates at this size ('10m', bytes); null: "
+        "the engine's own log settings", schema=_size(1))
+    log_max_files: int = _field(DEFAULT_LOG_MAX_FILES, "rotated log files kept per pod",
+                                minimum=1)
+    max_starting: int | None = _field(None, "staggered start: pods starting at a time",
+                                      minimum=1)
+    needs: frozenset[str] = _field(frozenset, "names of deployments this one follows",
+                                   schema={"anyOf": [_NAME, {"type": "array",
+                                                             "items": _NAME}]})
+    policy: UpdatePolicy = _field(  # noqa: RUF009
+        UpdatePolicy, "rolling update and scale policy", schema={"$ref": "#/$defs/policy"})
 
     @classmethod
     def from_fields(cls, *, base_dir: Path | None = None, **raw: Any) -> DeploymentSpec:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from orchestrator.cli import parse_address, parse_sets, spec_changes
-from orchestrator.config import DeploymentConfig, load_file, load_text
+from orchestrator.config import (
+    REDACTED,
+    DeploymentConfig,
+    LoadedFile,
+    config_schema,
+    is_secret_key,
+    load_file,
+    load_text,
+    render,
+    resolve_file,
+)
 from orchestrator.errors import ConfigError, SpecError
 from orchestrator.spec import DeploymentSpec
 
@@ -19,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def load(text: str, tmp_path: Path, env: dict[str, str] | None = None) -> list[DeploymentConfig]:
     source = tmp_path / "app.yml"
     source.write_text(textwrap.dedent(text))
-    return load_file(source, env=env or {})
+    return load_file(source, environ=env or {}, env_files=[])
 
 
 def error(text: str, tmp_path: Path, env: dict[str, str] | None = None) -> ConfigError:
@@ -103,38 +115,40 @@ def test_relative_uses_and_volumes_resolve_against_the_file(tmp_path: Path,
 
 
 @pytest.mark.parametrize(
-    ("text", "path", "problem"),
+    ("text", "path", "line", "problem"),
     [
-        ("name: a\nuses: pkg.m:E\nreplica: 2\n", "replica", "did you mean 'replicas'"),
-        ("name: a\nuses: pkg.m:E\nreplicas: two\n", "replicas", "must be an integer >= 1"),
-        ("name: a\nuses: pkg.m:E\nreplicas: 0\n", "replicas", "must be an integer >= 1"),
-        ("name: a\nuses: pkg.m:E\nport: 70000\n", "port", "1..65535"),
-        ("name: Bad_Name\nuses: pkg.m:E\n", "name", "not a valid name"),
-        ("name: a\nuses: pkg.m:E\npolicy: {max_surge: -1}\n", "policy.max_surge", ">= 0"),
-        ("name: a\nuses: pkg.m:E\npolicy: {max_surg: 1}\n", "policy.max_surg",
+        ("name: a\nuses: pkg.m:E\nreplica: 2\n", "replica", 3, "did you mean 'replicas'"),
+        ("name: a\nuses: pkg.m:E\nreplicas: two\n", "replicas", 3, "must be an integer >= 1"),
+        ("name: a\nuses: pkg.m:E\nreplicas: 0\n", "replicas", 3, "must be an integer >= 1"),
+        ("name: a\nuses: pkg.m:E\nport: 70000\n", "port", 3, "1..65535"),
+        ("name: Bad_Name\nuses: pkg.m:E\n", "name", 1, "not a valid name"),
+        ("name: a\nuses: pkg.m:E\npolicy: {max_surge: -1}\n", "policy.max_surge", 3, ">= 0"),
+        ("name: a\nuses: pkg.m:E\npolicy: {max_surg: 1}\n", "policy.max_surg", 3,
          "did you mean 'max_surge'"),
-        ("name: a\nuses: pkg.m:E\nvolumes: [nocolon]\n", "volumes[0]", "host_path"),
-        ("name: a\nuses: ${NOPE}\n", "uses", "NOPE is not set"),
-        ("name: a\nuses: pkg.m:E\nenv: {A: '${B'}\n", "env.A", "malformed variable"),
+        ("name: a\nuses: pkg.m:E\nvolumes: [nocolon]\n", "volumes[0]", 3, "host_path"),
+        ("name: a\nuses: ${NOPE:?set NOPE to the executor}\n", "uses", 2,
+         "required variable NOPE is missing a value: set NOPE to the executor"),
+        ("name: a\nuses: pkg.m:E\nenv: {A: '${B'}\n", "env.A", 3, "unclosed reference"),
         ("deployments:\n  - {name: a, uses: pkg.m:E}\n  - {name: b, uses: pkg.m:E, "
-         "policy: {max_surge: x}}\n", "deployments[1].policy.max_surge", ">= 0"),
+         "policy: {max_surge: x}}\n", "deployments[1].policy.max_surge", 3, ">= 0"),
         ("deployments:\n  - {name: a, uses: pkg.m:E}\n  - {name: a, uses: pkg.m:E}\n",
-         "deployments[1].name", "earlier deployment"),
-        ("deployments:\n  - {name: a, uses: pkg.m:E, env: {X: '${UNSET}'}}\n",
-         "deployments[0].env.X", "UNSET is not set"),
-        ("deployments: []\n", "deployments", "non-empty list"),
-        ("deployments:\n  - just-a-string\n", "deployments[0]", "expected a mapping"),
-        ("name: a\ndeployments: []\n", "name", "cannot be mixed"),
+         "deployments[1].name", 3, "earlier deployment"),
+        ("deployments:\n  - {name: a, uses: pkg.m:E, env: {X: '${UNSET?}'}}\n",
+         "deployments[0].env.X", 2, "required variable UNSET is missing a value"),
+        ("deployments: []\n", "deployments", 1, "non-empty list"),
+        ("deployments:\n  - just-a-string\n", "deployments[0]", 2, "expected a mapping"),
+        ("name: a\ndeployments: []\n", "name", 1, "cannot be mixed"),
     ],
 )
-def test_every_error_is_one_line_with_file_and_field_path(
-        tmp_path: Path, text: str, path: str, problem: str) -> None:
+def test_every_error_is_one_line_with_file_line_and_field_path(
+        tmp_path: Path, text: str, path: str, line: int | None, problem: str) -> None:
     err = error(text, tmp_path)
     message = str(err)
     assert "\n" not in message
-    assert message.startswith(f"{tmp_path / 'app.yml'}: {path}: "), message
+    at = f"{tmp_path / 'app.yml'}:{line}" if line else str(tmp_path / "app.yml")
+    assert message.startswith(f"{at}: {path}: "), message
     assert problem in message
-    assert err.path == path and isinstance(err, SpecError)
+    assert err.path == path and err.line == line and isinstance(err, SpecError)
 
 
 @pytest.mark.parametrize(
@@ -152,11 +166,12 @@ def test_document_level_errors(tmp_path: Path, text: str, problem: str) -> None:
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
-        load_file(tmp_path / "nope.yml", env={})
+        load_file(tmp_path / "nope.yml", environ={})
 
 
 def test_load_text_reads_the_process_environment_only_when_asked(tmp_path: Path) -> None:
-    configs = load_text("name: ${N}\nuses: pkg.m:E\n", tmp_path / "x.yml", env={"N": "given"})
+    configs = load_text("name: ${N}\nuses: pkg.m:E\n", tmp_path / "x.yml",
+                        variables={"N": "given"})
     assert configs[0].spec.name == "given"
 
 
@@ -204,4 +219,73 @@ def test_parse_address_accepts() -> None:
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yml")), ids=str)
 def test_every_example_file_is_valid(example: Path) -> None:
-    assert load_file(example, env={})  # raises ConfigError naming the field otherwise
+    assert load_file(example, environ={})  # raises ConfigError naming the field otherwise
+
+
+# -- the resolved file (`orchestrator config`) ----------------------------------------------
+
+
+def resolved(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> LoadedFile:
+    source = tmp_path / "app.yml"
+    source.write_text(textwrap.dedent(text))
+    return resolve_file(source, environ=environ or {}, env_files=[])
+
+
+def test_render_is_every_field_resolved_and_loads_back_to_the_same_specs(
+        tmp_path: Path) -> None:
+    loaded = resolved(tmp_path, """
+        deployments:
+          - name: ${P:-demo}-a
+            uses: pkg.mod:A
+            replicas: ${N:-2}
+            uses_with: {price: "$$5", raw: "a $ b", API_KEY: k1}
+          - name: ${P:-demo}-b
+            uses: pkg.mod:B
+            needs: ${P:-demo}-a
+    """, {"N": "3"})
+    for as_json in (False, True):
+        text = render(loaded, as_json=as_json, secrets=True)
+        doc = json.loads(text) if as_json else yaml.safe_load(text)
+        assert [d["name"] for d in doc["deployments"]] == ["demo-a", "demo-b"]
+        assert doc["deployments"][0]["policy"]["max_surge"] == 1  # defaults explicit
+        again = tmp_path / f"again-{as_json}.yml"
+        again.write_text(text)
+        assert [c.spec for c in load_file(again, environ={}, env_files=[])] == [
+            c.spec for c in loaded.configs]
+        assert loaded.configs[0].spec.uses_with == {"price": "$5", "raw": "a $ b",
+                                                    "API_KEY": "k1"}
+
+
+def test_render_redacts_secret_looking_keys_in_env_and_uses_with(tmp_path: Path) -> None:
+    loaded = resolved(tmp_path, """
+        name: a
+        uses: pkg.mod:A
+        env: {GITHUB_TOKEN: t, DB_PASSWORD: p, LOG_LEVEL: info, KEYBOARD: us}
+        uses_with: {apiKey: k, nested: {client_secret: s, region: eu}, tag: v1}
+    """)
+    doc = yaml.safe_load(render(loaded))
+    assert doc["env"] == {"GITHUB_TOKEN": REDACTED, "DB_PASSWORD": REDACTED,
+                          "LOG_LEVEL": "info", "KEYBOARD": "us"}
+    assert doc["uses_with"] == {"apiKey": REDACTED, "tag": "v1",
+                                "nested": {"client_secret": REDACTED, "region": "eu"}}
+    assert "name" in doc and "deployments" not in doc  # a single deployment stays single
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [("API_KEY", True), ("dbPassword", True), ("GITHUB_TOKEN", True), ("authToken", True),
+     ("SECRET_KEY_BASE", True), ("AWS_ACCESS_KEY_ID", True), ("PASSWORD2", True),
+     ("ssh-passphrase", True), ("KEYBOARD", False), ("MONKEY", False), ("TOKENIZER", False),
+     ("LOG_LEVEL", False), ("author", False)],
+)
+def test_is_secret_key(key: str, secret: bool) -> None:
+    assert is_secret_key(key) is secret
+
+
+def test_a_jina_file_renders_in_our_format_and_the_result_validates(tmp_path: Path) -> None:
+    import jsonschema
+
+    loaded = resolve_file(ROOT / "examples" / "jina-deployment.yml", environ={})
+    doc = yaml.safe_load(render(loaded))
+    assert doc["timeout_ready"] == 60.0 and doc["uses"].endswith("executors/echo.py:Echo")
+    jsonschema.validate(doc, config_schema())

@@ -260,3 +260,18 @@ def test_log_rotation_is_exported_as_logging_options(export: str) -> None:
     for service in services(log_max_size="64k", log_max_files=2).values():
         assert service["logging"] == {"options": {"max-size": "65536", "max-file": "2"}}
     assert not any("logging" in s for s in services(log_max_size=None).values())
+
+
+def test_the_export_package_keeps_one_module_per_target_and_its_names() -> None:
+    import orchestrator.planning.export as export
+
+    assert export.__all__ == sorted(export.__all__)
+    for name in export.__all__:
+        assert getattr(export, name) is not None
+    modules = {p.stem for p in Path(export.__file__).parent.glob("*.py")}
+    assert modules == {"__init__", "common", "compose", "swarm", "kubernetes"}
+    for module in modules - {"__init__"}:  # pure: no engine, docker, grpc or asyncio
+        text = (Path(export.__file__).parent / f"{module}.py").read_text()
+        for banned in ("import docker", "import grpc", "import asyncio", "orchestrator.engine."
+                       "docker_engine"):
+            assert banned not in text, (module, banned)
