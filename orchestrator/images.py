@@ -540,13 +540,17 @@ def _build_lock(cache: Path) -> Iterator[None]:
 def prepare_runtime_image(
     engine: ContainerEngine,
     *,
-    tag: str = DEFAULT_RUNTIME_IMAGE,
+    tag: str | None = DEFAULT_RUNTIME_IMAGE,
     force: bool = False,
     base: str | None = None,
     project_dir: Path | None = None,
+    prune: bool = True,
     log: Log = _stderr_log,
 ) -> ImageResult:
     """Make sure the runtime image for the current sources exists and `tag` points at it.
+
+    `tag=None` adds no tag beyond the content-hash one (the pytest plugin uses that, so a
+    test run never moves a shared ``latest``); `prune=False` keeps outdated hash tags.
 
     Raises:
         ImageBuildError: the base, the wheelhouse or the docker build failed (log tail kept).
@@ -581,14 +585,15 @@ def prepare_runtime_image(
                 labels={IMAGE_KIND_LABEL: "runtime", CONTENT_HASH_LABEL: content_hash},
                 buildargs={"BASE": base_ref},
             )
-        if tag != hash_ref:
+        if tag is not None and tag != hash_ref:
             engine.tag_image(hash_ref, tag)
-        if not cached:
+        if prune and not cached:
             for old in prune_runtime_images(engine, keep=hash_ref):
                 log(f"removed the outdated {old}")
     seconds = time.monotonic() - started
-    log(f"{tag} -> {hash_ref} ({'cached' if cached else 'built'}, {seconds:.1f}s)")
-    return ImageResult(tag, hash_ref, content_hash, base_ref, cached, seconds)
+    ref = hash_ref if tag is None else tag
+    log(f"{ref} -> {hash_ref} ({'cached' if cached else 'built'}, {seconds:.1f}s)")
+    return ImageResult(ref, hash_ref, content_hash, base_ref, cached, seconds)
 
 
 def snapshot_sources(project_dir: Path, dest: Path) -> Path:
