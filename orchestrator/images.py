@@ -5,8 +5,10 @@ The pipeline has three steps, each cached::
     base image   the configured base (default ``python:3.11-slim``) when it is local or
                  pullable; otherwise a debootstrap minbase of the host's Debian suite, from
                  the host's own apt mirror, ``docker import``-ed as ``orchestrator-base:<suite>``
-    wheelhouse   dependency wheels built on the host (inside a build pip reaches no index),
-                 cached by the requirement list; the project wheel is rebuilt when needed
+    wheelhouse   wheels of what the pods import (``[tool.orchestrator].runtime-dependencies``,
+                 pinned by ``constraints.txt``) built on the host (inside a build pip
+                 reaches no index), cached by the requirement list and the lock; the project
+                 wheel is rebuilt when needed and installed with ``--no-deps``
     runtime      ``docker/Dockerfile`` FROM the base, installing only from the wheelhouse,
                  tagged ``orchestrator-runtime:<hash12>`` and ``orchestrator-runtime:latest``
 
@@ -50,6 +52,7 @@ DEFAULT_RUNTIME_IMAGE = f"{RUNTIME_REPOSITORY}:latest"
 CONTENT_HASH_LABEL = "orchestrator.content-hash"
 IMAGE_KIND_LABEL = "orchestrator.image"
 RUNTIME_UID = 10001
+CONSTRAINTS_FILE = "constraints.txt"
 
 # Seconds the Docker client waits on one response: an import or a silent RUN step is slow.
 _BUILD_TIMEOUT = 900
@@ -377,9 +380,22 @@ def _cache_dir(project_dir: Path | None = None) -> Path:
 
 
 def project_dependencies(project_dir: Path) -> list[str]:
-    """The runtime requirements listed in pyproject.toml (`[project].dependencies`)."""
+    """What the pods need: ``[tool.orchestrator].runtime-dependencies`` of pyproject.toml
+    (the host-only packages, such as docker, rich or pyyaml, stay out of the image), or all
+    of ``[project].dependencies`` when the table is absent."""
     data = tomllib.loads((project_dir / "pyproject.toml").read_text())
+    runtime = data.get("tool", {}).get("orchestrator", {}).get("runtime-dependencies")
+    if runtime is not None:
+        return [str(req) for req in runtime]
     return [str(req) for req in data.get("project", {}).get("dependencies", [])]
+
+
+def _constraints(project_dir: Path) -> tuple[list[str], str]:
+    """pip flags pinning the wheelhouse to the lock (``constraints.txt``), and its text."""
+    lock = project_dir / CONSTRAINTS_FILE
+    if not lock.is_file():
+        return [], ""
+    return ["-c", str(lock)], lock.read_text()
 
 
 def _pip() -> list[str]:
@@ -389,15 +405,17 @@ def _pip() -> list[str]:
 def ensure_dependency_wheels(
     project_dir: Path, wheelhouse: Path, *, log: Log = _stderr_log
 ) -> tuple[Path, ...]:
-    """Wheels of every runtime dependency, rebuilt only when the requirement list changes.
+    """Wheels of every runtime dependency (pinned by the lock when the checkout has one),
+    rebuilt only when the requirement list or the lock changes.
 
     Raises:
         ImageBuildError: pip cannot build or download a wheel.
     """
     deps_dir = wheelhouse / "deps"
     requirements = project_dependencies(project_dir)
+    pin_flags, pins = _constraints(project_dir)
     key = hashlib.sha256(
-        "\n".join([sys.version.split()[0], sys.platform, *sorted(requirements)]).encode()
+        "\n".join([sys.version.split()[0], sys.platform, *sorted(requirements), pins]).encode()
     ).hexdigest()
     stamp = deps_dir / ".requirements.sha256"
     if _stamp_holds(stamp, key):
@@ -406,8 +424,8 @@ def ensure_dependency_wheels(
     shutil.rmtree(deps_dir, ignore_errors=True)
     deps_dir.mkdir(parents=True)
     if requirements:
-        _run([*_pip(), "wheel", "-q", "--prefer-binary", "--wheel-dir", str(deps_dir),
-              *requirements], what="pip wheel (dependencies)")
+        _run([*_pip(), "wheel", "-q", "--prefer-binary", *pin_flags, "--wheel-dir",
+              str(deps_dir), *requirements], what="pip wheel (dependencies)")
     wheels = tuple(sorted(deps_dir.glob("*.whl")))
     stamp.write_text("\n".join([key, *(wheel.name for wheel in wheels)]) + "\n")
     return wheels
