@@ -46,6 +46,10 @@ from orchestrator.errors import EngineError, EngineUnavailable, ImageBuildError,
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 BASE_IMAGE_ENV = "ORCHESTRATOR_BASE_IMAGE"
 BOOTSTRAP_REPOSITORY = "orchestrator-base"
+# Other repositories for the images this module makes (read when building, not at import):
+# a cold build can then run beside the shared images of the same engine without moving them.
+BASE_REPOSITORY_ENV = "ORCHESTRATOR_BASE_REPOSITORY"
+RUNTIME_REPOSITORY_ENV = "ORCHESTRATOR_RUNTIME_REPOSITORY"
 BOOTSTRAP_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 RUNTIME_REPOSITORY = "orchestrator-runtime"
 DEFAULT_RUNTIME_IMAGE = f"{RUNTIME_REPOSITORY}:latest"
@@ -163,10 +167,11 @@ class BootstrapPlan:
     suite: str
     mirror: str
     packages: tuple[str, ...] = BOOTSTRAP_PACKAGES
+    repository: str = BOOTSTRAP_REPOSITORY
 
     @property
     def tag(self) -> str:
-        return f"{BOOTSTRAP_REPOSITORY}:{self.suite}"
+        return f"{self.repository}:{self.suite}"
 
     @property
     def content_hash(self) -> str:
@@ -191,7 +196,8 @@ def host_bootstrap_plan(etc: Path = Path("/etc")) -> BootstrapPlan:
     for path in legacy:
         if path.is_file():
             sources += parse_one_line_sources(path.read_text())
-    return BootstrapPlan(suite=suite, mirror=choose_mirror(sources, suite))
+    return BootstrapPlan(suite=suite, mirror=choose_mirror(sources, suite),
+                         repository=os.environ.get(BASE_REPOSITORY_ENV) or BOOTSTRAP_REPOSITORY)
 
 
 # -- subprocesses -------------------------------------------------------------------
@@ -567,6 +573,8 @@ def prepare_runtime_image(
 ) -> ImageResult:
     """Make sure the runtime image for the current sources exists and `tag` points at it.
 
+    The default tag follows ``ORCHESTRATOR_RUNTIME_REPOSITORY`` when set
+    (``<repository>:latest``), like the content-hash tag.
     `tag=None` adds no tag beyond the content-hash one (the pytest plugin uses that, so a
     test run never moves a shared ``latest``); `prune=False` keeps outdated hash tags.
 
@@ -575,6 +583,8 @@ def prepare_runtime_image(
         EngineUnavailable: the engine does not answer.
     """
     started = time.monotonic()
+    if tag == DEFAULT_RUNTIME_IMAGE:
+        tag = f"{runtime_repository()}:latest"
     project_dir = project_dir or find_project_dir()
     cache = _cache_dir(project_dir)
     with _build_lock(cache), tempfile.TemporaryDirectory(prefix="sources-", dir=cache) as tmp:
@@ -591,7 +601,7 @@ def prepare_runtime_image(
             base_ref=base_ref,
             base_labels=engine.image_labels(base_ref),
         )
-        hash_ref = f"{RUNTIME_REPOSITORY}:{content_hash[:12]}"
+        hash_ref = f"{runtime_repository()}:{content_hash[:12]}"
         cached = not force and _has_hash(engine, hash_ref, content_hash)
         if not cached:
             project_wheel = build_project_wheel(sources, wheelhouse, log=log)
@@ -647,7 +657,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-_HASH_TAG = re.compile(rf"^{RUNTIME_REPOSITORY}:[0-9a-f]{{12}}$")
+def runtime_repository() -> str:
+    """``ORCHESTRATOR_RUNTIME_REPOSITORY``, else ``orchestrator-runtime``."""
+    return os.environ.get(RUNTIME_REPOSITORY_ENV) or RUNTIME_REPOSITORY
+
+
 
 
 def prune_runtime_images(engine: ContainerEngine, *, keep: str) -> list[str]:
@@ -658,7 +672,8 @@ def prune_runtime_images(engine: ContainerEngine, *, keep: str) -> list[str]:
     """
     removed = []
     for tag in engine.image_tags({IMAGE_KIND_LABEL: "runtime"}):
-        if tag == keep or not _HASH_TAG.match(tag):
+        if tag == keep or not re.fullmatch(rf"{re.escape(runtime_repository())}:[0-9a-f]{{12}}",
+                                           tag):
             continue
         try:
             engine.remove_image(tag)

@@ -25,6 +25,7 @@ from orchestrator.images import (
     BootstrapPlan,
     choose_mirror,
     ensure_base_image,
+    host_bootstrap_plan,
     parse_deb822_sources,
     parse_one_line_sources,
     parse_os_release_codename,
@@ -351,3 +352,22 @@ def test_pods_import_only_the_runtime_dependencies() -> None:
 def test_runtime_dependencies_repeat_the_project_specifiers() -> None:
     declared = set(_pyproject()["project"]["dependencies"])
     assert set(project_dependencies(ROOT)) <= declared
+
+
+def test_repositories_follow_the_environment(project: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold build beside shared images: other names, and the shared ones untouched."""
+    engine = MemoryEngine(images={DEFAULT_BASE_IMAGE: {}})
+    engine.add_image("orchestrator-runtime:aaaaaaaaaaaa", {IMAGE_KIND_LABEL: "runtime"})
+    monkeypatch.setenv("ORCHESTRATOR_RUNTIME_REPOSITORY", "cold-runtime")
+    monkeypatch.setenv("ORCHESTRATOR_BASE_REPOSITORY", "cold-base")
+    built = prepare_runtime_image(engine, project_dir=project, log=lambda _: None)
+    assert built.ref == "cold-runtime:latest"
+    assert re.fullmatch(r"cold-runtime:[0-9a-f]{12}", built.hash_ref)
+    assert engine.image_exists("orchestrator-runtime:aaaaaaaaaaaa")  # not ours to prune
+    assert not engine.image_exists(DEFAULT_RUNTIME_IMAGE)
+    etc = project / "etc"
+    (etc / "apt").mkdir(parents=True)
+    (etc / "os-release").write_text("VERSION_CODENAME=bookworm\n")
+    (etc / "apt" / "sources.list").write_text("deb http://m/debian bookworm main\n")
+    assert host_bootstrap_plan(etc).tag == "cold-base:bookworm"
