@@ -175,6 +175,8 @@ class BootstrapPlan:
 
     @property
     def content_hash(self) -> str:
+        # Either tool makes the same minbase from the same packages: the text stays as it
+        # was, so base images made before mmdebstrap was preferred are reused.
         text = "\n".join(["debootstrap-minbase", self.suite, self.mirror, *sorted(self.packages)])
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -235,21 +237,32 @@ def _as_root(cmd: Sequence[str]) -> list[str]:
     raise ImageBuildError(f"{cmd[0]} needs root: run as root or install sudo")
 
 
+_BOOTSTRAP_TOOLS = ("mmdebstrap", "debootstrap")
+
+
+def _find_tool(name: str) -> str | None:
+    return shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+
+
 def ensure_debootstrap(log: Log = _stderr_log) -> str:
-    """Path of debootstrap, apt-installing it when missing.
+    """Path of the bootstrap tool: mmdebstrap (about 8x faster: apt downloads in parallel,
+    one dpkg run) or else debootstrap; apt-installs mmdebstrap when neither is there.
+    Both take the same arguments for what this module asks of them.
 
     Raises:
-        ImageBuildError: it is missing and apt-get cannot install it.
+        ImageBuildError: both are missing and apt-get cannot install mmdebstrap.
     """
-    found = shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
-    if found:
-        return found
-    log("debootstrap is missing: installing it with apt-get")
+    for name in _BOOTSTRAP_TOOLS:
+        found = _find_tool(name)
+        if found:
+            return found
+    log("mmdebstrap is missing: installing it with apt-get")
     _run(_as_root(["apt-get", "update", "-qq"]), what="apt-get update")
-    _run(_as_root(["apt-get", "install", "-y", "-qq", "debootstrap"]), what="apt-get install")
-    found = shutil.which("debootstrap", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    _run(_as_root(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"]),
+         what="apt-get install")
+    found = _find_tool("mmdebstrap")
     if not found:
-        raise ImageBuildError("apt-get installed debootstrap but it is not on PATH")
+        raise ImageBuildError("apt-get installed mmdebstrap but it is not on PATH")
     return found
 
 
@@ -310,10 +323,12 @@ def bootstrap_base_image(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bootstrap-", dir=workdir) as tmp:
         rootfs, tarball = Path(tmp) / "rootfs", Path(tmp) / "rootfs.tar"
-        log(f"debootstrap {plan.suite} from {plan.mirror} (a few minutes)")
+        tool = Path(debootstrap).name
+        log(f"{tool} {plan.suite} from {plan.mirror} (under a minute with mmdebstrap, "
+            "a few with debootstrap)")
         cmd = [debootstrap, "--variant=minbase", f"--include={','.join(plan.packages)}"]
         try:
-            _run(_as_root([*cmd, plan.suite, str(rootfs), plan.mirror]), what="debootstrap")
+            _run(_as_root([*cmd, plan.suite, str(rootfs), plan.mirror]), what=tool)
         except ImageBuildError as exc:
             first_line = str(exc).split("\n", 1)[0]
             raise ImageBuildError(first_line, log_tail=_debootstrap_log(rootfs, exc)) from exc
