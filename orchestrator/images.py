@@ -238,6 +238,7 @@ def _as_root(cmd: Sequence[str]) -> list[str]:
 
 
 _BOOTSTRAP_TOOLS = ("mmdebstrap", "debootstrap")
+_MMDEBSTRAP_HOOKS = Path("/usr/share/mmdebstrap/hooks")
 
 
 def _find_tool(name: str) -> str | None:
@@ -326,7 +327,8 @@ def bootstrap_base_image(
         tool = Path(debootstrap).name
         log(f"{tool} {plan.suite} from {plan.mirror} (under a minute with mmdebstrap, "
             "a few with debootstrap)")
-        cmd = [debootstrap, "--variant=minbase", f"--include={','.join(plan.packages)}"]
+        cmd = [debootstrap, "--variant=minbase", f"--include={','.join(plan.packages)}",
+               *_tool_options(tool)]
         try:
             _run(_as_root([*cmd, plan.suite, str(rootfs), plan.mirror]), what=tool)
         except ImageBuildError as exc:
@@ -344,6 +346,14 @@ def bootstrap_base_image(
         engine.import_image(tarball, tag=plan.tag, changes=changes)
     log(f"imported {plan.tag} in {time.monotonic() - started:.1f}s")
     return plan.tag
+
+
+def _tool_options(tool: str, hooks: Path = _MMDEBSTRAP_HOOKS) -> list[str]:
+    """mmdebstrap alone would satisfy init-system-helpers with `usrmerge`, which pulls in
+    perl (+47 MB); its merged-usr hook makes the same package set as debootstrap."""
+    if tool == "mmdebstrap" and (hooks / "maybe-merged-usr").is_dir():
+        return [f"--hook-dir={hooks / 'maybe-merged-usr'}"]
+    return []
 
 
 def _debootstrap_log(rootfs: Path, exc: ImageBuildError) -> str:
