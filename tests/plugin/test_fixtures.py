@@ -186,3 +186,26 @@ def test_parallel(deployment, orchestrator_image, i):
     assert len({image for image, _ in rows}) == 1
     assert len({port for _, port in rows}) == 3
     assert len(set(_names(suite))) == 3
+
+
+def test_the_image_option_names_the_pods_image_and_a_missing_one_is_built(
+        suite: pytest.Pytester, docker_engine: DockerEngine) -> None:
+    tag = f"orchestrator-runtime:plugin-test-{uuid.uuid4().hex[:8]}"
+    suite.makepyfile(test_user='''
+from conftest import record
+
+
+def test_image(deployment, orchestrator_image):
+    dep = record(deployment(uses="executors/shout.py:Shout"))
+    assert orchestrator_image == dep.spec.image == "TAG"
+    assert {c.image for c in dep.engine.list_containers({"orchestrator.deployment": dep.name})} \\
+        == {"TAG"}
+'''.replace("TAG", tag))
+    assert not docker_engine.image_exists(tag)
+    try:
+        result = suite.runpytest_subprocess(f"--orchestrator-image={tag}")
+        result.assert_outcomes(passed=1)
+        assert docker_engine.image_labels(tag)["orchestrator.image"] == "runtime"
+    finally:
+        if docker_engine.image_exists(tag):
+            docker_engine.remove_image(tag)
