@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.engine.memory import MemoryEngine
-from orchestrator.errors import ImageBuildError
+from orchestrator.errors import ConfigError, ImageBuildError
 from orchestrator.images import CONTENT_HASH_LABEL, DEFAULT_BASE_IMAGE, DEFAULT_RUNTIME_IMAGE
-from orchestrator.pytest_plugin import resolve_image, unique_name
+from orchestrator.pytest_plugin import YamlDeploymentFactory, resolve_image, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,3 +89,40 @@ def test_without_a_checkout_the_default_image_is_used_or_the_error_says_what_to_
         resolve_image(engine, None, search_from=tmp_path)
     engine.add_image(DEFAULT_RUNTIME_IMAGE, {})
     assert resolve_image(engine, None, search_from=tmp_path) == DEFAULT_RUNTIME_IMAGE
+
+
+class _Recorder:
+    """Stands in for the deployment factory: records the fields it would start with."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, object]] = []
+
+    def __call__(self, **fields: object) -> object:
+        self.calls.append(fields)
+        return fields
+
+
+TWO = """
+deployments:
+  - name: first
+    uses: docker://busybox:1
+  - name: second
+    uses: docker://busybox:1
+    replicas: 2
+    needs: first
+"""
+
+
+def test_a_yaml_file_with_several_deployments_needs_select(tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "app.yml").write_text(TWO)
+    recorder = _Recorder()
+    factory = YamlDeploymentFactory(recorder, tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="several deployments \\(first, second\\)"):
+        factory("deploy/app.yml")
+    with pytest.raises(ConfigError, match="no deployment named 'third'"):
+        factory("deploy/app.yml", select="third")
+    factory("deploy/app.yml", select="second", replicas=3)
+    [fields] = recorder.calls
+    assert fields["name"] == "second" and fields["replicas"] == 3 and "needs" not in fields
+    assert fields["base_dir"] == tmp_path / "deploy"  # the file's own paths stay relative to it
