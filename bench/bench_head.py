@@ -15,12 +15,12 @@ blocks `--block-ms`, like a model call: replicas exist for this). Prints ratios 
 
 On 2 cores a Python load generator takes as much CPU as the servers it measures, so /echo
 throughput is measured a second time with h2load (nghttp2's C load generator, installed by
-scripts/setup) sending the same serialized gRPC call: every response is checked by its
+bench/setup) sending the same serialized gRPC call: every response is checked by its
 byte count against one decoded reference reply. There, (a3) drives the 3 workers directly
 and at once: the most 3 replicas can serve on this machine, with no head at all. Two
 production gRPC load balancers written in C, nginx (grpc_pass) and HAProxy (proto h2), each
 one process balancing least-connections over the same 3 workers, are measured like (b3), for
-latency and throughput: the physical cost of any proxy hop on this machine (scripts/setup
+latency and throughput: the physical cost of any proxy hop on this machine (bench/setup
 installs both; a missing one is skipped). Each hop's CPU per request is printed beside its
 rate.
 """
@@ -161,7 +161,7 @@ def reference_proxies(workers: list[str]) -> Iterator[dict[str, tuple[str, list[
                  "-g", "daemon off;"]))
             found["nginx x3"] = (f"127.0.0.1:{port}", [procs[-1].pid])
         else:
-            print("nginx not found (scripts/setup installs it): its reference is skipped")
+            print("nginx not found (bench/setup installs it): its reference is skipped")
         if shutil.which("haproxy"):
             port = free_port()
             Path(tmp, "haproxy.cfg").write_text(HAPROXY_CFG.format(
@@ -170,7 +170,7 @@ def reference_proxies(workers: list[str]) -> Iterator[dict[str, tuple[str, list[
             procs.append(subprocess.Popen(["haproxy", "-db", "-f", f"{tmp}/haproxy.cfg"]))
             found["haproxy x3"] = (f"127.0.0.1:{port}", [procs[-1].pid])
         else:
-            print("haproxy not found (scripts/setup installs it): its reference is skipped")
+            print("haproxy not found (bench/setup installs it): its reference is skipped")
         wait_ready([address for address, _ in found.values()])  # Health, through the proxy
         for name, (address, pids) in found.items():  # nginx serves from its worker process
             children = Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().split()
@@ -329,7 +329,7 @@ def main() -> None:
                     concurrency=args.concurrency, docs=payload(args.docs)))
                 report_throughput(endpoint, rps, cpu, args.concurrency, args.rounds)
             if shutil.which("h2load") is None:
-                print("\nh2load not found (scripts/setup installs nghttp2-client): skipped")
+                print("\nh2load not found (bench/setup installs nghttp2-client): skipped")
                 return
             # a3: the 3 workers driven directly and at once (no head), the most 3 replicas
             # can give on this machine; a proxy in front of them can only come close to it

@@ -1,4 +1,9 @@
-"""pytest support: a Deployment as a fixture, for CI integration tests.
+"""pytest support: Deployments as fixtures, for CI integration tests.
+
+Installing the package registers a pytest plugin (`orchestrator.pytest_plugin`) with the
+fixtures ``deployment``, ``deployment_from_yaml``, ``session_deployment``,
+``orchestrator_image`` and ``orchestrator_engine``; most suites need nothing else. This
+module keeps the older fixture-maker working:
 
     # conftest.py
     from orchestrator.testing import deployment_fixture
@@ -12,7 +17,8 @@
 Each fixture instance gets a unique deployment name (parallel runs, e.g. pytest-xdist,
 never clash), is ready before the test starts (or the fixture errors with the pod, exit
 code and log tail), and is removed afterwards, whatever the test did. If the test process
-is killed, the deployment's reaper removes it.
+is killed, the deployment's reaper removes it. A fixture made here is a `Deployment`, so
+the plugin attaches its pods' logs to a failed test's report as well.
 """
 
 from __future__ import annotations
@@ -22,8 +28,25 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from orchestrator.deployment import Deployment
+from orchestrator.pytest_plugin import (
+    DeploymentFactory,
+    YamlDeploymentFactory,
+    pod_log_tails,
+    resolve_image,
+    unique_name,
+)
 
 Scope = Literal["session", "package", "module", "class", "function"]
+
+__all__ = [
+    "DeploymentFactory",
+    "Scope",
+    "YamlDeploymentFactory",
+    "deployment_fixture",
+    "pod_log_tails",
+    "resolve_image",
+    "unique_name",
+]
 
 
 def deployment_fixture(*, scope: Scope = "function", **fields: Any) -> Callable[..., Any]:

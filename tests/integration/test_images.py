@@ -51,7 +51,8 @@ def frozen_project(tmp_path_factory: pytest.TempPathFactory, runtime_image: str)
     wheel is downloaded again.
     """
     root = tmp_path_factory.mktemp("frozen") / "project"
-    for path in [*project_source_files(ROOT), ROOT / "docker" / "Dockerfile"]:
+    lock = ROOT / "constraints.txt"
+    for path in [*project_source_files(ROOT), ROOT / "docker" / "Dockerfile", lock]:
         target = root / path.relative_to(ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
@@ -149,6 +150,27 @@ def test_runtime_image_runs_as_non_root_with_the_package(
     assert docker_engine.logs(container_name).split() == [
         str(RUNTIME_UID), str(RUNTIME_UID), "/workspace"
     ]
+
+
+def test_runtime_image_is_lean_and_still_serves(
+    docker_engine: DockerEngine, built: ImageResult, container_name: str
+) -> None:
+    """Pods get what orchestrator.runtime imports, and neither the host-side packages nor
+    pip and setuptools (installed from a throwaway pip)."""
+    script = (
+        "import importlib.util as u, orchestrator.runtime.serve, orchestrator.runtime.metrics; "
+        "import prometheus_client, grpc_health.v1.health; "
+        "print(*[m for m in ('docker', 'rich', 'yaml', 'tenacity', 'pygments', 'pip', "
+        "'setuptools', 'requests') if u.find_spec(m)] or ['none'])"
+    )
+    docker_engine.run_container(ContainerSpec(
+        name=container_name,
+        image=built.ref,
+        entrypoint=("/opt/venv/bin/python", "-c", script),
+        labels=labels.managed(),
+    ))
+    assert docker_engine.wait_container(container_name, timeout=60) == 0
+    assert docker_engine.logs(container_name).split() == ["none"]
 
 
 @pytest.fixture

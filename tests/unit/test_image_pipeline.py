@@ -3,8 +3,14 @@ driven through the in-memory engine."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import re
 import shutil
+import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,10 +25,12 @@ from orchestrator.images import (
     BootstrapPlan,
     choose_mirror,
     ensure_base_image,
+    host_bootstrap_plan,
     parse_deb822_sources,
     parse_one_line_sources,
     parse_os_release_codename,
     prepare_runtime_image,
+    project_dependencies,
     runtime_content_hash,
 )
 
@@ -219,3 +227,147 @@ def test_prune_untags_only_outdated_hash_tags_not_in_use() -> None:
         "orchestrator-runtime:latest",
         "user-app:v1",
     ]
+
+
+# -- declared dependencies ----------------------------------------------------------
+
+
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _lower_bounds() -> dict[str, str]:
+    """name -> the version after '>=' in [project].dependencies (normalised names)."""
+    bounds = {}
+    for req in _pyproject()["project"]["dependencies"]:
+        found = re.match(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9.]*)", req)
+        assert found, f"{req!r} declares no lower bound"
+        bounds[_norm(found[1])] = found[2]
+    return bounds
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(path: Path) -> dict[str, str]:
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    pairs = [line.split("==", 1) for line in lines if line and not line.startswith("#")]
+    return {_norm(name): version for name, version in pairs}
+
+
+def test_the_minimum_constraints_are_exactly_the_declared_lower_bounds() -> None:
+    assert _pins(ROOT / "constraints-min.txt") == _lower_bounds()
+
+
+def test_the_proto_code_needs_no_newer_runtime_than_declared() -> None:
+    bounds = _lower_bounds()
+    pb2 = (ROOT / "orchestrator" / "proto" / "orchestrator_pb2.py").read_text()
+    grpc_code = (ROOT / "orchestrator" / "proto" / "orchestrator_pb2_grpc.py").read_text()
+    protobuf = re.search(r"# Protobuf Python Version: (\S+)", pb2)
+    grpcio = re.search(r"GRPC_GENERATED_VERSION = '(\S+)'", grpc_code)
+    assert protobuf and grpcio
+    assert bounds["protobuf"] == protobuf[1] and bounds["grpcio"] == grpcio[1]
+    assert bounds["grpcio-health-checking"] == grpcio[1]
+
+
+def test_code_generators_are_pinned_exactly() -> None:
+    dev = _pyproject()["project"]["optional-dependencies"]["dev"]
+    pinned = {_norm(req.split("==")[0]) for req in dev if "==" in req}
+    assert {"grpcio-tools", "mypy-protobuf"} <= pinned
+
+
+def test_the_lock_pins_every_package_of_the_dev_install() -> None:
+    locked = _pins(ROOT / "constraints.txt")
+    wanted = [*_pyproject()["project"]["dependencies"],
+              *_pyproject()["project"]["optional-dependencies"]["dev"]]
+    names = {_norm(re.split(r"[<>=!~; \[]", req, maxsplit=1)[0]) for req in wanted}
+    assert names <= set(locked), sorted(names - set(locked))
+
+
+# -- the lean runtime image: pods get only what the pod runtime imports ----------------
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules `path` imports anywhere (also inside functions), skipping TYPE_CHECKING."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def _module_file(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _third_party_imported_by_pods() -> set[str]:
+    """Top-level non-stdlib modules reachable from orchestrator.runtime (and the package
+    __init__ that executors import), following the project's own imports."""
+    todo = [p for p in (ROOT / "orchestrator" / "runtime").rglob("*.py")]
+    todo.append(ROOT / "orchestrator" / "__init__.py")
+    seen: set[Path] = set()
+    third: set[str] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module in _imports(path):
+            top = module.split(".")[0]
+            if top == "orchestrator":
+                found = _module_file(module)
+                if found is not None:
+                    todo.append(found)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                third.add(top)
+    return third
+
+
+def test_pods_import_only_the_runtime_dependencies() -> None:
+    runtime = {_norm(re.split(r"[<>=!~; \[]", req, maxsplit=1)[0])
+               for req in project_dependencies(ROOT)}
+    owners = importlib.metadata.packages_distributions()
+    needed = {_norm(owners[top][0]) for top in _third_party_imported_by_pods()}
+    assert needed == runtime  # nothing missing, nothing extra
+    assert not {"docker", "rich", "pyyaml", "tenacity"} & runtime
+
+
+def test_runtime_dependencies_repeat_the_project_specifiers() -> None:
+    declared = set(_pyproject()["project"]["dependencies"])
+    assert set(project_dependencies(ROOT)) <= declared
+
+
+def test_repositories_follow_the_environment(project: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold build beside shared images: other names, and the shared ones untouched."""
+    engine = MemoryEngine(images={DEFAULT_BASE_IMAGE: {}})
+    engine.add_image("orchestrator-runtime:aaaaaaaaaaaa", {IMAGE_KIND_LABEL: "runtime"})
+    monkeypatch.setenv("ORCHESTRATOR_RUNTIME_REPOSITORY", "cold-runtime")
+    monkeypatch.setenv("ORCHESTRATOR_BASE_REPOSITORY", "cold-base")
+    built = prepare_runtime_image(engine, project_dir=project, log=lambda _: None)
+    assert built.ref == "cold-runtime:latest"
+    assert re.fullmatch(r"cold-runtime:[0-9a-f]{12}", built.hash_ref)
+    assert engine.image_exists("orchestrator-runtime:aaaaaaaaaaaa")  # not ours to prune
+    assert not engine.image_exists(DEFAULT_RUNTIME_IMAGE)
+    etc = project / "etc"
+    (etc / "apt").mkdir(parents=True)
+    (etc / "os-release").write_text("VERSION_CODENAME=bookworm\n")
+    (etc / "apt" / "sources.list").write_text("deb http://m/debian bookworm main\n")
+    assert host_bootstrap_plan(etc).tag == "cold-base:bookworm"

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from orchestrator.model import ContainerSpec
 from orchestrator.errors import SpecError
+from orchestrator.model import ContainerSpec
 from orchestrator.planning import labels as L
 from orchestrator.planning.export.common import (
     code_name,
