@@ -217,8 +217,9 @@ def _update(cfg: DeploymentConfig, dep: Deployment, report: Reporter) -> Applied
         notes += decision.notes
         if decision.roll:
             with report.step("rollout", dep.name, f"rolling update of {dep.name}") as cb:
+                # the file is the whole truth: its uses_with replaces the running one
                 dep.rolling_update_sync(policy=cfg.spec.policy, on_progress=cb,
-                                        **decision.roll)
+                                        replace_uses_with=True, **decision.roll)
         if decision.replicas is not None:
             title = f"scaling {dep.name} to {decision.replicas}"
             with report.step("scale", dep.name, title) as cb:

@@ -161,7 +161,8 @@ class Handle:
         return self._outdated
 
     def rolling_update_sync(self, *, policy: Any, on_progress: ProgressCallback,
-                            **changes: Any) -> None:
+                            replace_uses_with: bool = False, **changes: Any) -> None:
+        assert replace_uses_with, "up -f: the file's uses_with replaces the running one"
         self.calls.append(("rolling_update", changes))
         on_progress(ProgressEvent("done", self.name, 1, 1))
         self.spec = self.spec.evolve(**changes)
