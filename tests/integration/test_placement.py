@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -75,12 +76,18 @@ def ci_container() -> Iterator[Any]:
     owner = f"ci-{uuid.uuid4().hex[:8]}"
     socket = "/var/run/docker.sock"
 
+    # The runtime image is lean (pods get only what the runtime imports); a CI job's image
+    # would have the host package's dependencies installed: lend it this venv's.
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+
     def run(image: str, *args: str) -> Any:
         return client.containers.run(
             image, ["-c", CI_JOB, *args], entrypoint=["python"], detach=True,
             labels={"orchestrator.test-owner": owner}, user="10001",
             group_add=[str(os.stat(socket).st_gid)],
+            environment={"PYTHONPATH": "/opt/host-site"},
             volumes={socket: {"bind": socket, "mode": "rw"},
+                     site: {"bind": "/opt/host-site", "mode": "ro"},
                      str(ROOT / "executors"): {"bind": str(ROOT / "executors"), "mode": "ro"}},
         )
 
