@@ -5,41 +5,15 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.actuator import Actuator
-from orchestrator.engine.base import ContainerInfo
 from orchestrator.engine.memory import MemoryEngine
 from orchestrator.errors import HealthCheckTimeout, PodStartError, SpecError
 from orchestrator.planning import labels as L
 from orchestrator.planning.names import network_name
 from orchestrator.planning.pods import PodContext, PodPlan, initial_pods
 from orchestrator.spec import DeploymentSpec
+from tests.support.fakes import EngineProbe
 
 IMAGE = "orchestrator-runtime:test"
-
-
-class EngineProbe:
-    """Readiness as the fake engine reports it: the pod at that address is healthy."""
-
-    def __init__(self, engine: MemoryEngine) -> None:
-        self.engine = engine
-
-    def _pod(self, address: str) -> ContainerInfo | None:
-        ip = address.rsplit(":", 1)[0]
-        pods = self.engine.list_containers(L.managed())
-        return next((c for c in pods if ip in c.ip_addresses.values()), None)
-
-    def serving(self, address: str, service: str = "") -> bool:
-        pod = self._pod(address)
-        return pod is not None and pod.running and pod.health == "healthy"
-
-    def answers(self, address: str) -> bool:
-        pod = self._pod(address)
-        return pod is not None and pod.running
-
-    def close_address(self, address: str) -> None:
-        """Nothing cached."""
-
-    def close(self) -> None:
-        """Nothing cached."""
 
 
 def setup(replicas: int = 2, **fields: object) -> tuple[MemoryEngine, Actuator, list[PodPlan]]:
