@@ -44,6 +44,9 @@ class Actuator:
     network: str
     probe: HealthProbe = field(default_factory=GrpcHealthProbe)
     max_parallel: int = 16
+    abort: threading.Event = field(default_factory=threading.Event)
+    """Set when the deployment closes: a start under way (a heal's) gives up at its next
+    readiness poll and removes what it created."""
 
     def address(self, info: ContainerInfo) -> str:
         """host:port at which this process reaches a pod (its IP on the network)."""
@@ -97,12 +100,12 @@ class Actuator:
 
         def bring_up(plan: PodPlan) -> ContainerInfo | BaseException:
             def check(info: ContainerInfo) -> bool:
-                if abort.is_set():
+                if abort.is_set() or self.abort.is_set():
                     raise _Aborted(plan.name)
                 return ready(plan, info)
 
             with gate:
-                if abort.is_set():
+                if abort.is_set() or self.abort.is_set():
                     return _Aborted(plan.name)
                 launched = self._launch(plan)
                 if isinstance(launched, BaseException):

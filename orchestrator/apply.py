@@ -18,16 +18,18 @@ same file again after a crash sees the world as it is and finishes the job.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from orchestrator.config import DeploymentConfig
+from orchestrator.control.lock import DeploymentLock
 from orchestrator.deployment import Deployment, running_deployments
 from orchestrator.engine.base import ContainerEngine
 from orchestrator.engine.cleanup import Owned, list_owned, remove_owned
-from orchestrator.errors import ConfigError, DeploymentNotFound
+from orchestrator.errors import ConfigError, DeploymentNotFound, RolloutInProgress
 from orchestrator.progress import ProgressCallback, ProgressEvent
 from orchestrator.spec import DeploymentSpec
 
@@ -165,6 +167,24 @@ def open_new(cfg: DeploymentConfig, engine: ContainerEngine) -> Deployment:
     return Deployment(dict(cfg.fields), engine=engine, base_dir=cfg.base_dir, reaper=True)
 
 
+def open_supervised(cfg: DeploymentConfig, engine: ContainerEngine) -> Deployment:
+    """`open_new` for `up --detach`: when it heals (`heal_after`), its labels ask the
+    supervisor to heal it once this process has gone (orchestrator/supervisor.py)."""
+    return Deployment(dict(cfg.fields), engine=engine, base_dir=cfg.base_dir, reaper=True,
+                      supervised=bool(cfg.spec.heal_after))
+
+
+def with_heal_after(cfg: DeploymentConfig, seconds: float) -> DeploymentConfig:
+    """`cfg` with `heal_after` set (`up --heal-after`); 0 turns healing off.
+
+    Raises:
+        SpecError: a negative or non-finite number.
+    """
+    fields = {**cfg.fields, "heal_after": seconds}
+    spec = DeploymentSpec.from_fields(base_dir=cfg.base_dir, **fields)
+    return replace(cfg, fields=fields, spec=spec)
+
+
 def attach(name: str, engine: ContainerEngine) -> Deployment:
     """A handle on the running deployment `name` (rebuilt from the engine's labels)."""
     return Deployment.attach(name, engine=engine)
@@ -252,6 +272,33 @@ def tear_down(applied: Sequence[Applied], engine: ContainerEngine,
 
 
 # -- removing by label ------------------------------------------------------------------
+
+
+LOCK_WAIT = 10.0
+
+
+@contextmanager
+def held_locks(names: Sequence[str], *, wait: float = LOCK_WAIT) -> Iterator[None]:
+    """Hold the deployments' locks while they are removed, so that no healer (the
+    supervisor, a background healer) replaces a pod being removed. A lock still busy after
+    `wait` seconds (an update that hangs) is not waited for: the removal goes on."""
+    locks = [DeploymentLock(name) for name in names]
+    deadline = time.monotonic() + wait
+    try:
+        for lock in locks:
+            while True:
+                try:
+                    lock.acquire(RolloutInProgress(lock.path))
+                    break
+                except RolloutInProgress:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.1)
+        yield
+    finally:
+        for lock in locks:
+            lock.release()
+
 
 
 @dataclass(frozen=True)

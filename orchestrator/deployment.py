@@ -19,9 +19,9 @@ import argparse
 import asyncio
 import contextlib
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from orchestrator import labels as L
 from orchestrator import pod_args as views
 from orchestrator.actuator import Actuator
-from orchestrator.control.healer import Healer, busy
+from orchestrator.control.background import HEAL_POLL, BackgroundHealer, HealReport
+from orchestrator.control.healer import Healer, Replacement, busy
 from orchestrator.control.lifecycle import Lifecycle
 from orchestrator.control.link import Connect, HeadControlLike, HeadLink, grpc_connect
 from orchestrator.control.lock import DeploymentLock
@@ -184,12 +185,15 @@ class Deployment(BaseDeployment):
         base_dir: Path | None = None,
         reaper: bool | None = None,
         connect: Connect | None = None,
+        supervised: bool = False,
         **kwargs: Any,
     ) -> None:
         raw = _raw_fields(args, kwargs)
         if needs is not None:
             raw["needs"] = sorted(needs) if not isinstance(needs, str) else needs
         state = DeploymentState(spec=DeploymentSpec.from_fields(base_dir=base_dir, **raw))
+        if supervised:  # `up --detach`: its labels ask the supervisor to heal it
+            state.ctx = replace(state.ctx, supervised=True)
         self._setup(state, engine, probe, reaper, connect)
 
     def _setup(self, state: DeploymentState, engine: ContainerEngine | None,
@@ -208,6 +212,7 @@ class Deployment(BaseDeployment):
         self._parts_: _Parts | None = None
         self._client: Client | None = None
         self._detached = False
+        self._healer: BackgroundHealer | None = None
         self.pod_args: dict[str, Any] = {}
         self.update_pod_args()
 
@@ -407,6 +412,8 @@ class Deployment(BaseDeployment):
             raise
         finally:
             self._lock.release()
+        if self.spec.heal_after:
+            self.start_healing()
         return self
 
     def wait_start_success(self) -> None:
@@ -433,6 +440,7 @@ class Deployment(BaseDeployment):
 
     def _teardown(self) -> None:
         """Stop and remove every pod and the network. Idempotent, label-based."""
+        self.stop_healing()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -540,7 +548,8 @@ class Deployment(BaseDeployment):
         """Take the lock for an update, scale or converge. Blocking (a file lock)."""
         if not self.state.started or self.spec.external:
             raise RolloutError(f"deployment {self.name} is not running (or is external)")
-        self._lock.acquire(busy(self.name))
+        with self._healer_paused():
+            self._lock.acquire(busy(self.name))
 
     def converge(self, on_progress: ProgressCallback | None = None) -> list[str]:
         """Finish what an update or scale left behind when its process was killed.
@@ -660,7 +669,8 @@ class Deployment(BaseDeployment):
         asyncio.run(self.scale(replicas, **kwargs))
 
     def heal(self, unhealthy_for: float = 30.0,
-             on_progress: ProgressCallback | None = None) -> list[str]:
+             on_progress: ProgressCallback | None = None,
+             on_replaced: Callable[[Replacement], None] | None = None) -> list[str]:
         """Replace the worker replicas that have been sick for `unhealthy_for` seconds: the
         head routes around them (health check failing, or not answering) or their container
         is not running (it exited for good, or was removed behind our back). Replacement is
@@ -678,6 +688,9 @@ class Deployment(BaseDeployment):
         `await asyncio.to_thread(dep.heal, ...)` (it also works on a loop's thread, but
         blocks that loop while it runs).
 
+        Every pod replaced or recreated goes to `on_replaced` (pod, reason, how long it was
+        sick), is counted in the head's metrics and in its labels (`ps`: REPLACED).
+
         Raises:
             RolloutError: a replacement failed (it was undone; the sick replica remains).
             EngineUnavailable, RequestError: the engine or the head does not answer.
@@ -685,9 +698,57 @@ class Deployment(BaseDeployment):
         if self._lock.held or not self.state.started or self.spec.external:
             return []
         try:
-            return self._parts().healer.heal(unhealthy_for, on_progress)
+            return self._parts().healer.heal(unhealthy_for, on_progress, on_replaced)
         finally:
             self.update_pod_args()
+
+    # -- healing in the background ------------------------------------------------------
+    def start_healing(self, heal_after: float | None = None, *, poll: float = HEAL_POLL,
+                      on_report: Callable[[HealReport], None] | None = None
+                      ) -> BackgroundHealer | None:
+        """Heal this deployment from a daemon thread, every `poll` seconds, with `heal`'s
+        logic and lock, until it is closed (or `stop_healing`). A started deployment does
+        this by itself when its `heal_after` is set (the default: 30 s); call it on an
+        attached handle to heal a deployment another process started.
+
+        `heal_after`: seconds (None: the spec's; 0: stop healing). `on_report` receives
+        what the healer did (`HealReport`), from its thread; every replacement is also
+        logged on the `orchestrator.healing` logger. Calling it again while it heals
+        changes `heal_after` and adds the listener. Returns the healer (None: off).
+        """
+        after = self.spec.heal_after if heal_after is None else heal_after
+        if not after or after <= 0 or not self.state.started or self.spec.external:
+            self.stop_healing()
+            return None
+        healer = self._healer
+        if healer is None or not healer.running:
+            healer = BackgroundHealer(self, after, poll=poll, abort=self._parts().act.abort)
+            self._healer = healer.start()
+        healer.heal_after = after
+        if on_report is not None:
+            healer.listen(on_report)
+        return healer
+
+    def stop_healing(self) -> None:
+        """Stop the background healer (if any); a replacement under way is aborted and its
+        new pod removed. Waits only for the step under way (an engine or head call)."""
+        healer, self._healer = self._healer, None
+        if healer is not None:
+            healer.stop()
+
+    @property
+    def healer(self) -> BackgroundHealer | None:
+        """The background healer while it runs (its `replaced` lists what it did)."""
+        return self._healer
+
+    @contextlib.contextmanager
+    def _healer_paused(self) -> Iterator[None]:
+        healer = self._healer
+        if healer is None:
+            yield
+            return
+        with healer.paused():
+            yield
 
 
 def running_deployments(engine: ContainerEngine) -> list[str]:

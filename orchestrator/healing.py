@@ -1,8 +1,11 @@
 """Keep deployments whole in the foreground: what `orchestrator up` does after start-up and
 what `orchestrator heal` does for a detached deployment.
 
-Every `poll` seconds, `keep_healthy` calls `Deployment.heal` on each deployment: worker
-replicas unhealthy or gone for `heal_after` seconds are replaced, start-first. It returns
+One heal step serves every caller: `heal_once` (control/background.py), which the
+background healer of a started `Deployment` and the supervisor's healers run too. Here
+one loop drives it: every `poll` seconds, `keep_healthy` calls it on each deployment, with
+the given `heal_after` or each deployment's own (its spec's). The deployments' own
+background healers are stopped first: this loop is their healer while it runs. It returns
 when `stop` is set or when another process removed every deployment it watches
 (`orchestrator down`). What happens is reported as `HealReport`s, never printed.
 """
@@ -11,45 +14,30 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
+from orchestrator.control.background import HEAL_POLL, HealReport, ReportKind, heal_once
 from orchestrator.deployment import Deployment, running_deployments
-from orchestrator.errors import OrchestratorError
-from orchestrator.progress import ProgressEvent
 
-HEAL_POLL = 1.0  # seconds between two looks at the replicas
-
-ReportKind = Literal["removed", "failed", "replaced", "changed"]
+__all__ = ["HEAL_POLL", "HealReport", "ReportKind", "heal_once", "keep_healthy"]
 
 
-@dataclass(frozen=True)
-class HealReport:
-    """One thing the loop saw or did to a deployment.
-
-    - removed: another process removed the deployment; it is no longer watched;
-    - failed: a heal raised (`message`); the next look tries again;
-    - replaced: these unhealthy or gone replicas were replaced (`pods`);
-    - changed: heal removed or registered again one pod (`pods`, with its `message`).
-    """
-
-    deployment: str
-    kind: ReportKind
-    pods: tuple[str, ...] = ()
-    message: str = ""
-
-
-def keep_healthy(deps: Sequence[Deployment], heal_after: float, stop: threading.Event,
+def keep_healthy(deps: Sequence[Deployment], heal_after: float | None, stop: threading.Event,
                  on_report: Callable[[HealReport], None] | None = None, *,
                  poll: float = HEAL_POLL) -> None:
     """Heal `deps` every `poll` seconds until `stop` is set or none of them runs any more.
 
-    `heal_after` <= 0 turns replacing off: the loop only waits for `stop`.
+    `heal_after`: seconds for every deployment; None: each one's own `spec.heal_after`.
+    0 (or a spec's None) turns replacing off: the loop only waits.
     """
     report = on_report or _ignore
     watched = list(deps)
+    for dep in watched:
+        stop_own = getattr(dep, "stop_healing", None)
+        if stop_own is not None:
+            stop_own()  # one healer per deployment in this process: this loop
     while watched and not stop.wait(poll):
-        if heal_after <= 0:
+        afters = {dep.name: _after(dep, heal_after) for dep in watched}
+        if not any(afters.values()):
             continue
         running = running_deployments(watched[0].engine)
         for dep in list(watched):
@@ -57,25 +45,14 @@ def keep_healthy(deps: Sequence[Deployment], heal_after: float, stop: threading.
                 report(HealReport(dep.name, "removed"))
                 watched.remove(dep)
                 continue
-            heal_once(dep, heal_after, report)
+            after = afters[dep.name]
+            if after:
+                heal_once(dep, after, report)
 
 
-def heal_once(dep: Deployment, heal_after: float, report: Callable[[HealReport], None]
-              ) -> list[str]:
-    """One look at `dep`: replace what has been sick for `heal_after` seconds. An
-    `OrchestratorError` is reported, not raised."""
-    def changed(event: ProgressEvent) -> None:
-        if event.kind in ("added", "stopped") and event.message:
-            report(HealReport(dep.name, "changed", (event.pod,), event.message))
-
-    try:
-        replaced = dep.heal(heal_after, on_progress=changed)
-    except OrchestratorError as exc:
-        report(HealReport(dep.name, "failed", message=str(exc)))
-        return []
-    if replaced:
-        report(HealReport(dep.name, "replaced", tuple(replaced)))
-    return replaced
+def _after(dep: Deployment, heal_after: float | None) -> float:
+    after = dep.spec.heal_after if heal_after is None else heal_after
+    return after if after is not None and after > 0 else 0.0
 
 
 def _ignore(report: HealReport) -> None:

@@ -22,6 +22,13 @@ SPEC = PREFIX + "spec"
 CONTROL = PREFIX + "control"
 """On the head: host:port of its control service on the deployment network."""
 
+SUPERVISED = PREFIX + "supervised"
+"""`true` on the pods of a deployment the supervisor heals (started by `up --detach`)."""
+REPLACED = PREFIX + "replaced"
+"""How many times the healer replaced this pod's slot (the count carries over)."""
+REPLACED_REASON = PREFIX + "replaced-reason"
+"""Why the healer last replaced this pod's slot."""
+
 ROLES = ("head", "worker", "uses_before", "uses_after", "gateway")
 
 

@@ -30,6 +30,8 @@ _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 DEFAULT_LOG_MAX_SIZE = 10 * 1024**2  # as Kamal's default: a busy pod cannot fill the disk
 DEFAULT_LOG_MAX_FILES = 3
+DEFAULT_HEAL_AFTER = 30.0
+"""Seconds a replica may stay sick or gone before it is replaced (see docs/healing.md)."""
 
 
 def validate_name(name: object, *, field_name: str = "name") -> str:
@@ -341,6 +343,10 @@ class DeploymentSpec:
                                                              "items": _NAME}]})
     policy: UpdatePolicy = _field(  # noqa: RUF009
         UpdatePolicy, "rolling update and scale policy", schema={"$ref": "#/$defs/policy"})
+    heal_after: float | None = _field(
+        DEFAULT_HEAL_AFTER, "replace a replica (or recreate the head) that stayed sick or "
+        "gone this many seconds; 0 or null: never", schema={"anyOf": [
+            {"type": "number", "minimum": 0}, {"type": "null"}]})
 
     @classmethod
     def from_fields(cls, *, base_dir: Path | None = None, **raw: Any) -> DeploymentSpec:
@@ -397,6 +403,7 @@ class DeploymentSpec:
             else _positive_int(raw.get("max_starting"), "max_starting"),
             needs=_needs(raw.get("needs")),
             policy=_policy(raw.get("policy")),
+            heal_after=_heal_after(raw.get("heal_after", DEFAULT_HEAL_AFTER)),
         )
         if external and spec.port is None:
             raise SpecError("an external deployment needs the port of the running service",
@@ -444,6 +451,7 @@ class DeploymentSpec:
             "needs": sorted(self.needs),
             "policy": asdict(self.policy),
         }
+        out["heal_after"] = self.heal_after
         for key in ("port", "cpus", "memory", "gpus", "max_starting"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -561,3 +569,10 @@ def _policy(value: object) -> UpdatePolicy:
         return UpdatePolicy(**value)
     except TypeError as exc:
         raise SpecError(str(exc), field="policy") from exc
+
+
+def _heal_after(value: object) -> float | None:
+    """Seconds (> 0) or None: 0, None and false turn healing off."""
+    if value is None or value is False or value == 0:
+        return None
+    return _seconds(value, "heal_after")

@@ -21,7 +21,15 @@ from orchestrator import labels as L
 from orchestrator.errors import DeploymentNotFound
 from orchestrator.model import ContainerInfo, ContainerSpec
 from orchestrator.planning import names
-from orchestrator.planning.pods import TOKEN_ENV, PodContext, PodPlan, executor_pod, initial_pods
+from orchestrator.planning.pods import (
+    TOKEN_ENV,
+    PodContext,
+    PodPlan,
+    executor_pod,
+    initial_pods,
+    replaced_labels,
+    with_labels,
+)
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec
 
 
@@ -42,6 +50,8 @@ class DeploymentState:
     pods: dict[str, PodPlan] = field(default_factory=dict)
     infos: dict[str, ContainerInfo] = field(default_factory=dict)
     started: bool = False
+    healing: dict[tuple[int, int], str] = field(default_factory=dict)
+    """(shard, replica slot) -> why the healer replaces the pod in it, during a heal."""
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # -- reading --------------------------------------------------------------------
@@ -92,8 +102,16 @@ class DeploymentState:
 
     def worker_plan(self, spec: DeploymentSpec, shard: int, slot: int, generation: int
                     ) -> PodPlan:
-        return executor_pod(spec, self.ctx, role="worker", uses=spec.uses, shard=shard,
+        """A new pod for a slot: it carries over the slot's replacement count (one more,
+        with the reason, when the healer replaces it)."""
+        plan = executor_pod(spec, self.ctx, role="worker", uses=spec.uses, shard=shard,
                             replica=slot, generation=generation)
+        with self._lock:
+            before = [p for p in self.pods.values()
+                      if p.role == "worker" and p.shard == shard and p.replica == slot]
+            reason = self.healing.get((shard, slot))
+        last = max(before, key=lambda p: p.generation).container.labels if before else {}
+        return with_labels(plan, replaced_labels(last, reason))
 
     def next_generation(self) -> int:
         """Replacements of the same slot need a new generation: it is part of the name."""
@@ -177,7 +195,8 @@ class DeploymentState:
         spec = DeploymentSpec.from_fields(**spec_fields(containers, head))
         generation = max(int(c.labels.get(L.GENERATION, "0")) for c in containers)
         ctx = PodContext(owner=head.labels.get(L.OWNER, ""),
-                         token=head.env.get(TOKEN_ENV, ""), generation=generation)
+                         token=head.env.get(TOKEN_ENV, ""), generation=generation,
+                         supervised=head.labels.get(L.SUPERVISED) == "true")
         return cls(spec=spec, ctx=ctx,
                    pods={c.name: plan_from_labels(c) for c in containers},
                    infos={c.name: c for c in containers}, started=True)

@@ -74,6 +74,9 @@ class PodStatus:
     image: str
     exit_code: int | None
     routing: HeadView | None = None
+    replaced: int = 0
+    """How many times the healer replaced the pod in this slot (from its labels)."""
+    replaced_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object `orchestrator ps --json` prints for the pod."""
@@ -87,6 +90,7 @@ class PodStatus:
             "routing": seen.state if seen else None, "served": seen.served if seen else None,
             "failed": seen.failed if seen else None,
             "in_flight": seen.in_flight if seen else None,
+            "replaced": self.replaced, "replaced_reason": self.replaced_reason or None,
         }
 
     @property
@@ -163,7 +167,9 @@ def pod_status(info: ContainerInfo, health: str, now: datetime,
         uptime_seconds=round(uptime, 1) if uptime is not None else None,
         ports=tuple(PublishedPort(ip, host_port, port)
                     for port, (ip, host_port) in sorted(info.ports.items())),
-        image=info.image, exit_code=info.exit_code, routing=seen)
+        image=info.image, exit_code=info.exit_code, routing=seen,
+        replaced=_number(labels, L.REPLACED) or 0,
+        replaced_reason=labels.get(L.REPLACED_REASON, ""))
 
 
 def _number(labels: Mapping[str, str], key: str) -> int | None:

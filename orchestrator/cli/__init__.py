@@ -87,6 +87,8 @@ COMMANDS = (
     Command("version", "misc", "print the version", adder="add_version_arguments"),
     Command("demo", "demo", "the quickstart demo: a 3x2 deployment, requests and a rolling "
             "update under load"),
+    Command("supervise", "supervise", "the supervisor that heals detached deployments: "
+            "status, start, stop, logs; --systemd prints a unit for boot"),
 )
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.apply import remove
+from orchestrator.apply import held_locks, remove
 from orchestrator.cli.base import EXIT_OK, UsageError, json_flag
 from orchestrator.cli.plumbing import ConsoleReporter, console_for, emit_json, open_engine
+from orchestrator.cli.supervise import stop_if_idle
 from orchestrator.config import load_file
+from orchestrator.deployment import running_deployments
 from orchestrator.ui import ok
 
 
@@ -30,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
     names = _targets(args)
     console = console_for(args)
     with open_engine() as engine:
-        gone = remove(engine, names, grace=args.grace, reporter=ConsoleReporter(console),
-                      missing_ok=args.file is not None)
+        with held_locks(names if names is not None else running_deployments(engine)):
+            gone = remove(engine, names, grace=args.grace, reporter=ConsoleReporter(console),
+                          missing_ok=args.file is not None)
+        stop_if_idle(engine)  # the last detached deployment went: so does the supervisor
     if args.json:
         result: dict[str, object] = {"removed": {"containers": list(gone.containers),
                                                  "networks": list(gone.networks)}}

@@ -18,21 +18,22 @@ from orchestrator.cli.plumbing import (
     restore_signals,
 )
 from orchestrator.healing import keep_healthy
+from orchestrator.spec import DEFAULT_HEAL_AFTER
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
     p.add_argument("name", metavar="NAME", help="deployment name")
-    p.add_argument("--after", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--after", type=float, default=None, metavar="SECONDS",
                    help="replace a worker replica once it has been unhealthy or gone this "
-                   "long (default 30)")
+                   "long (default: the deployment's heal_after, else 30)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Every second, replace (start-first) the worker replicas that have been unhealthy or
     gone for S seconds, until Ctrl-C / SIGTERM or until the deployment is removed. Run it
     under a service manager next to a detached `up`."""
-    if args.after <= 0:
+    if args.after is not None and args.after <= 0:
         raise UsageError("must be a number of seconds > 0", field="--after")
     console = console_for(args)
     stop = threading.Event()
@@ -40,10 +41,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         with open_engine() as engine:
             dep = attach(args.name, engine)
+            after = args.after or dep.spec.heal_after or DEFAULT_HEAL_AFTER
             try:
                 console.print(f"{dep.name}: replacing worker replicas unhealthy or gone for "
-                              f"{args.after:g}s; Ctrl-C to stop", markup=False)
-                keep_healthy([dep], args.after, stop, heal_printer(console))
+                              f"{after:g}s; Ctrl-C to stop", markup=False)
+                keep_healthy([dep], after, stop, heal_printer(console))
             except Stop:
                 pass
             finally:

@@ -78,6 +78,10 @@ class ConsoleReporter:
 def heal_printer(console: Console) -> Callable[[HealReport], None]:
     """One line per thing the heal loop saw or did."""
     def show(report: HealReport) -> None:
+        if report.replacements:
+            for event in report.replacements:
+                console.print(event.line(), markup=False)
+            return
         text = {"removed": "removed by another process",
                 "failed": f"could not heal: {report.message}",
                 "replaced": f"replaced unhealthy {', '.join(report.pods)}",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from orchestrator.cli.base import EXIT_OK
 from orchestrator.cli.plumbing import emit_json, open_engine
+from orchestrator.cli.supervise import ensure_supervisor, supervisor_line
 from orchestrator.engine.base import ContainerInfo
 from orchestrator.status import deployment_status, pod_statuses
 
@@ -23,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
     """`ps [NAME] [--json | -q]`."""
     with open_engine() as engine:
         rows = [pod.to_dict() for pod in deployment_status(engine, args.name)]
+        ensure_supervisor(engine, expected=True)  # a killed one is noticed and restarted
+        line = supervisor_line(engine)
+    if line is not None and not args.quiet and not args.json:
+        print(line, file=sys.stderr, flush=True)
     if args.json:
         emit_json(rows)
     elif args.quiet:  # like `docker ps -q`: the names only
@@ -34,14 +40,15 @@ def run(args: argparse.Namespace) -> int:
 
 def format_table(rows: Sequence[Mapping[str, Any]], *, with_deployment: bool) -> str:
     """Aligned plain-text columns of `PodStatus.to_dict()` rows (greppable; no colour)."""
-    headers = ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "RESTARTS", "HEALTH", "ROUTING",
-               "UPTIME", "PORTS", "IMAGE"]
+    headers = ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "RESTARTS", "REPLACED", "HEALTH",
+               "ROUTING", "UPTIME", "PORTS", "IMAGE"]
     if with_deployment:
         headers.insert(0, "DEPLOYMENT")
     table = [headers]
     for r in rows:
         cells = [r["pod"], r["role"], dash(r["shard"]), dash(r["replica"]), r["state"],
-                 str(r["restarts"]), r["health"], dash(r["routing"]),
+                 str(r["restarts"]), str(r.get("replaced", 0)), r["health"],
+                 dash(r["routing"]),
                  format_uptime(r["uptime_seconds"]), ",".join(r["ports"]) or "-", r["image"]]
         table.append([r["deployment"], *cells] if with_deployment else cells)
     return align(table)

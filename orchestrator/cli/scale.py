@@ -6,6 +6,7 @@ import argparse
 
 from orchestrator.cli.base import EXIT_OK, json_flag
 from orchestrator.cli.plumbing import attach, console_for, emit_json, open_engine
+from orchestrator.cli.supervise import ensure_supervisor
 from orchestrator.ui import ProgressUI, ok
 
 
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
             result = {"name": dep.name, "replicas": dep.spec.replicas, "address": dep.address}
         finally:
             dep.close()
+        ensure_supervisor(engine, expected=True)  # a killed one is noticed here
     if args.json:
         emit_json(result)
     else:

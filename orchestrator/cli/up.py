@@ -8,7 +8,14 @@ import threading
 
 from rich.console import Console
 
-from orchestrator.apply import Applied, apply_each, leave_running, tear_down
+from orchestrator.apply import (
+    Applied,
+    apply_each,
+    leave_running,
+    open_supervised,
+    tear_down,
+    with_heal_after,
+)
 from orchestrator.cli.base import EXIT_OK, json_flag
 from orchestrator.cli.plumbing import (
     ConsoleReporter,
@@ -21,6 +28,7 @@ from orchestrator.cli.plumbing import (
     open_engine,
     restore_signals,
 )
+from orchestrator.cli.supervise import ensure_supervisor
 from orchestrator.config import DeploymentConfig, load_file
 from orchestrator.healing import keep_healthy
 from orchestrator.ui import ok
@@ -31,9 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", required=True, help="deployment YAML file")
     p.add_argument("-d", "--detach", action="store_true",
                    help="return once ready and leave the deployment running")
-    p.add_argument("--heal-after", type=float, default=30.0, metavar="SECONDS",
-                   help="in the foreground, replace a worker replica that has been unhealthy "
-                   "or gone for this long, start-first (default 30; 0 turns it off)")
+    p.add_argument("--heal-after", type=float, default=None, metavar="SECONDS",
+                   help="replace a pod that has been unhealthy or gone for this long, "
+                   "start-first (default: each deployment's heal_after, 30 unless the file "
+                   "says otherwise; 0 turns it off). With --detach it is stored with the "
+                   "deployment, and the supervisor heals it")
     json_flag(p)
 
 
@@ -48,14 +58,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _detached(configs: list[DeploymentConfig], args: argparse.Namespace,
               console: Console) -> int:
+    if args.heal_after is not None:
+        configs = [with_heal_after(cfg, args.heal_after) for cfg in configs]
     done: list[Applied] = []
     with open_engine() as engine:
         try:
-            for item in apply_each(configs, engine, ConsoleReporter(console)):
+            for item in apply_each(configs, engine, ConsoleReporter(console),
+                                   opener=open_supervised):
                 done.append(item)  # kept as they come: a later failure still leaves them
             _report(done, args, console)
         finally:
             leave_running(done)  # labels let a later process find them
+            ensure_supervisor(engine)
     return EXIT_OK
 
 

@@ -81,6 +81,17 @@ class HeadControl:
             for w in resp.workers
         ]
 
+    def note_replaced(self, pod: str, role: str, reason: str) -> None:
+        """Tell the head that the healer replaced `pod` (its metrics count it).
+
+        Raises:
+            ControlAuthError: wrong or missing token.
+            ServiceUnavailable: the head does not answer.
+            RequestError: other failures (an older head without the call).
+        """
+        self._rpc(self._stub.NoteReplaced,
+                  pb.NoteReplacedRequest(pod=pod, role=role, reason=reason))
+
     def _rpc(self, method: Callable[..., T], request: Any, rpc_timeout: float | None = None) -> T:
         try:
             return method(request, timeout=rpc_timeout or self.timeout, metadata=self._metadata)

@@ -9,9 +9,10 @@ While nothing changes, a tick costs one engine call and one call to the head.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from orchestrator import labels as L
 from orchestrator.actuator import Actuator
@@ -22,12 +23,40 @@ from orchestrator.errors import OrchestratorError, ResourceNotFound, RolloutInPr
 from orchestrator.model import ContainerInfo
 from orchestrator.planning import heal as plan
 from orchestrator.planning import names
-from orchestrator.planning.pods import PodPlan, executor_pod, head_pod
+from orchestrator.planning.pods import (
+    PodPlan,
+    executor_pod,
+    head_pod,
+    replaced_labels,
+    with_labels,
+)
 from orchestrator.progress import EventKind, ProgressCallback, ProgressEvent
 from orchestrator.state import DeploymentState, plan_from_labels
 
 Rebuild = Callable[[], DeploymentState]
 """A fresh state of the same deployment, rebuilt from the labels on the engine."""
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """One pod the healer replaced (a worker) or recreated (the head, a uses pod)."""
+
+    deployment: str
+    pod: str
+    role: str
+    reason: str
+    """Why: 'container gone', 'container exited, exit code 137', 'failing health
+    checks', ..."""
+    sick_for: float
+    """Seconds from when the healer first saw it sick or down to its replacement."""
+    successor: str = ""
+    """The pod that took its place (the same name for a recreated head or uses pod)."""
+
+    def line(self) -> str:
+        """The log line: pod, reason and how long it had been sick."""
+        to = f" by {self.successor}" if self.successor and self.successor != self.pod else ""
+        return (f"{self.deployment}: replaced {self.role} {self.pod}{to} ({self.reason}; "
+                f"sick for {self.sick_for:.1f}s)")
 
 
 def busy(name: str) -> RolloutInProgress:
@@ -51,6 +80,7 @@ class Healer:
         self.clock = clock
         self.sick_since: dict[str, float] = {}  # worker pod -> first seen sick
         self.down_since: dict[str, float] = {}  # head / uses pod -> first seen down
+        self.replaced: list[Replacement] = []  # what the heal under way replaced
 
     # -- converge ---------------------------------------------------------------------
     def converge(self, on_progress: ProgressCallback | None = None) -> list[str]:
@@ -129,10 +159,22 @@ class Healer:
         self.state.take_over(self.rebuild(), at_head)
 
     # -- heal -------------------------------------------------------------------------
-    def heal(self, unhealthy_for: float, on_progress: ProgressCallback | None = None
-             ) -> list[str]:
+    def heal(self, unhealthy_for: float, on_progress: ProgressCallback | None = None,
+             on_replaced: Callable[[Replacement], None] | None = None) -> list[str]:
         """One look (see Deployment.heal). Returns the replaced worker pods; [] while
-        another update or scale holds the lock."""
+        another update or scale holds the lock. Every pod replaced or recreated (workers,
+        head, uses pods) goes to `on_replaced`, is counted at the head (its metrics) and
+        carries the count and the reason in its labels.
+
+        A healthy deployment costs one engine listing and one call to the head, and no
+        lock: the lock is taken only when something looks sick, and everything is then
+        read again under it.
+        """
+        self.replaced = []
+        if self._looks_well():
+            self.sick_since.clear()
+            self.down_since.clear()
+            return []
         try:
             self.lock.acquire(busy(self.state.name))
         except RolloutInProgress:
@@ -141,9 +183,40 @@ class Healer:
             due = self._heal_locked(unhealthy_for, on_progress)
         finally:
             self.lock.release()
+            self.state.healing.clear()
         for name in due:
             self.sick_since.pop(name, None)
+        for event in self.replaced:
+            self._tell_head(event)
+            if on_replaced is not None:
+                on_replaced(event)
         return due
+
+    def _looks_well(self) -> bool:
+        """The lock-free first look: is everything plainly well? (planning.heal.all_well,
+        plus a probe of each running uses pod, which the head does not check)."""
+        try:
+            containers = self._listing()
+            head = next((c for c in containers if c.name == self.state.head_name), None)
+            if head is None or not head.running:
+                return False
+            self.head.follow(head)
+            at_head = {w.worker_id: w.state for w in self.head.get().list_workers()}
+        except OrchestratorError:
+            return False  # the careful look under the lock says what is wrong
+        uses = self._uses_names()
+        if not plan.all_well(self.state.worker_names(), containers, at_head,
+                             self.state.head_name, uses):
+            return False
+        by_name = {c.name: c for c in containers}
+        return all(self.act.serving(by_name[name]) for name in uses)
+
+    def _tell_head(self, event: Replacement) -> None:
+        """Count the replacement in the head's metrics (a head that does not answer, or
+        an older one without the call, only misses a count)."""
+        with contextlib.suppress(OrchestratorError):
+            self.head.get().note_replaced(event.pod, event.role,
+                                          plan.reason_kind(event.reason))
 
     def _heal_locked(self, unhealthy_for: float, on_progress: ProgressCallback | None
                      ) -> list[str]:
@@ -158,9 +231,15 @@ class Healer:
         changed, at_head = self._converge_listed(on_progress, containers)
         if changed:
             containers, at_head = self._listing(), None
-        due = self._sick(unhealthy_for, containers, at_head)
+        due, at_head = self._sick(unhealthy_for, containers, at_head)
         if not due:
             return []
+        now = self.clock()
+        why = {name: plan.why_sick(name, containers, at_head) for name in due}
+        pods = {name: self.state.pods[name] for name in due}
+        for name, pod in pods.items():
+            assert pod.shard is not None and pod.replica is not None
+            self.state.healing[(pod.shard, pod.replica)] = why[name]
         # No drain: what a hung replica holds will not finish. Stopping it drops the
         # connection, and the head retries those requests on the healthy replicas.
         spec = self.state.spec
@@ -168,7 +247,17 @@ class Healer:
         run_blocking(Rollout(self.state, self.act, self.head, spec, policy,
                              on_progress or (lambda _e: None), replace_all=False,
                              replace_pods=frozenset(due)))
+        for name, pod in pods.items():
+            self.replaced.append(Replacement(
+                self.state.name, name, "worker", why[name],
+                now - self.sick_since.get(name, now) + 0.0, self._successor(pod)))
         return list(due)
+
+    def _successor(self, pod: PodPlan) -> str:
+        """The pod that now runs in `pod`'s slot."""
+        same = [p for p in self.state.workers(pod.shard)
+                if p.replica == pod.replica and p.name != pod.name]
+        return max(same, key=lambda p: p.generation).name if same else ""
 
     def _head_alive(self, unhealthy_for: float, on_progress: ProgressCallback | None,
                     containers: list[ContainerInfo]) -> plan.HeadVerdict:
@@ -223,16 +312,25 @@ class Healer:
                   ) -> ContainerInfo:
         """Replace the container of `pod` with a fresh one of the same name and spec."""
         was = None if was is None else self._inspected(pod.name)  # for its exit code
+        reason = recreated(self.state.name, pod.name, was).message.removeprefix(
+            "recreated: ")
+        known = self.state.pods.get(pod.name)
+        before = was.labels if was is not None else \
+            known.container.labels if known is not None else {}
+        pod = with_labels(pod, replaced_labels(before, reason))
+        sick_for = self.clock() - self.down_since.get(pod.name, self.clock())
         self.act.remove([pod.name], grace=0)
         info = self.act.start([pod], ready, timeout=self.state.spec.timeout_ready)[pod.name]
         self.state.add_pod(pod, info)
         self.down_since.pop(pod.name, None)
+        self.replaced.append(Replacement(self.state.name, pod.name, pod.role, reason,
+                                         sick_for, pod.name))
         if on_progress is not None:
             on_progress(recreated(self.state.name, pod.name, was))
         return info
 
     def _sick(self, unhealthy_for: float, containers: list[ContainerInfo],
-              at_head: dict[str, str] | None) -> tuple[str, ...]:
+              at_head: dict[str, str] | None) -> tuple[tuple[str, ...], dict[str, str]]:
         if at_head is None:
             at_head = {w.worker_id: w.state for w in self.head.get().list_workers()}
         if set(at_head) != self.state.worker_names():
@@ -240,7 +338,7 @@ class Healer:
         report = plan.sick_workers(self.state.worker_names(), containers, at_head,
                                    self.sick_since, self.clock(), unhealthy_for)
         self.sick_since = report.since
-        return report.due
+        return report.due, at_head
 
     # -- engine reads -----------------------------------------------------------------
     def _listing(self, brief: bool = True) -> list[ContainerInfo]:

@@ -156,3 +156,42 @@ def sick_workers(workers: Collection[str], containers: Sequence[ContainerInfo],
         if late:
             due.append(name)
     return SickReport(tuple(due), table)
+
+
+def why_sick(name: str, containers: Sequence[ContainerInfo], at_head: Mapping[str, str]
+             ) -> str:
+    """Why worker `name` counts as sick: its container is gone or stopped, or the head
+    routes around it. The reason the healer logs and puts on the replacement's labels."""
+    info = next((c for c in containers if c.name == name), None)
+    if info is None:
+        return "container gone"
+    if not info.running:
+        code = "" if info.exit_code is None else f", exit code {info.exit_code}"
+        return f"container {info.status}{code}"
+    if at_head.get(name) == "unhealthy":
+        return "failing health checks"
+    return "not routed by the head"
+
+
+def all_well(workers: Collection[str], containers: Sequence[ContainerInfo],
+             at_head: Mapping[str, str], head: str, uses: Collection[str]) -> bool:
+    """Nothing for a heal to look at more closely: the head and the uses pods run, every
+    worker of the deployment (`workers`) runs and is routed as ready, and the head routes
+    exactly the running workers. A heal that sees this takes no lock and acts on nothing
+    (what a healthy deployment costs per tick: one listing and one call to the head)."""
+    running = {c.name for c in containers if c.running}
+    listed_workers = {c.name for c in containers if c.labels.get(L.ROLE) == "worker"}
+    return (head in running and all(u in running for u in uses)
+            and set(workers) == listed_workers == set(at_head)
+            and listed_workers <= running
+            and all(state == "ready" for state in at_head.values()))
+
+
+def reason_kind(reason: str) -> str:
+    """The few values of the head's replacement counter's `reason` label: 'gone',
+    'stopped' or 'unhealthy' (the full reason goes to the log and the labels)."""
+    if "gone" in reason:
+        return "gone"
+    if reason.startswith(("container ", "its container had stopped")):
+        return "stopped"
+    return "unhealthy"

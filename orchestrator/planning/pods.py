@@ -8,6 +8,7 @@ find-a-free-port race of parallel test runs.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any
@@ -34,6 +35,11 @@ class PodContext:
     owner: str
     token: str
     generation: int = 1
+    supervised: bool = False
+    """Started by `up --detach`: the supervisor heals it (label `orchestrator.supervised`)."""
+
+    def extra_labels(self) -> dict[str, str]:
+        return {L.SUPERVISED: "true"} if self.supervised else {}
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,8 @@ def executor_pod(
     volume_mounts = tuple(Mount(v.source, v.target, v.read_only) for v in spec.volumes)
     labels = L.pod_labels(
         deployment=spec.name, role=role, owner=ctx.owner, spec_hash=spec_hash,
-        generation=gen, shard=shard, replica=replica, extra={L.SPEC: spec_label(spec)},
+        generation=gen, shard=shard, replica=replica,
+        extra={L.SPEC: spec_label(spec), **ctx.extra_labels()},
     )
     container = _base_container(
         spec, name, _image_for(spec, uses), command, labels, dict(spec.env),
@@ -187,7 +194,8 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
     labels = L.pod_labels(
         deployment=spec.name, role="head", owner=ctx.owner, spec_hash=spec.worker_hash(),
         generation=ctx.generation,
-        extra={L.SPEC: spec_label(spec), L.CONTROL: f"{name}:{CONTAINER_PORT}"},
+        extra={L.SPEC: spec_label(spec), L.CONTROL: f"{name}:{CONTAINER_PORT}",
+               **ctx.extra_labels()},
     )
     container = _base_container(
         spec, name, spec.image, command, labels, {TOKEN_ENV: ctx.token},
@@ -217,3 +225,23 @@ def initial_pods(spec: DeploymentSpec, ctx: PodContext) -> list[PodPlan]:
                              replica=replica)
             )
     return pods
+
+
+def replaced_labels(before: Mapping[str, str], reason: str | None) -> dict[str, str]:
+    """The heal labels a pod takes over from the pod it follows in its slot (`before`:
+    that pod's labels): the replacement count, plus one with the reason when the healer
+    replaces it (`reason` not None)."""
+    seen = before.get(L.REPLACED, "0")
+    count = int(seen) if seen.isdigit() else 0
+    out = {L.REPLACED: str(count), L.REPLACED_REASON: before.get(L.REPLACED_REASON, "")}
+    if reason is not None:
+        out = {L.REPLACED: str(count + 1), L.REPLACED_REASON: reason}
+    return out if out[L.REPLACED] != "0" else {}
+
+
+def with_labels(plan: PodPlan, extra: Mapping[str, str]) -> PodPlan:
+    """`plan` with more labels on its container."""
+    if not extra:
+        return plan
+    labels = {**plan.container.labels, **extra}
+    return replace(plan, container=replace(plan.container, labels=labels))

@@ -341,3 +341,35 @@ class ListWorkersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListWorkersResponse: _TypeAlias = ListWorkersResponse  # noqa: Y015
+
+@_typing.final
+class NoteReplacedRequest(_message.Message):
+    """The orchestrator's healer replaced a pod of this deployment: counted in the
+    head's metrics (orchestrator_replacements_total). The head only counts; the
+    replacing was done on the host, which alone talks to the engine.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POD_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    pod: _builtins.str
+    role: _builtins.str
+    """worker | head | uses_before | uses_after"""
+    reason: _builtins.str
+    """e.g. "container gone", "failing health checks" """
+    def __init__(
+        self,
+        *,
+        pod: _builtins.str = ...,
+        role: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pod", b"pod", "reason", b"reason", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoteReplacedRequest: _TypeAlias = NoteReplacedRequest  # noqa: Y015

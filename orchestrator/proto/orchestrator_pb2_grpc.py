@@ -170,6 +170,11 @@ class ControlStub:
                 request_serializer=orchestrator_dot_proto_dot_orchestrator__pb2.Empty.SerializeToString,
                 response_deserializer=orchestrator_dot_proto_dot_orchestrator__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.NoteReplaced = channel.unary_unary(
+                '/orchestrator.v1.Control/NoteReplaced',
+                request_serializer=orchestrator_dot_proto_dot_orchestrator__pb2.NoteReplacedRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_proto_dot_orchestrator__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -199,6 +204,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NoteReplaced(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +232,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=orchestrator_dot_proto_dot_orchestrator__pb2.Empty.FromString,
                     response_serializer=orchestrator_dot_proto_dot_orchestrator__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'NoteReplaced': grpc.unary_unary_rpc_method_handler(
+                    servicer.NoteReplaced,
+                    request_deserializer=orchestrator_dot_proto_dot_orchestrator__pb2.NoteReplacedRequest.FromString,
+                    response_serializer=orchestrator_dot_proto_dot_orchestrator__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,6 +347,33 @@ class Control:
             '/orchestrator.v1.Control/ListWorkers',
             orchestrator_dot_proto_dot_orchestrator__pb2.Empty.SerializeToString,
             orchestrator_dot_proto_dot_orchestrator__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NoteReplaced(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.Control/NoteReplaced',
+            orchestrator_dot_proto_dot_orchestrator__pb2.NoteReplacedRequest.SerializeToString,
+            orchestrator_dot_proto_dot_orchestrator__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -74,6 +74,7 @@ class ControlStub:
     RemoveWorker: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.RemoveWorkerRequest, _orchestrator_pb2.Empty]
     DrainWorker: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.Empty, _orchestrator_pb2.ListWorkersResponse]
+    NoteReplaced: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.NoteReplacedRequest, _orchestrator_pb2.Empty]
 
 @_typing.type_check_only
 class ControlAsyncStub(ControlStub):
@@ -82,6 +83,7 @@ class ControlAsyncStub(ControlStub):
     RemoveWorker: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.RemoveWorkerRequest, _orchestrator_pb2.Empty]  # type: ignore[assignment]
     DrainWorker: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]  # type: ignore[assignment]
     ListWorkers: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.Empty, _orchestrator_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    NoteReplaced: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.NoteReplacedRequest, _orchestrator_pb2.Empty]  # type: ignore[assignment]
 
 class ControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -111,5 +113,12 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.Empty,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.ListWorkersResponse, _abc.Awaitable[_orchestrator_pb2.ListWorkersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def NoteReplaced(
+        self,
+        request: _orchestrator_pb2.NoteReplacedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.Empty, _abc.Awaitable[_orchestrator_pb2.Empty]]: ...
 
 def add_ControlServicer_to_server(servicer: ControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -562,3 +562,10 @@ class _Control(pb_grpc.ControlServicer):
         ]
         return pb.ListWorkersResponse(workers=infos)
 
+    async def NoteReplaced(
+        self, request: pb.NoteReplacedRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.Empty:
+        await self._auth(context)
+        self._head.stats.note_replaced(request.role, request.reason)
+        return pb.Empty()
+

@@ -28,13 +28,20 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class RequestStats:
     """Data-plane requests the head answered: by gRPC status, and how long they took."""
 
-    __slots__ = ("buckets", "by_code", "count", "total")
+    __slots__ = ("buckets", "by_code", "count", "replaced", "total")
 
     def __init__(self) -> None:
         self.buckets = [0] * (len(BOUNDS) + 1)  # the last one is +Inf
         self.by_code: dict[int, int] = {}
         self.count = 0
         self.total = 0.0
+        self.replaced: dict[tuple[str, str], int] = {}  # (role, reason) -> pods replaced
+
+    def note_replaced(self, role: str, reason: str) -> None:
+        """The orchestrator's healer replaced a pod (told over the control channel)."""
+        key = (role[:32] or "?", reason[:32] or "?")
+        if key in self.replaced or len(self.replaced) < 64:  # a bounded label set
+            self.replaced[key] = self.replaced.get(key, 0) + 1
 
     def observe(self, seconds: float, code: int) -> None:
         """One request answered with gRPC status `code` after `seconds`."""
@@ -101,6 +108,13 @@ class _Collector:
         yield done
         yield in_flight
         yield ready
+        replaced = CounterMetricFamily(
+            "orchestrator_replacements", "Pods the orchestrator's healer replaced since "
+            "this head started, by role and reason (gone, stopped, unhealthy)",
+            labels=["head", "role", "reason"])
+        for (role, reason), n in sorted(self.stats.replaced.items()):
+            replaced.add_metric([*head, role, reason], n)
+        yield replaced
 
 
 def render(name: str, pool: Pool, stats: RequestStats, serving: bool) -> bytes:

@@ -214,10 +214,12 @@ def test_ps_table_and_ping(shared: str) -> None:
     assert proc.returncode == EXIT_OK
     header, *lines = proc.stdout.splitlines()
     assert header.split() == ["DEPLOYMENT", "POD", "ROLE", "SHARD", "REPLICA", "STATE",
-                              "RESTARTS", "HEALTH", "ROUTING", "UPTIME", "PORTS", "IMAGE"]
+                              "RESTARTS", "REPLACED", "HEALTH", "ROUTING", "UPTIME", "PORTS",
+                              "IMAGE"]
     mine = [line.split() for line in lines if line.startswith(f"{shared} ")]
-    assert [(c[2], c[5], c[6], c[7], c[8]) for c in mine] == [
-        ("head", "running", "0", "serving", "-"), ("worker", "running", "0", "serving", "ready")]
+    assert [(c[2], c[5], c[6], c[7], c[8], c[9]) for c in mine] == [
+        ("head", "running", "0", "0", "serving", "-"),
+        ("worker", "running", "0", "0", "serving", "ready")]
     host, port = head_address(shared)
     ping = orch("ping", f"{host}:{port}")
     assert ping.returncode == EXIT_OK and "SERVING" in ping.stdout

@@ -63,6 +63,8 @@ class HeadBook:
     calls: list[tuple[str, str]] = field(default_factory=list)
     # (shard, ready replicas left in it) at every drain and removal
     ready_left: list[tuple[int, int]] = field(default_factory=list)
+    # (pod, role, reason) the healer told it about (its replacement counter)
+    replaced: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class FakeHeads:
@@ -144,6 +146,10 @@ class FakeHeadControl:
         book = self._book("list")
         return sorted((WorkerStatus(w.shard, w.address, w.worker_id, self.heads.state_of(w))
                        for w in book.workers.values()), key=lambda w: (w.shard, w.address))
+
+    def note_replaced(self, pod: str, role: str, reason: str) -> None:
+        assert not self.closed, "a closed control client was used"
+        self.heads.book(self.address).replaced.append((pod, role, reason))
 
     def close(self) -> None:
         self.closed = True

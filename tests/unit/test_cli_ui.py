@@ -106,10 +106,10 @@ def test_pod_rows_and_table_for_stopped_pods() -> None:
     assert rows[0]["ports"] == ["127.0.0.1:9->50051/tcp"]
     table = format_table(rows, with_deployment=False).splitlines()
     assert table[0].split() == ["POD", "ROLE", "SHARD", "REPLICA", "STATE", "RESTARTS",
-                                "HEALTH", "ROUTING", "UPTIME", "PORTS", "IMAGE"]
+                                "REPLACED", "HEALTH", "ROUTING", "UPTIME", "PORTS", "IMAGE"]
     assert table[1].split()[5] == "0"
-    assert table[2].split() == ["d-s0-r0-g1", "worker", "0", "0", "exited", "2", "-", "-",
-                                "-", "-", "img"]
+    assert table[2].split() == ["d-s0-r0-g1", "worker", "0", "0", "exited", "2", "0", "-",
+                                "-", "-", "-", "img"]
     assert [r["restarts"] for r in rows] == [0, 2]
     assert rows[1]["routing"] is None  # no running head to ask
 

@@ -27,8 +27,8 @@ class Healed:
         engine.run_container(ContainerSpec(name=f"{name}-head", image=IMAGE,
                                            labels=L.for_deployment(name)))
 
-    def heal(self, unhealthy_for: float, on_progress: ProgressCallback | None = None
-             ) -> list[str]:
+    def heal(self, unhealthy_for: float, on_progress: ProgressCallback | None = None,
+             on_replaced: Any = None) -> list[str]:
         self.calls.append(unhealthy_for)
         step = self.script.pop(0) if self.script else None
         if not self.script:
