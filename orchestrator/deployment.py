@@ -698,7 +698,8 @@ class Deployment(BaseDeployment):
         if self._lock.held or not self.state.started or self.spec.external:
             return []
         try:
-            return self._parts().healer.heal(unhealthy_for, on_progress, on_replaced)
+            with self._healer_paused():  # one heal at a time in this process
+                return self._parts().healer.heal(unhealthy_for, on_progress, on_replaced)
         finally:
             self.update_pod_args()
 

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -231,14 +231,19 @@ class Supervisor:
     """The daemon's loop: attach to each supervised deployment and heal it in the
     background; drop the ones that are gone; leave when none is left (unless `stay`)."""
 
-    def __init__(self, paths: Paths, *, stay: bool = False, scan: float = SCAN) -> None:
-        from orchestrator.engine.docker_engine import DockerEngine
+    def __init__(self, paths: Paths, *, stay: bool = False, scan: float = SCAN,
+                 engine: ContainerEngine | None = None,
+                 attach: Callable[[str], Deployment] | None = None) -> None:
+        if engine is None:
+            from orchestrator.engine.docker_engine import DockerEngine
 
+            engine = DockerEngine.from_env()
         self.paths = paths
         self.stay = stay
         self.scan = scan
         self.stop = threading.Event()
-        self.engine = DockerEngine.from_env()
+        self.engine = engine
+        self.attach = attach or self._attach
         self.watched: dict[str, Deployment] = {}
         self._lock: IO[str] | None = None
 
@@ -305,11 +310,14 @@ class Supervisor:
         return any(dep.spec.heal_after for dep in self.watched.values()) or \
             bool(names - set(self.watched))
 
-    def add(self, name: str) -> None:
+    def _attach(self, name: str) -> Deployment:
         from orchestrator.deployment import Deployment
 
+        return Deployment.attach(name, engine=self.engine)
+
+    def add(self, name: str) -> None:
         try:
-            dep = Deployment.attach(name, engine=self.engine)
+            dep = self.attach(name)
         except OrchestratorError as exc:  # half-started or half-removed: next look
             log.info("%s: not attached yet: %s", name, exc)
             return

@@ -106,7 +106,9 @@ class BackgroundHealer:
         self._abort = abort
         self._listeners: list[Listener] = []
         self._stop = threading.Event()
-        self._tick = threading.Lock()  # held during a heal: a user's update waits for it
+        # held during a heal (re-entered by the heal itself): a user's update or heal by
+        # hand waits for it instead of being refused the deployment's lock
+        self._tick = threading.RLock()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"healer-{dep.name}")
 
