@@ -45,6 +45,12 @@ Options
 
 When a test fails, the last lines of every pod's log are attached to its report, one
 section per pod (``--orchestrator-log-lines``, default 50).
+
+Healing stays on (each deployment's ``heal_after``, 30 s unless given), as in production:
+a replica that crashes for good is replaced. So that a test never hides a crash this way,
+every replacement the healer makes is reported: a section of the test's report, and a
+summary at the end of the run ("orchestrator: pods replaced by the healer"), with the
+pod, the reason and how long it had been sick.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from orchestrator.control.background import HealReport
     from orchestrator.deployment import Deployment
     from orchestrator.engine.base import ContainerEngine
 
@@ -76,6 +83,8 @@ __all__ = [
 _MAX_NAME = 40
 _KEPT = pytest.StashKey[list[str]]()
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+_HEALED = pytest.StashKey[list[tuple[str, str]]]()  # (test node id, what was replaced)
+_CURRENT = pytest.StashKey[str]()  # the node id of the test that runs now
 
 
 # -- options and hooks ----------------------------------------------------------------
@@ -95,6 +104,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_KEPT] = []
+    config.stash[_HEALED] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[
+        None, Any, None]:
+    item.config.stash[_CURRENT] = item.nodeid
+    yield
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -105,9 +122,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     item.stash.setdefault(_REPORTS, {})[report.when] = report
     if report.failed and report.when in ("setup", "call"):
         _attach_logs(item, report)
+    if report.when == "teardown":
+        healed = [line for node, line in item.config.stash.get(_HEALED, [])
+                  if node == item.nodeid]
+        if healed:
+            report.sections.append(("orchestrator: pods replaced by the healer",
+                                    "\n".join(healed)))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    healed = config.stash.get(_HEALED, [])
+    if healed:
+        terminalreporter.section("orchestrator: pods replaced by the healer")
+        for node, line in healed:
+            terminalreporter.write_line(f"{node}: {line}")
     kept = config.stash.get(_KEPT, [])
     if kept:
         terminalreporter.section("orchestrator: deployments kept (--orchestrator-keep)")
@@ -210,6 +238,15 @@ class DeploymentFactory:
         dep.start()  # on failure it removed what it made; the error names pod and logs
         self.started.append(dep)
         self._stack.callback(self._finish, dep)
+        if dep.healer is not None:
+            dep.healer.listen(self._note_healed)
+
+    def _note_healed(self, report: HealReport) -> None:
+        """A replacement is never silent: it goes to the test's report and the summary."""
+        config = self._request.config
+        node = config.stash.get(_CURRENT, self._request.node.nodeid)
+        for event in report.replacements:
+            config.stash[_HEALED].append((node, event.line()))
 
     def _finish(self, dep: Deployment) -> None:
         node = self._request.node

@@ -19,7 +19,12 @@ from orchestrator.actuator import Actuator
 from orchestrator.control.link import HeadLink
 from orchestrator.control.lock import DeploymentLock
 from orchestrator.control.rollout import Rollout, run_blocking
-from orchestrator.errors import OrchestratorError, ResourceNotFound, RolloutInProgress
+from orchestrator.errors import (
+    OrchestratorError,
+    ResourceNotFound,
+    RolloutInProgress,
+    SpecError,
+)
 from orchestrator.model import ContainerInfo
 from orchestrator.planning import heal as plan
 from orchestrator.planning import names
@@ -31,6 +36,7 @@ from orchestrator.planning.pods import (
     with_labels,
 )
 from orchestrator.progress import EventKind, ProgressCallback, ProgressEvent
+from orchestrator.spec import CONTAINER_PORT
 from orchestrator.state import DeploymentState, plan_from_labels
 
 Rebuild = Callable[[], DeploymentState]
@@ -268,10 +274,26 @@ class Healer:
         if verdict == "recreate":
             self.head.close()
             was = next((c for c in containers if c.name == self.state.head_name), None)
-            info = self._recreate(head_pod(self.state.spec, self.state.ctx),
-                                  self._head_answers, was, on_progress)
+            info = self._recreate_head(was, on_progress)
             self.head.follow(info)
         return verdict
+
+    def _recreate_head(self, was: ContainerInfo | None,
+                       on_progress: ProgressCallback | None) -> ContainerInfo:
+        """The head again, on the host port it had (its clients keep their address);
+        on a new free port only when that one was taken meanwhile."""
+        spec = self.state.spec
+        known = self.state.head_info()
+        port = spec.port or (known.ports[CONTAINER_PORT][1]
+                             if known is not None and CONTAINER_PORT in known.ports else None)
+        if port is not None and port != spec.port:
+            try:
+                return self._recreate(head_pod(replace(spec, port=port), self.state.ctx),
+                                      self._head_answers, was, on_progress)
+            except SpecError:  # the port went to someone else: any free one
+                pass
+        return self._recreate(head_pod(spec, self.state.ctx), self._head_answers, was,
+                              on_progress)
 
     def _head_answers(self, _plan: PodPlan, info: ContainerInfo) -> bool:
         if not self.act.probe.answers(self.act.address(info)):

@@ -37,3 +37,25 @@ def dep_name(docker_engine: DockerEngine) -> Iterator[str]:
         remove_owned(docker_engine, name, grace=0)
         pytest.fail(f"deployment {name} left resources behind: {', '.join(left.names())}",
                     pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def supervisor_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`up --detach` starts a supervisor (orchestrator/supervisor.py): the CLI runs of this
+    session keep its files in a directory of their own, never the user's, and whatever
+    supervisor they started is stopped at the end (tests that look at the supervisor
+    give each test its own directory: see tests/integration/test_supervisor.py)."""
+    import os
+
+    from orchestrator import supervisor as sv
+
+    if os.environ.get(sv.STATE_DIR_ENV):
+        yield
+        return
+    path = tmp_path_factory.mktemp("supervisor")
+    os.environ[sv.STATE_DIR_ENV] = str(path)
+    try:
+        yield
+    finally:
+        sv.stop(sv.Paths.for_engine())
+        del os.environ[sv.STATE_DIR_ENV]

@@ -209,3 +209,35 @@ def test_image(deployment, orchestrator_image):
     finally:
         if docker_engine.image_exists(tag):
             docker_engine.remove_image(tag)
+
+
+HEALED = '''
+import time
+
+from conftest import record
+
+
+def test_crash_is_healed(deployment, orchestrator_engine):
+    dep = record(deployment(uses="executors/shout.py:Shout", replicas=2, heal_after=1))
+    first = sorted(p.name for p in dep.state.workers())[0]
+    orchestrator_engine.kill_container(first)  # `docker kill`: no restart policy helps
+    deadline = time.monotonic() + 120
+    while not dep.healer.replaced:  # readiness polling, not a sleep standing in for it
+        assert time.monotonic() < deadline, "not replaced"
+        time.sleep(0.1)
+    assert dep.post("/echo", docs=[{}])[0]["shout"]
+'''
+
+
+def test_a_replacement_by_the_healer_is_reported_not_hidden(
+        suite: pytest.Pytester, docker_engine: DockerEngine) -> None:
+    suite.makepyfile(test_user=HEALED)
+    result = suite.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+    [name] = _names(suite)
+    result.stdout.fnmatch_lines([
+        "*orchestrator: pods replaced by the healer*",
+        f"*test_crash_is_healed: {name}: replaced worker {name}-s0-r0-g1 by *"
+        "(container exited, exit code 137; sick for *s)*",
+    ])
+    assert not list_owned(docker_engine, name)
