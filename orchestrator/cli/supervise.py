@@ -103,7 +103,6 @@ def systemd_unit(environ: dict[str, str] | None = None, *, user: str | None = No
     return "\n".join([
         "[Unit]",
         "Description=orchestrator supervisor: heals detached deployments (orchestrator up -d)",
-        "Documentation=https://github.com/ (docs/healing.md in the orchestrator sources)",
         "After=docker.service network-online.target",
         "Wants=docker.service network-online.target",
         "",
