@@ -140,12 +140,14 @@ def _systemd(args: argparse.Namespace) -> int:
 # -- what up -d, ps, scale and down do --------------------------------------------------
 
 
-def ensure_supervisor(engine: ContainerEngine, *, expected: bool = False) -> sv.Status | None:
+def ensure_supervisor(engine: ContainerEngine, *, expected: bool = False,
+                      quiet: bool = False) -> sv.Status | None:
     """Start the supervisor when a deployment on `engine` asks for it and none runs.
 
     A dead one (its pid file outlived it: killed, OOM) is restarted with a warning;
     `expected`: the caller (`ps`, `scale`) expected it to run, so any start is warned
-    about. Messages go to stderr. Returns its status (None: nothing to supervise).
+    about. Messages go to stderr (`quiet`: warnings only). Returns its status (None:
+    nothing to supervise).
     """
     try:
         if not sv.wanted_names(engine):
@@ -162,7 +164,7 @@ def ensure_supervisor(engine: ContainerEngine, *, expected: bool = False) -> sv.
         why = f"pid {before.pid} was killed or died" if before.stale else "it was not running"
         _say(f"warning: the supervisor was not running ({why}); restarted it "
              f"(pid {now.pid}; log {paths.log})")
-    else:
+    elif not quiet:
         _say(f"supervisor started (pid {now.pid}): it heals detached deployments; "
              "`orchestrator supervise status`")
     return now

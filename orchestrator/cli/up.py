@@ -69,7 +69,7 @@ def _detached(configs: list[DeploymentConfig], args: argparse.Namespace,
             _report(done, args, console)
         finally:
             leave_running(done)  # labels let a later process find them
-            ensure_supervisor(engine)
+            ensure_supervisor(engine, quiet=args.quiet or args.json)
     return EXIT_OK
 
 

@@ -278,3 +278,20 @@ def test_systemd_unit_starts_after_the_engine_and_shares_the_state_dir() -> None
     assert "Environment=DOCKER_HOST=unix:///d.sock" in lines
     assert "ExecStart=/opt/venv/bin/python -m orchestrator.supervisor --stay" in lines
     assert "WantedBy=multi-user.target" in lines and "Restart=on-failure" in lines
+
+
+def test_the_heads_replacement_counter_is_bounded_and_rendered() -> None:
+    from orchestrator.runtime.metrics import RequestStats, render
+    from orchestrator.runtime.pool import Pool
+
+    stats = RequestStats()
+    stats.note_replaced("worker", "stopped")
+    stats.note_replaced("worker", "stopped")
+    stats.note_replaced("head", "gone")
+    for i in range(100):  # a misbehaving caller cannot grow the label set without bound
+        stats.note_replaced("worker", f"r{i}")
+    assert len(stats.replaced) == 64
+    text = render("d-head", Pool(1), stats, True).decode()
+    assert 'orchestrator_replacements_total{head="d-head",reason="stopped",role="worker"} 2.0' \
+        in text
+    assert 'orchestrator_replacements_total{head="d-head",reason="gone",role="head"} 1.0' in text
