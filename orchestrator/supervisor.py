@@ -307,8 +307,7 @@ class Supervisor:
             healer = dep.healer
             if healer is not None and dep.spec.heal_after:  # an update may change it
                 healer.heal_after = dep.spec.heal_after
-        return any(dep.spec.heal_after for dep in self.watched.values()) or \
-            bool(names - set(self.watched))
+        return bool(names)
 
     def _attach(self, name: str) -> Deployment:
         from orchestrator.deployment import Deployment

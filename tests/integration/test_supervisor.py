@@ -52,6 +52,16 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sv.Paths]
         assert not sv.status(paths).running
 
 
+@pytest.fixture
+def detached(state: sv.Paths, dep_name: str, docker_engine: DockerEngine) -> Iterator[str]:
+    """The name of the test's detached deployment; removed by `orchestrator down` (which
+    holds its lock, so the supervisor cannot replace a pod meanwhile) whatever happened,
+    before the supervisor is stopped and the leak check runs."""
+    yield dep_name
+    if list_owned(docker_engine, dep_name):
+        orch("down", dep_name, "--grace", "1")
+
+
 def orch(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(ORCH), *args], capture_output=True, text=True, cwd=ROOT,
                           env=dict(os.environ), timeout=600)
@@ -92,8 +102,9 @@ def replaced_by_supervisor(engine: DockerEngine, name: str, victim: str) -> bool
 
 
 def test_supervisor_heals_detached_deployments_survives_kill_9_and_goes_with_down(
-        state: sv.Paths, tmp_path: Path, dep_name: str, docker_engine: DockerEngine,
+        state: sv.Paths, tmp_path: Path, detached: str, docker_engine: DockerEngine,
         runtime_image: str) -> None:
+    dep_name = detached
     up_detached(tmp_path, dep_name, runtime_image)  # the CLI has exited
     first = sv.status(state)
     assert first.running and first.pid is not None
@@ -113,8 +124,10 @@ def test_supervisor_heals_detached_deployments_survives_kill_9_and_goes_with_dow
     print(f"\nsupervisor: docker-killed worker replaced and routed after {took:.1f}s "
           f"(heal_after {HEAL_AFTER}s); {len(load.failures)} of {len(load.results)} "
           "requests failed")
-    log = sv.tail(state, 50)
-    assert f"replaced worker {victim}" in log and "sick for" in log
+    wait_until(lambda: f"replaced worker {victim}" in sv.tail(state, 50),
+               timeout=PATIENCE, what="the replacement in the supervisor's log")
+    line = next(x for x in sv.tail(state, 50).splitlines() if f"replaced worker {victim}" in x)
+    assert "container exited, exit code 137" in line and "sick for" in line
     rows = json.loads(orch("ps", dep_name, "--json").stdout)
     assert sorted(r["replaced"] for r in rows if r["role"] == "worker") == [0, 1]
 
