@@ -241,7 +241,10 @@ class Healer:
         if not due:
             return []
         now = self.clock()
-        why = {name: plan.why_sick(name, containers, at_head) for name in due}
+        # a brief listing has no exit code: inspect the stopped ones (only these, only now)
+        seen = [(self._inspected(c.name) or c) if c.name in due and not c.running else c
+                for c in containers]
+        why = {name: plan.why_sick(name, seen, at_head) for name in due}
         pods = {name: self.state.pods[name] for name in due}
         for name, pod in pods.items():
             assert pod.shard is not None and pod.replica is not None
