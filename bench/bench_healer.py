@@ -6,8 +6,9 @@ One detached deployment (head + N workers) runs throughout. Phases alternate, ea
 `--window` seconds long, CPU read from /proc (user + system) of:
 
   (off)  no healer at all: what the deployment costs dockerd (and containerd) by itself;
-  (ref)  the physical floor of "looking once a second": a raw Docker SDK listing of the
-         deployment's containers every second from this process (no gRPC, no decisions);
+  (ref)  the physical floor of "looking once a second": one raw Docker SDK listing
+         (sparse: one API call) of the deployment's containers every second from this
+         process (no gRPC, no decisions);
   (on)   the supervisor (`python -m orchestrator.supervisor`) healing it, heal_after 30,
          poll 1 s: one engine listing and one ListWorkers call to the head per second.
 
@@ -38,7 +39,7 @@ from orchestrator import supervisor as sv  # noqa: E402
 from orchestrator.deployment import Deployment  # noqa: E402
 from orchestrator.engine.cleanup import remove_owned  # noqa: E402
 from orchestrator.engine.docker_engine import DockerEngine  # noqa: E402
-from orchestrator.images import ensure_runtime_image  # noqa: E402
+from orchestrator.images import prepare_runtime_image  # noqa: E402
 from orchestrator.planning import labels as L  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -76,7 +77,7 @@ def raw_lister(name: str, stop: threading.Event) -> None:
     client = docker.from_env()
     try:
         while not stop.wait(1.0):
-            client.containers.list(all=True, filters={
+            client.containers.list(all=True, sparse=True, filters={  # one API call
                 "label": [f"{L.MANAGED}=true", f"{L.DEPLOYMENT}={name}"]})
     finally:
         client.close()
@@ -92,7 +93,10 @@ def main() -> int:
         print("dockerd is not visible in this PID namespace: cannot measure", file=sys.stderr)
         return 2
     engine = DockerEngine.from_env()
-    image = ensure_runtime_image(engine)
+    # a tag of our own (a build elsewhere prunes outdated hash tags, never given tags);
+    # never retag `latest` or prune images others may use
+    image = prepare_runtime_image(engine, tag="orchestrator-runtime:bench-healer",
+                                  prune=False).ref
     name = f"bench-heal-{uuid.uuid4().hex[:6]}"
     state = Path(tempfile.mkdtemp(prefix="bench-healer-"))
     os.environ[sv.STATE_DIR_ENV] = str(state)
