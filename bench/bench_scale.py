@@ -88,8 +88,8 @@ asyncio.run(main())
 # -- raw Docker: the references ---------------------------------------------------------
 def raw_worker(client: docker.DockerClient, image: str, network: str, probe: GrpcHealthProbe,
                uses: str = "scale", command: list[str] | None = None) -> Any:
-    """One raw container (same image, command and security options as a pod), returned
-    once it reports SERVING."""
+    """One raw container (same image, command and options as a worker pod, its image
+    HEALTHCHECK off as theirs), returned once it reports SERVING."""
     volume, path = (BENCH_DIR, "/opt/uses/scale_executor.py:Work") if uses == "scale" \
         else (ECHO_DIR, "/opt/uses/echo.py:Echo")
     kwargs: dict[str, Any] = {}
@@ -99,11 +99,16 @@ def raw_worker(client: docker.DockerClient, image: str, network: str, probe: Grp
         image, None if command else ["worker", "--uses", path, "--port", "50051"],
         detach=True, labels=LABELS, network=network, user="10001:10001",
         cap_drop=["ALL"], security_opt=["no-new-privileges"],
-        volumes={volume: {"bind": "/opt/uses", "mode": "ro"}}, **kwargs,
+        volumes={volume: {"bind": "/opt/uses", "mode": "ro"}},
+        healthcheck={"test": ["NONE"]},  # as worker pods: no exec'd probe per replica
+        **kwargs,
     )
     c.reload()
     ip = c.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+    deadline = time.monotonic() + 300
     while not probe.serving(f"{ip}:50051"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"raw container {c.name} not SERVING after 300 s")
         time.sleep(0.02)
     return c
 

@@ -138,3 +138,14 @@ def test_remove_network_retries_a_network_the_engine_still_thinks_in_use() -> No
     assert busy.removed
     with pytest.raises(ResourceConflict):
         remove_network(Busy(10**6), "net", patience=0.05)  # type: ignore[arg-type]
+
+
+def test_worker_pods_turn_the_image_healthcheck_off_and_the_others_keep_it() -> None:
+    from orchestrator.planning.pods import PodContext, initial_pods
+    from orchestrator.spec import DeploymentSpec
+
+    spec = DeploymentSpec.from_fields(name="dep", uses="pkg.mod:Exec", replicas=3,
+                                      image=IMAGE, uses_after="pkg.mod:After")
+    plans = initial_pods(spec, PodContext(owner="o", token="t"))
+    checked = {p.role: p.container.image_healthcheck for p in plans}
+    assert checked == {"head": True, "worker": False, "uses_after": True}
