@@ -384,7 +384,8 @@ def start_teardown(args: argparse.Namespace, image: str, engine: DockerEngine,
     for n in args.sizes:
         refs, mine = [], []
         for r in range(args.rounds):
-            refs.append(raw_cycle(client, image, n + 1))
+            refs.append((float("nan"), float("nan")) if args.ours_only
+                        else raw_cycle(client, image, n + 1))
 
             def extras(dep: Deployment, n: int = n) -> None:
                 if n in args.idle_at:
@@ -468,6 +469,15 @@ def rollout(args: argparse.Namespace, image: str, client: docker.DockerClient) -
               f"failed {failed}")
 
 
+def pinned(client: docker.DockerClient, image: str) -> str:
+    """The content-hash tag of `image`: `orchestrator-runtime:latest` is one name for every
+    checkout that builds on this engine, and another may move it during the run."""
+    tags = client.images.get(image).tags
+    repo = image.rsplit(":", 1)[0]
+    return next((t for t in tags if t.startswith(f"{repo}:") and t != f"{repo}:latest"),
+                image)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["start", "rollout"],
@@ -482,10 +492,12 @@ def main() -> None:
     parser.add_argument("--rollout", type=int, default=32)
     parser.add_argument("--surges", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--ours-only", action="store_true",
+                        help="skip the raw references of start and teardown (no ratios)")
     args = parser.parse_args()
     engine = DockerEngine.from_env()
-    image = ensure_runtime_image(engine, log=lambda _m: None)
     client = docker.from_env(max_pool_size=128)
+    image = pinned(client, ensure_runtime_image(engine, log=lambda _m: None))
     try:
         if "start" in args.parts:
             start_teardown(args, image, engine, client)
