@@ -171,3 +171,27 @@ class Actuator:
         with ThreadPoolExecutor(min(self.max_parallel, len(names)),
                                 thread_name_prefix="pod-stop") as pool:
             list(pool.map(lambda n: self.stop(n, grace=grace), names))
+
+    def remove_in_order(self, first: Sequence[str], last: Sequence[str], *,
+                        grace: float) -> None:
+        """Stop and remove `first`, then `last`, each group all at once (a teardown: the
+        workers first, the head last). `last` gets its SIGTERM only once every container
+        of `first` has exited; the removals of `first` overlap the stop of `last`, so the
+        order costs one more stop, not a stop and a removal. Every container is tried; the
+        first error is raised at the end."""
+        names = [*first, *last]
+        if not names:
+            return
+        with ThreadPoolExecutor(len(names), thread_name_prefix="pod-stop") as pool:
+            halts = [pool.submit(self._halt, n, grace) for n in first]
+            errors = [f.exception() for f in halts]
+            rest = [pool.submit(self.engine.remove_container, n, force=True) for n in first]
+            rest += [pool.submit(self.stop, n, grace=grace) for n in last]
+            errors += [f.exception() for f in rest]
+        first_error = next((e for e in errors if e is not None), None)
+        if first_error is not None:
+            raise first_error
+
+    def _halt(self, name: str, grace: float) -> None:
+        with contextlib.suppress(ResourceNotFound):
+            self.engine.stop_container(name, grace=grace)

@@ -10,12 +10,19 @@ everything already created before the error is raised (the facade calls `teardow
 from __future__ import annotations
 
 import contextlib
+import time
 
 from orchestrator import labels as L
 from orchestrator.actuator import Actuator
 from orchestrator.control.link import HeadLink
 from orchestrator.control.lock import DeploymentLock
-from orchestrator.errors import OrchestratorError, ResourceNotFound, SpecError
+from orchestrator.engine.base import ContainerEngine
+from orchestrator.errors import (
+    OrchestratorError,
+    ResourceConflict,
+    ResourceNotFound,
+    SpecError,
+)
 from orchestrator.health import wait_ready
 from orchestrator.model import ContainerInfo
 from orchestrator.placement import own_container
@@ -118,12 +125,12 @@ class Lifecycle:
         tear down the one that runs."""
         self.head.close()
         mine = {**L.for_deployment(self.state.name), L.OWNER: self.state.owner}
-        live = self.act.engine.list_containers(mine)
-        for heads in (False, True):
-            self.act.remove([c.name for c in live if (c.labels.get(L.ROLE) == "head") is heads],
-                            grace=self.state.spec.stop_grace)
+        live = self.act.engine.list_containers(mine, brief=True)  # names and labels only
+        heads = [c.name for c in live if c.labels.get(L.ROLE) == "head"]
+        self.act.remove_in_order([c.name for c in live if c.name not in heads], heads,
+                                 grace=self.state.spec.stop_grace)
         for net in self.act.engine.list_networks(mine):
-            self.act.engine.remove_network(net.id)
+            remove_network(self.act.engine, net.id)
         self.stop_reaper("done")
         self.state.clear()
 
@@ -161,3 +168,22 @@ class Lifecycle:
             return None
         head = self.state.head_info()
         return None if head is None else head.ip_addresses.get(self.state.network)
+
+
+def remove_network(engine: ContainerEngine, network: str, patience: float = 5.0) -> None:
+    """Remove a network whose containers were just removed. Docker 20.10 may still count
+    their endpoints for a moment after many removals at once ("has active endpoints"):
+    retry for `patience` seconds before giving up.
+
+    Raises:
+        ResourceConflict: containers are still attached after `patience` seconds.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            engine.remove_network(network)
+            return
+        except ResourceConflict:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)

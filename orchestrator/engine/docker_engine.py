@@ -386,6 +386,7 @@ class DockerEngine:
             "ports": [p.container_port for p in spec.ports] or None,  # tcp is implied
             "stop_signal": spec.stop_signal,
             "stop_timeout": spec.stop_timeout,
+            "healthcheck": None if spec.image_healthcheck else {"test": ["NONE"]},
             "host_config": self._api.create_host_config(
                 **_host_config(spec), log_config=self._log_config(spec)),
             "networking_config": networking,

@@ -166,6 +166,8 @@ def executor_pod(
         mounts + volume_mounts,
     )
     container = _with_limits(container, spec)
+    if role == "worker":  # the head checks its workers: no exec'd probe per replica
+        container = replace(container, image_healthcheck=False)
     return PodPlan(name, role, shard, replica, gen, spec_hash, str(uses), container)
 
 

@@ -31,7 +31,7 @@ from orchestrator.runtime import membership, metrics, wire
 from orchestrator.runtime.config import HeadConfig, Polling
 from orchestrator.runtime.h2.limits import Limits
 from orchestrator.runtime.metrics import RequestStats
-from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State
+from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State, due_for_check
 from orchestrator.runtime.relay import Relay
 from orchestrator.runtime.serve import bind, data_plane_handler
 
@@ -41,6 +41,10 @@ STREAM_PREFETCH = 32  # batches of one stream routed concurrently
 CHECK_TIMEOUT = 1.0
 MISSES_TO_FAIL = 3  # consecutive health-check timeouts before a replica leaves routing
 DNS_REFRESH_MS = 500  # least time between two DNS lookups of one worker's name
+# READY replicas health-checked per second at most, beyond 8 per round (see
+# pool.due_for_check and docs/scale.md): checking 64 idle replicas every 0.5 s would cost
+# the head and the workers 128 gRPC calls a second at rest.
+CHECKS_PER_SECOND = 16.0
 
 
 class Unroutable(Exception):
@@ -298,9 +302,11 @@ class HeadServer:
 
     async def _poll_health(self) -> None:
         """Keep routing in step with each worker's own health, continuously."""
+        turn = 0
+        share = max(8, round(CHECKS_PER_SECOND * self.config.health_interval))
         while True:
             await asyncio.sleep(self.config.health_interval)
-            replicas = [r for r in self.pool if r.state is not State.DRAINING]
+            replicas, turn = due_for_check(list(self.pool), turn, share)
             results = await asyncio.gather(*(self._probe(r) for r in replicas))
             for replica, ok in zip(replicas, results, strict=True):
                 # A check that merely timed out (a busy worker, a loaded machine) takes a

@@ -125,3 +125,21 @@ def _least_loaded(replicas: list[Replica], start: int, exclude: set[ReplicaKey])
             if best.outstanding == 0:
                 break  # nobody beats an idle replica; keeps rotation fair
     return best
+
+
+def due_for_check(replicas: list[Replica], turn: int, share: int) -> tuple[list[Replica], int]:
+    """The replicas a head's health poll checks this round, and the next `turn`.
+
+    Every replica that is not READY is checked every round (an unhealthy one comes back
+    as soon as it answers), and `share` of the READY ones, in turn: with N READY replicas
+    each is checked every round while N <= share, and every N / share rounds beyond. A
+    head in front of many idle replicas then spends a bounded CPU on health checks; a
+    READY replica that stops serving is still taken out by the first request it fails.
+    DRAINING replicas are not checked (the head already routes around them)."""
+    live = [r for r in replicas if r.state is not State.DRAINING]
+    ready = [r for r in live if r.state is State.READY]
+    if len(ready) <= share:
+        return live, 0
+    start = turn % len(ready)
+    picked = {id(r) for r in (ready + ready)[start:start + share]}
+    return [r for r in live if r.state is not State.READY or id(r) in picked], start + share

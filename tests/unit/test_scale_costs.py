@@ -1,0 +1,151 @@
+"""What a deployment costs the engine as N grows, on the in-memory engine: the calls a
+teardown, a heal tick and a start make must not multiply by the replica count where one
+call would do (bench/bench_scale.py measures the same on Docker)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from orchestrator import labels as L
+from orchestrator.actuator import Actuator
+from orchestrator.control.lifecycle import remove_network
+from orchestrator.deployment import Deployment
+from orchestrator.engine.memory import MemoryEngine
+from orchestrator.errors import ResourceConflict
+from tests.support.fakes import EngineProbe, FakeHeads
+
+IMAGE = "orchestrator-runtime:test"
+
+
+class CallLog:
+    """A MemoryEngine proxy that records (method, first argument) of every call, and the
+    keyword arguments of each in `kwargs`."""
+
+    def __init__(self, inner: MemoryEngine) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, Any]] = []
+        self.kwargs: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.inner, name)
+        if not callable(value) or name.startswith("_"):
+            return value
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.calls.append((name, args[0] if args else None))
+                self.kwargs.append(kwargs)
+            return value(*args, **kwargs)
+
+        return recorded
+
+    def counts(self) -> Counter[str]:
+        return Counter(name for name, _ in self.calls)
+
+
+def started(replicas: int) -> tuple[Deployment, CallLog]:
+    engine = MemoryEngine()
+    engine.add_image(IMAGE)
+    heads = FakeHeads(engine)
+    log = CallLog(engine)
+    dep = Deployment(name=f"s{uuid.uuid4().hex[:8]}", uses="pkg.mod:Exec", replicas=replicas,
+                     image=IMAGE, engine=log, probe=EngineProbe(engine),  # type: ignore[arg-type]
+                     connect=heads.connect, reaper=False)
+    dep.start()
+    return dep, log
+
+
+@pytest.mark.parametrize("replicas", [2, 16])
+def test_teardown_lists_once_inspects_nothing_and_stops_the_head_after_every_worker(
+        replicas: int) -> None:
+    dep, log = started(replicas)
+    engine = log.inner
+    log.calls.clear()
+    log.kwargs.clear()
+    dep.close()
+    counts = log.counts()
+    assert counts["list_containers"] == 1
+    listing = next(k for (name, _), k in zip(log.calls, log.kwargs, strict=True)
+                   if name == "list_containers")
+    assert listing.get("brief") is True  # Docker: no inspect per container
+    assert counts["inspect_container"] == 0
+    assert counts["stop_container"] == replicas + 1
+    stops = [arg for name, arg in log.calls if name == "stop_container"]
+    assert stops[-1] == f"{dep.name}-head"  # SIGTERM to the head only after every worker
+    assert engine.list_containers(L.managed()) == []
+    assert engine.list_networks(L.managed()) == []
+
+
+@pytest.mark.parametrize("replicas", [2, 16])
+def test_a_heal_tick_at_rest_costs_one_engine_call_whatever_the_replica_count(
+        replicas: int) -> None:
+    dep, log = started(replicas)
+    try:
+        dep.heal(30.0)  # the first tick may take over what start left in the state
+        log.calls.clear()
+        for _ in range(3):
+            assert dep.heal(30.0) == []
+        assert log.counts() == Counter({"list_containers": 3})
+    finally:
+        dep.close()
+
+
+def test_start_inspects_each_pod_a_bounded_number_of_times() -> None:
+    engine = MemoryEngine()
+    engine.add_image(IMAGE)
+    heads = FakeHeads(engine)
+    log = CallLog(engine)
+    dep = Deployment(name=f"s{uuid.uuid4().hex[:8]}", uses="pkg.mod:Exec", replicas=16,
+                     image=IMAGE, engine=log, probe=EngineProbe(engine),  # type: ignore[arg-type]
+                     connect=heads.connect, reaper=False)
+    with dep:
+        counts = log.counts()
+    assert counts["run_container"] == 17
+    assert counts["inspect_container"] <= 3 * 17
+
+
+def test_remove_in_order_stops_last_only_after_first_and_reports_an_error_at_the_end(
+) -> None:
+    engine = MemoryEngine()
+    engine.add_image(IMAGE)
+    log = CallLog(engine)
+    act = Actuator(log, "net", EngineProbe(engine))  # type: ignore[arg-type]
+    act.remove_in_order(["missing-a", "missing-b"], ["missing-head"], grace=0)
+    stops = [arg for name, arg in log.calls if name == "stop_container"]
+    assert stops[-1] == "missing-head" and sorted(stops[:2]) == ["missing-a", "missing-b"]
+
+
+def test_remove_network_retries_a_network_the_engine_still_thinks_in_use() -> None:
+    class Busy:
+        def __init__(self, refusals: int) -> None:
+            self.refusals = refusals
+            self.removed = False
+
+        def remove_network(self, name: str) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise ResourceConflict(f"network {name} has active endpoints")
+            self.removed = True
+
+    busy = Busy(3)
+    remove_network(busy, "net")  # type: ignore[arg-type]
+    assert busy.removed
+    with pytest.raises(ResourceConflict):
+        remove_network(Busy(10**6), "net", patience=0.05)  # type: ignore[arg-type]
+
+
+def test_worker_pods_turn_the_image_healthcheck_off_and_the_others_keep_it() -> None:
+    from orchestrator.planning.pods import PodContext, initial_pods
+    from orchestrator.spec import DeploymentSpec
+
+    spec = DeploymentSpec.from_fields(name="dep", uses="pkg.mod:Exec", replicas=3,
+                                      image=IMAGE, uses_after="pkg.mod:After")
+    plans = initial_pods(spec, PodContext(owner="o", token="t"))
+    checked = {p.role: p.container.image_healthcheck for p in plans}
+    assert checked == {"head": True, "worker": False, "uses_after": True}
