@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import enum
+import functools
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -203,7 +204,12 @@ class Deployment(BaseDeployment):
         # process removes the deployment if this process dies without closing it.
         self._want_reaper = engine is None if reaper is None else reaper
         self._probe = probe or GrpcHealthProbe()
-        self._connect = connect or grpc_connect
+        # a head serving TLS: this process's own calls to it speak TLS (see orchestrator.tls)
+        own_tls = state.spec.own_tls()
+        self._head_probe = None if own_tls is None or probe is not None \
+            else GrpcHealthProbe(tls=own_tls)
+        self._connect = connect or (grpc_connect if own_tls is None
+                                    else functools.partial(grpc_connect, tls=own_tls))
         self._lock = DeploymentLock(state.name)
         self._parts_: _Parts | None = None
         self._client: Client | None = None
@@ -222,7 +228,8 @@ class Deployment(BaseDeployment):
 
     def _parts(self) -> _Parts:
         if self._parts_ is None:
-            act = Actuator(self.engine, self.state.network, self._probe)
+            act = Actuator(self.engine, self.state.network, self._probe,
+                           head_probe=self._head_probe)
             head = HeadLink(self.state, act, self._connect)
             life = Lifecycle(self.state, act, head, self._lock, want_reaper=self._want_reaper)
             healer = Healer(self.state, act, head, self._lock, self._rebuild)
@@ -440,6 +447,8 @@ class Deployment(BaseDeployment):
         if parts is not None:
             parts.head.close()
         self._probe.close()
+        if self._head_probe is not None:
+            self._head_probe.close()
         if self.spec.external or self._engine is None:
             self.state.started = False
             return
@@ -506,7 +515,8 @@ class Deployment(BaseDeployment):
         if self._client is None:
             from orchestrator.client import Client
 
-            self._client = Client(self.head_host, self.head_port)
+            self._client = Client(self.head_host, self.head_port,
+                                  tls=self.spec.own_tls() or False)
         return self._client
 
     def post(self, endpoint: str, docs: list[dict[str, Any]] | None = None,

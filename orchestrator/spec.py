@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.errors import SpecError
+from orchestrator.tls import TLS_FIELDS, ClientTLS, own_server_name, tls_fields
 
 DEFAULT_RUNTIME_IMAGE = "orchestrator-runtime:latest"
 CONTAINER_PORT = 50051
@@ -107,6 +108,7 @@ def _size(minimum: int) -> dict[str, Any]:
 _NAME = {"type": "string", "pattern": NAME_RE.pattern, "maxLength": MAX_NAME}
 _USES = {"type": "string", "pattern": r"^(docker://\S+|.+:[A-Za-z_][A-Za-z0-9_]*)$"}
 _POLLING_MODE = {"type": "string", "pattern": _any_case(POLLING_MODES)}
+_PATH = {"type": "string", "minLength": 1}
 
 
 @dataclass(frozen=True)
@@ -341,6 +343,20 @@ class DeploymentSpec:
                                                              "items": _NAME}]})
     policy: UpdatePolicy = _field(  # noqa: RUF009
         UpdatePolicy, "rolling update and scale policy", schema={"$ref": "#/$defs/policy"})
+    tls_cert: str | None = _field(None, "PEM certificate chain the head serves TLS with "
+                                  "(ALPN h2, /metrics too); needs tls_key", schema=_PATH)
+    tls_key: str | None = _field(None, "the head certificate's PEM private key, mounted "
+                                 "read-only into the head (never in its environment)",
+                                 schema=_PATH)
+    tls_client_ca: str | None = _field(None, "mutual TLS: the head requires client "
+                                       "certificates signed by this CA (PEM)", schema=_PATH)
+    tls_ca: str | None = _field(None, "CA (PEM) this process trusts for its own calls to the "
+                                "head (readiness, control, post); default: the system's "
+                                "roots", schema=_PATH)
+    tls_client_cert: str | None = _field(None, "with tls_client_ca: the client certificate "
+                                         "this process presents to its head", schema=_PATH)
+    tls_client_key: str | None = _field(None, "the client certificate's PEM private key",
+                                        schema=_PATH)
 
     @classmethod
     def from_fields(cls, *, base_dir: Path | None = None, **raw: Any) -> DeploymentSpec:
@@ -397,6 +413,7 @@ class DeploymentSpec:
             else _positive_int(raw.get("max_starting"), "max_starting"),
             needs=_needs(raw.get("needs")),
             policy=_policy(raw.get("policy")),
+            **tls_fields(raw, base_dir),
         )
         if external and spec.port is None:
             raise SpecError("an external deployment needs the port of the running service",
@@ -444,7 +461,7 @@ class DeploymentSpec:
             "needs": sorted(self.needs),
             "policy": asdict(self.policy),
         }
-        for key in ("port", "cpus", "memory", "gpus", "max_starting"):
+        for key in ("port", "cpus", "memory", "gpus", "max_starting", *TLS_FIELDS):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.uses_before:
@@ -457,6 +474,19 @@ class DeploymentSpec:
         """A copy with some fields changed, validated again."""
         merged = {**self.to_fields(), **changes}
         return DeploymentSpec.from_fields(**merged)
+
+    @property
+    def tls(self) -> bool:
+        """The head serves TLS (tls_cert and tls_key are set)."""
+        return self.tls_cert is not None
+
+    def own_tls(self) -> ClientTLS | None:
+        """How this process reaches its own head (None: in clear): `tls_ca` and, for mutual
+        TLS, `tls_client_cert`; the name checked is the head certificate's own."""
+        if self.tls_cert is None:
+            return None
+        return ClientTLS(ca=self.tls_ca, cert=self.tls_client_cert, key=self.tls_client_key,
+                         server_name=own_server_name(self.tls_cert))
 
     def with_replicas(self, replicas: int) -> DeploymentSpec:
         return replace(self, replicas=_positive_int(replicas, "replicas"))

@@ -10,6 +10,7 @@ everything already created before the error is raised (the facade calls `teardow
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from orchestrator import labels as L
 from orchestrator.actuator import Actuator
@@ -22,6 +23,9 @@ from orchestrator.placement import own_container
 from orchestrator.planning.pods import PodPlan
 from orchestrator.reaper import ReaperHandle
 from orchestrator.state import DeploymentState
+from orchestrator.tls import exposure_warning
+
+log = logging.getLogger("orchestrator.deployment")
 
 
 class Lifecycle:
@@ -64,6 +68,9 @@ class Lifecycle:
                               labels={**L.for_deployment(name), L.OWNER: self.state.owner})
         self.join_network()
         self.state.plan_start()
+        spec = self.state.spec
+        if (warning := exposure_warning(name, spec.host, spec.tls)) is not None:
+            log.warning("%s", warning)
 
     def _images(self) -> list[tuple[str, str]]:
         spec = self.state.spec
@@ -94,7 +101,7 @@ class Lifecycle:
     def head_up(self, info: ContainerInfo) -> bool:
         """The head is up when it answers health checks (it reports NOT_SERVING until its
         workers are registered) and its control service accepts our token."""
-        if not self.act.probe.answers(self.act.address(info)):
+        if not self.act.answers(info):
             return False
         try:
             self.head.get(info).list_workers()

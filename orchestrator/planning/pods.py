@@ -16,6 +16,7 @@ from orchestrator.model import ContainerSpec, Mount, PortBinding, RestartPolicy
 from orchestrator.planning import labels as L
 from orchestrator.planning import names
 from orchestrator.planning.hosts import DOCKER_HOST
+from orchestrator.planning.tls import head_tls_args, head_tls_env, head_tls_mounts
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UsesRef
 
 USES_MOUNT = "/opt/uses"
@@ -177,6 +178,7 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
         # its worker list survives a restart of the head in its container (a crash under
         # the restart policy): see runtime/membership.py
         "--state", HEAD_STATE,
+        *head_tls_args(spec),
     )
     if spec.uses_before:
         command += ("--uses-before", f"{names.uses_name(spec.name, 'uses_before')}:"
@@ -190,7 +192,8 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
         extra={L.SPEC: spec_label(spec), L.CONTROL: f"{name}:{CONTAINER_PORT}"},
     )
     container = _base_container(
-        spec, name, spec.image, command, labels, {TOKEN_ENV: ctx.token},
+        spec, name, spec.image, command, labels, {TOKEN_ENV: ctx.token, **head_tls_env(spec)},
+        head_tls_mounts(spec),
     )
     container = replace(
         container,

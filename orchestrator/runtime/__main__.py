@@ -201,6 +201,11 @@ def _probe(port: int, timeout: float, args: argparse.Namespace) -> int:
     from orchestrator.runtime.probe import check
 
     tls = None
+    # a head started with TLS by the orchestrator sets these for the image's HEALTHCHECK,
+    # which runs this probe with no flags
+    args.tls = args.tls or os.environ.get("ORCHESTRATOR_PROBE_TLS") == "1"
+    args.tls_cert = args.tls_cert or os.environ.get("ORCHESTRATOR_PROBE_TLS_CERT")
+    args.tls_key = args.tls_key or os.environ.get("ORCHESTRATOR_PROBE_TLS_KEY")
     if args.tls or args.tls_cert:
         from orchestrator.errors import SpecError
         from orchestrator.runtime.h2.tls import probe_context
