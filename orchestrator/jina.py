@@ -196,7 +196,8 @@ JINA_OPTIONS: Mapping[str, To | Refuse | Joined] = {
     "compression": Refuse("head-to-worker calls are not compressed"),
     "grpc_server_options": Refuse("the gRPC server options of the pods are the runtime's own"),
     "grpc_metadata": Refuse("requests carry no extra gRPC metadata"),
-    "tls": Refuse("TLS to the deployment is not supported yet", accepts=(False,)),
+    "tls": Refuse("Jina's tls flag carries no certificate: set tls_cert and tls_key "
+                  "(docs/security.md)", accepts=(False,)),
     "include_gateway": Refuse("the head is the one entry point: there is no separate "
                               "gateway", accepts=(True, False)),
     "noblock_on_start": Refuse("start() blocks until every pod is ready",

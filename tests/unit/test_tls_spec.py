@@ -289,3 +289,16 @@ def test_client_tls_arguments(pki: dict[str, str]) -> None:
 def test_ping_with_a_bad_ca_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ping", "127.0.0.1:1", "--ca", "/nonexistent.pem"]) == 2
     assert "ca" in capsys.readouterr().err
+
+
+def test_up_refuses_to_change_tls_on_a_running_deployment(pki: dict[str, str]) -> None:
+    from orchestrator.apply import decide
+    from orchestrator.config import DeploymentConfig
+    from orchestrator.errors import ConfigError
+
+    fields = {"name": "shop", "uses": f"{ECHO}:Echo", "tls_cert": pki["cert"],
+              "tls_key": pki["key"]}
+    cfg = DeploymentConfig(fields=fields, spec=DeploymentSpec.from_fields(**fields),
+                           source=Path("/tmp/app.yml"), path="")
+    with pytest.raises(ConfigError, match="tls_cert"):
+        decide(spec(), cfg)
