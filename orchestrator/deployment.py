@@ -566,7 +566,9 @@ class Deployment(BaseDeployment):
         """
         self._begin()
         try:
-            return self._parts().healer.converge_locked(on_progress)
+            changed = self._parts().healer.converge_locked(on_progress)
+            history.settle_revisions(self._history(), self.state)
+            return changed
         finally:
             self._lock.release()
             self.update_pod_args()
@@ -642,6 +644,7 @@ class Deployment(BaseDeployment):
                 # another process's update was taken over: the change applies to its spec
                 wanted = target if self.spec is before else target_of(self.spec)
                 check_images(parts.act, wanted)
+                history.settle_revisions(self._history(), self.state)
                 revision = history.begin_revision(self._history(), self.state, wanted, cause) \
                     if replace_all else None
                 return wanted, revision

@@ -217,6 +217,14 @@ def begin_revision(store: RevisionStore, state: DeploymentState, target: Deploym
     return store.begin(state, target, change, state.next_generation())
 
 
+def settle_revisions(store: RevisionStore, state: DeploymentState) -> None:
+    """Record the outcome of updates whose process died (under the lock of an update,
+    scale or converge); a no-op on an engine that keeps no history. Never raises."""
+    if store.available:
+        with contextlib.suppress(EngineError):
+            store.settle_stale(state)
+
+
 def end_revision(store: RevisionStore, rev: Revision, error: BaseException | None
                  ) -> Revision:
     """Record how the update ended: `error` None, or what the rollout raised."""
