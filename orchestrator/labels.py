@@ -21,6 +21,10 @@ OWNER = PREFIX + "owner"
 SPEC = PREFIX + "spec"
 CONTROL = PREFIX + "control"
 """On the head: host:port of its control service on the deployment network."""
+REVISION = PREFIX + "revision"
+"""On a rollout history record (a volume): the revision's number."""
+RECORD = PREFIX + "record"
+"""On a rollout history record: the revision as compact JSON (planning.history.Revision)."""
 
 ROLES = ("head", "worker", "uses_before", "uses_after", "gateway")
 

@@ -9,7 +9,7 @@ import threading
 from rich.console import Console
 
 from orchestrator.apply import Applied, apply_each, leave_running, tear_down
-from orchestrator.cli.base import EXIT_OK, json_flag
+from orchestrator.cli.base import EXIT_OK, env_flags, json_flag
 from orchestrator.cli.plumbing import (
     ConsoleReporter,
     Stop,
@@ -34,12 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heal-after", type=float, default=30.0, metavar="SECONDS",
                    help="in the foreground, replace a worker replica that has been unhealthy "
                    "or gone for this long, start-first (default 30; 0 turns it off)")
+    env_flags(p)
     json_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """`up -f FILE [--detach]`: start what is not running, roll out what changed."""
-    configs = load_file(args.file)
+    configs = load_file(args.file, env=args.env, env_files=args.env_files)
     console = console_for(args)
     if args.detach:
         return _detached(configs, args, console)

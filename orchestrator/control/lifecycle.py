@@ -16,6 +16,7 @@ from orchestrator import labels as L
 from orchestrator.actuator import Actuator
 from orchestrator.control.link import HeadLink
 from orchestrator.control.lock import DeploymentLock
+from orchestrator.engine.base import VolumeEngine
 from orchestrator.errors import OrchestratorError, ResourceNotFound, SpecError
 from orchestrator.health import wait_ready
 from orchestrator.model import ContainerInfo
@@ -131,6 +132,9 @@ class Lifecycle:
                             grace=self.state.spec.stop_grace)
         for net in self.act.engine.list_networks(mine):
             self.act.engine.remove_network(net.id)
+        if isinstance(self.act.engine, VolumeEngine):  # the rollout history's records
+            for volume in self.act.engine.list_volumes(mine):
+                self.act.engine.remove_volume(volume.name)
         self.stop_reaper("done")
         self.state.clear()
 

@@ -117,7 +117,8 @@ def shared(docker_engine: DockerEngine, runtime_image: str,
 
 
 COMMANDS = ["up", "down", "ps", "logs", "top", "exec", "scale", "rollout", "heal", "ping",
-            "export", "images", "images build", "executor", "completion", "version", "demo"]
+            "export", "images", "images build", "executor", "completion", "version", "demo",
+            "config"]
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
