@@ -33,7 +33,7 @@ from orchestrator.spec import DeploymentSpec
 
 # Fields a rolling update cannot change: they shape the head, not the workers.
 HEAD_FIELDS = ("shards", "polling", "port", "host", "uses_before", "uses_after", "external",
-               "protocol")
+               "protocol", "timeout_send")
 
 Action = Literal["started", "updated", "scaled", "unchanged"]
 StepKind = Literal["start", "rollout", "scale", "remove"]

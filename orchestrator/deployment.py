@@ -256,8 +256,13 @@ class Deployment(BaseDeployment):
         return self.spec.external
 
     @property
-    def protocol(self) -> str:
-        return self.spec.protocol
+    def protocol(self) -> str | list[str]:
+        """What the head's port serves, as Jina reports it: one name, or a list of them
+        ('grpc', 'http'; 'grpcs', 'https' over TLS). gRPC is served in every case."""
+        # Jina's `tls_enabled` (the head's TLS, issue 15) when this Deployment has it.
+        suffix = "s" if getattr(self, "tls_enabled", False) else ""
+        names = [f"{name}{suffix}" for name in self.spec.protocols]
+        return names[0] if len(names) == 1 else names
 
     @property
     def host(self) -> str:

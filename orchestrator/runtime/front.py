@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from orchestrator.runtime import httpapi
@@ -33,11 +33,33 @@ from orchestrator.runtime.http1 import CONTINUE, HttpError, Parser, Request, ren
 from orchestrator.runtime.metrics import CONTENT_TYPE
 from orchestrator.runtime.wire import ENDPOINT_KEY, METHOD_CALL
 
-if TYPE_CHECKING:
-    from orchestrator.runtime.relay import Downstream, Relay
-
 JSON_TYPE = "application/json"
 Done = Callable[[int, str, bytes], None]  # (grpc status, grpc message, response body)
+
+
+class Hooks(Protocol):
+    """What a session asks the head (relay.HeadHooks has these)."""
+
+    def metrics(self) -> bytes: ...
+
+    def http_enabled(self) -> bool: ...
+
+    def http_status(self) -> dict[str, Any]: ...
+
+
+class Router(Protocol):
+    """What a session needs of the relay."""
+
+    @property
+    def hooks(self) -> Hooks: ...
+
+    @property
+    def max_body(self) -> int: ...
+
+    def start(self, down: ServerConnection, stream: Stream, headers: Headers,
+              end: bool) -> None: ...
+
+    def flush_soon(self) -> None: ...
 
 
 class Sink(ServerConnection):
@@ -118,7 +140,7 @@ def call_headers(endpoint: str) -> Headers:
 class Session:
     """One HTTP/1.1 client connection: requests parsed and answered one at a time."""
 
-    def __init__(self, down: Downstream, relay: Relay) -> None:
+    def __init__(self, down: ServerConnection, relay: Router) -> None:
         self.down = down
         self.relay = relay
         limits = down.limits
