@@ -74,6 +74,8 @@ class PodPlan:
             "env": dict(self.container.env),
             "network": self.container.network,
             "spec_hash": self.spec_hash,
+            "protocol": spec.protocol,
+            "timeout_send": spec.timeout_send,
         }
 
 

@@ -1,4 +1,4 @@
-"""Executors that misbehave on purpose, for start-up failure tests."""
+"""Executors that misbehave on purpose: start-up failures, hung replicas, hung requests."""
 
 from __future__ import annotations
 
@@ -52,8 +52,12 @@ class HangsOn(Executor):
             d["replica"] = self.runtime_args.replica_id
 
     @requests(on="/hang")
-    async def hang(self, docs: list[dict[str, Any]], **kwargs: Any) -> None:
-        if self.hang_replicas is None or self.runtime_args.replica_id in self.hang_replicas:
+    async def hang(self, docs: list[dict[str, Any]], parameters: dict[str, Any],
+                   **kwargs: Any) -> None:
+        """Hangs on the replicas of `hang_replicas`, or on every one when the request's
+        parameters say {"everywhere": true}."""
+        if (self.hang_replicas is None or parameters.get("everywhere")
+                or self.runtime_args.replica_id in self.hang_replicas):
             await asyncio.Event().wait()
         self.echo(docs)
 
