@@ -137,6 +137,129 @@ def call_headers(endpoint: str) -> Headers:
             (b"te", b"trailers"), (ENDPOINT_KEY.encode(), endpoint.encode())]
 
 
+Reply = Callable[[int, bytes, str], None]  # (HTTP status, body, content type)
+
+
+def answer_request(req: Request, relay: Router, owner: ServerConnection,
+                   reply: Reply) -> Sink | None:
+    """Serve one complete HTTP request (HTTP/1.1 or HTTP/2): `reply` is called once, now
+    or when its internal call is done (that call's `Sink` is returned, to cancel it)."""
+    hooks = relay.hooks
+    try:
+        route = httpapi.route(req.method, req.path, hooks.http_enabled())
+        if route.kind == "data":
+            call = httpapi.to_request(req.body, route.endpoint)
+    except HttpError as exc:
+        reply(exc.status, httpapi.error_body(exc.status, str(exc)), JSON_TYPE)
+        return None
+    if route.kind == "metrics":
+        reply(200, hooks.metrics(), CONTENT_TYPE)
+    elif route.kind == "health":
+        serving = hooks.http_status()["serving"]
+        reply(200 if serving else 503, json.dumps(
+            {"status": "SERVING" if serving else "NOT_SERVING"}).encode(), JSON_TYPE)
+    elif route.kind == "status":
+        reply(200, json.dumps(hooks.http_status()).encode(), JSON_TYPE)
+    elif route.kind == "openapi":
+        info = hooks.http_status()
+        reply(200, httpapi.openapi(info["name"], info["version"]), JSON_TYPE)
+    else:
+        req.body = b""
+
+        def done(status: int, message: str, body: bytes) -> None:
+            try:
+                if status == 0:
+                    code, out = httpapi.answer(call, httpapi.grpc_unframe(body))
+                else:
+                    code, out = httpapi.failure(call, status, message)
+            except HttpError as exc:
+                code, out = exc.status, httpapi.error_body(exc.status, str(exc))
+            reply(code, out, JSON_TYPE)
+            relay.flush_soon()
+
+        sink = Sink(owner, done)
+        relay.start(sink, sink.stream, call_headers(call.endpoint), False)
+        handler = sink.stream.handler
+        if handler is not None and sink.done is not None:
+            handler.on_data(sink, sink.stream, httpapi.grpc_frame(call.raw), True)
+        return sink if sink.done is not None else None
+    return None
+
+
+class H2Request:
+    """A plain HTTP request (not gRPC) on an HTTP/2 stream, such as curl's over TLS: the
+    same interface as HTTP/1.1; the body is bounded by `max_http_body` and held against
+    the connection's budgets while it arrives."""
+
+    def __init__(self, relay: Router, down: ServerConnection, stream: Stream,
+                 headers: Headers) -> None:
+        self.relay = relay
+        self.down = down
+        self.stream = stream
+        fields = {k: v for k, v in headers}
+        self.method = fields.get(b":method", b"GET").decode(errors="replace")
+        self.target = fields.get(b":path", b"/").decode(errors="replace")
+        self.headers = [(k.decode(errors="replace"), v.decode("latin-1")) for k, v in headers
+                        if not k.startswith(b":")]
+        self.body = bytearray()
+        self.limit = min(down.limits.max_http_body, relay.max_body)
+        self.sink: Sink | None = None
+        self.answered = False
+
+    def on_headers(self, conn: Any, stream: Stream, headers: Headers, end: bool) -> None:
+        if end:
+            self._complete()
+
+    def on_data(self, conn: Any, stream: Stream, data: bytes, end: bool) -> None:
+        conn.ack(stream, len(data))
+        if self.answered:
+            return
+        self.body += data
+        held = self.down.hold(len(data))
+        if len(self.body) > self.limit or not held:
+            status = 413 if len(self.body) > self.limit else 503
+            self._release()
+            self._reply(status, httpapi.error_body(
+                status, f"the body is over the limit of {self.limit} bytes" if status == 413
+                else "the head holds too much data; try again"), JSON_TYPE)
+            self.down.reset(stream, 0)  # NO_ERROR: stop sending, the answer is complete
+            return
+        if end:
+            self._complete()
+
+    def on_reset(self, conn: Any, stream: Stream, refused: bool) -> None:
+        self.answered = True
+        self._release()
+        if self.sink is not None:
+            self.sink.cancel()
+            self.sink = None
+
+    def _complete(self) -> None:
+        if self.answered:
+            return
+        body = bytes(self.body)
+        self._release()
+        req = Request(self.method, self.target, "HTTP/2", self.headers, body)
+        self.sink = answer_request(req, self.relay, self.down, self._reply)
+
+    def _release(self) -> None:
+        self.down.release(len(self.body))
+        self.body = bytearray()
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.sink = None
+        if self.answered or self.stream.closed:
+            return
+        self.answered = True
+        head_only = self.method == "HEAD"
+        self.down.send_headers(self.stream, [
+            (b":status", str(status).encode()), (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode())], head_only)
+        if not head_only:
+            self.down.send_data(self.stream, body, True)
+        self.relay.flush_soon()
+
+
 class Session:
     """One HTTP/1.1 client connection: requests parsed and answered one at a time."""
 
@@ -203,54 +326,14 @@ class Session:
 
     def serve(self, req: Request) -> None:
         """Answer one complete request (now, or once its call is done)."""
-        try:
-            route = httpapi.route(req.method, req.path, self.enabled)
-        except HttpError as exc:
-            self._error(exc, req=req)
-            return
-        hooks = self.relay.hooks
-        if route.kind == "metrics":
-            self._reply(req, 200, hooks.metrics(), CONTENT_TYPE)
-        elif route.kind == "health":
-            serving = hooks.http_status()["serving"]
-            self._reply(req, 200 if serving else 503,
-                        json.dumps({"status": "SERVING" if serving else "NOT_SERVING"}
-                                   ).encode(), JSON_TYPE)
-        elif route.kind == "status":
-            self._reply(req, 200, json.dumps(hooks.http_status()).encode(), JSON_TYPE)
-        elif route.kind == "openapi":
-            info = hooks.http_status()
-            self._reply(req, 200, httpapi.openapi(info["name"], info["version"]), JSON_TYPE)
-        else:
-            self._data(req, route.endpoint)
+        self._account(len(self.parser.buf))  # the body is read: held by its call now
 
-    def _data(self, req: Request, endpoint: str) -> None:
-        try:
-            call = httpapi.to_request(req.body, endpoint)
-        except HttpError as exc:
-            self._error(exc, req=req)
-            return
-        req.body = b""
-        self._account(len(self.parser.buf))  # the body is converted: release it
-
-        def done(status: int, message: str, body: bytes) -> None:
+        def reply(status: int, body: bytes, content_type: str) -> None:
             self.sink = None
-            try:
-                if status == 0:
-                    code, out = httpapi.answer(call, httpapi.grpc_unframe(body))
-                else:
-                    code, out = httpapi.failure(call, status, message)
-            except HttpError as exc:
-                code, out = exc.status, httpapi.error_body(exc.status, str(exc))
             if self.down.open:
-                self._reply(req, code, out, JSON_TYPE)
-            self.relay.flush_soon()
+                self._reply(req, status, body, content_type)
 
-        sink = self.sink = Sink(self.down, done)
-        self.relay.start(sink, sink.stream, call_headers(call.endpoint), False)
-        handler = sink.stream.handler
-        if handler is not None and sink.done is not None:
-            handler.on_data(sink, sink.stream, httpapi.grpc_frame(call.raw), True)
+        self.sink = answer_request(req, self.relay, self.down, reply)
 
     def _error(self, exc: HttpError, req: Request | None = None, close: bool = False) -> None:
         body = httpapi.error_body(exc.status, str(exc))

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from orchestrator.runtime.front import Session
+from orchestrator.runtime.front import H2Request, Session
 from orchestrator.runtime.h2.connection import (
     Buffers,
     ClientConnection,
@@ -648,7 +648,7 @@ class Relay:
               end: bool) -> None:
         """A new client stream (from a client's connection, or an HTTP request's `Sink`):
         fast path or pipe."""
-        path = endpoint = timeout = None
+        path = endpoint = timeout = kind = None
         for key, value in headers:
             if key == b":path":
                 path = value
@@ -656,6 +656,8 @@ class Relay:
                 endpoint = value
             elif key == b"grpc-timeout":
                 timeout = value
+            elif key == b"content-type":
+                kind = value
         if path == b"/orchestrator.v1.Executor/Call" and self.hooks.fast_path(endpoint):
             call = Call(self, down, stream, headers)
             stream.handler = call
@@ -669,6 +671,12 @@ class Relay:
                           unread=not end)
             elif end:
                 self.dispatch(call)
+            return
+        if (kind is None or not kind.startswith(b"application/grpc")) \
+                and self.hooks.http_enabled():  # not gRPC: the HTTP interface, over HTTP/2
+            stream.handler = H2Request(self, down, stream, headers)
+            if end:
+                stream.handler.on_headers(down, stream, [], True)
             return
         pipe = Pipe(self, down, stream, watch=path == WATCH_PATH)
         stream.handler = pipe

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +68,15 @@ def post(conn: http.client.HTTPConnection, path: str, body: Any) -> tuple[int, A
     return resp.status, json.loads(resp.read())
 
 
+def curl(*args: str) -> str:
+    """curl's answer with its status line and headers (curl is the client users have)."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    done = subprocess.run(["curl", "-sS", "-i", "--max-time", "30", *args],
+                          capture_output=True, text=True, check=True)
+    return done.stdout.replace("\r\n", "\n")
+
+
 def get_status(conn: http.client.HTTPConnection, path: str) -> int:
     conn.request("GET", path)
     resp = conn.getresponse()
@@ -97,6 +108,21 @@ def test_post_and_endpoint_shortcut_on_one_kept_alive_connection(cluster: Cluste
     assert status == 200 and out["data"] == [{"i": 2, "tag": "v1", "pod": out["data"][0]["pod"],
                                               "shard": 0, "replica": 0}]
     assert conn.sock is sock  # the same connection: HTTP/1.1 keep-alive
+
+
+@pytest.mark.parametrize("version", ["--http1.1", "--http2-prior-knowledge"])
+def test_curl_over_http1_and_cleartext_http2(cluster: Cluster, version: str) -> None:
+    head = start_head(cluster, [cluster.worker()])
+    base = f"http://127.0.0.1:{head.port}"
+    out = curl(version, "-X", "POST", f"{base}/post", "-H", "Content-Type: application/json",
+               "-d", '{"data": [{"i": 1}], "exec_endpoint": "/echo"}')
+    assert out.split("\n")[0].split()[1] == "200" and '"i":1,"tag":"v1"' in out
+    out = curl(version, "-X", "POST", f"{base}/post", "-d", "{bad")
+    assert out.split("\n")[0].split()[1] == "400" and "not valid UTF-8 JSON" in out
+    out = curl(version, f"{base}/status")
+    assert '"protocol": ["grpc", "http"]' in out
+    with Client(addr(head)) as client:  # gRPC on the same HTTP/2 port, unaffected
+        assert client.post("/echo", [{"i": 2}], timeout=10)[0]["i"] == 2
 
 
 def test_status_health_openapi_and_metrics(cluster: Cluster) -> None:
@@ -239,6 +265,10 @@ def test_https_with_the_heads_tls(cluster: Cluster, pki: dict[str, Path]) -> Non
     conn.request("GET", "/status")
     assert json.loads(conn.getresponse().read())["protocol"] == ["grpcs", "https"]
     conn.close()  # before the head stops: TLS closes with both sides there
+    # curl over TLS picks HTTP/2 by ALPN: the interface answers there too
+    out = curl("--cacert", str(pki["ca"]), "-X", "POST", f"https://127.0.0.1:{head.port}/echo",
+               "-d", '{"data": [{"i": 3}]}')
+    assert out.startswith("HTTP/2 200") and '"i":3' in out
     relay = head._relay
     assert relay is not None
     wait_until(lambda: not relay.clients, what="the TLS connection closed")
