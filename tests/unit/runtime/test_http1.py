@@ -129,3 +129,11 @@ def test_render_says_length_and_connection() -> None:
     assert out.endswith(b'\r\n\r\n{"x":1}')
     head_only = render(200, b"abc", "text/plain", keep_alive=True, head_only=True)
     assert head_only.endswith(b"\r\n\r\n") and b"Content-Length: 3" in head_only
+
+
+def test_the_memory_ceiling_counts_one_json_body_being_decoded_when_http_is_on() -> None:
+    from orchestrator.runtime.h2.limits import HTTP_DECODE_FACTOR, Limits, memory_ceiling
+
+    limits = Limits(max_http_body=1 << 20)
+    assert memory_ceiling(limits, http=True) - memory_ceiling(limits) == \
+        HTTP_DECODE_FACTOR * (1 << 20)
