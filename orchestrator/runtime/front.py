@@ -275,6 +275,7 @@ class Session:
         self.idle_since = down.now
         self.held = 0
         self.continued = False
+        self.advancing = False
         self.sink: Sink | None = None
 
     # ---- bytes in --------------------------------------------------------------------
@@ -306,21 +307,28 @@ class Session:
         return False
 
     def _advance(self) -> None:
-        if self.busy or not self.down.open:
-            return  # a pipelined request waits for the answer to this one
+        """Serve the requests that are complete, one at a time (a loop, not a recursion:
+        a client may pipeline thousands of small requests in one read)."""
+        if self.advancing:
+            return  # an answer given while serving: the loop below goes on
+        self.advancing = True
         try:
-            req = self.parser.next_request()
-        except HttpError as exc:
-            self._error(exc, close=True)
-            return
-        if req is None:
-            if self.parser.continue_wanted and not self.continued:
-                self.continued = True
-                self.down.emit(CONTINUE)
-            return
-        self.continued = False
-        self.busy = True
-        self.serve(req)
+            while not self.busy and self.down.open:
+                try:
+                    req = self.parser.next_request()
+                except HttpError as exc:
+                    self._error(exc, close=True)
+                    return
+                if req is None:
+                    if self.parser.continue_wanted and not self.continued:
+                        self.continued = True
+                        self.down.emit(CONTINUE)
+                    return
+                self.continued = False
+                self.busy = True
+                self.serve(req)
+        finally:
+            self.advancing = False
 
     # ---- answering -------------------------------------------------------------------
 
@@ -391,10 +399,3 @@ class Session:
             self.sink.cancel()
             self.sink = None
         self._account(0)
-
-
-def status_doc(name: str, version: str, protocols: list[str], serving: bool,
-               replicas: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON of GET /status."""
-    return {"name": name, "version": version, "protocol": protocols, "serving": serving,
-            "replicas": replicas}

@@ -14,6 +14,7 @@ shard order) and whose parameters/header are the client's; its response is the a
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import importlib.metadata
@@ -539,6 +540,7 @@ def _no_replica(shard: int | None, last: grpc.aio.AioRpcError | None,
     return Unroutable(grpc.StatusCode.UNAVAILABLE, f"no live replica of {which} could serve{cause}")
 
 
+@functools.cache
 def _version() -> str:
     try:
         return importlib.metadata.version("orchestrator")

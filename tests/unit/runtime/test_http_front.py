@@ -305,3 +305,12 @@ def test_timeout_send_per_endpoint(cluster: Cluster) -> None:
         with pytest.raises(RequestError, match="DEADLINE_EXCEEDED"):
             client.post("/hang", [{}])
         assert client.post("/echo", [{"i": 1}])[0]["i"] == 1
+
+
+def test_thousands_of_pipelined_requests_are_answered_in_order(cluster: Cluster) -> None:
+    head = start_head(cluster, [cluster.worker()])
+    n = 3000
+    requests = b"GET /health HTTP/1.1\r\n\r\n" * (n - 1) + \
+        b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n"
+    out = raw_exchange(head.port, requests)
+    assert out.count(b"HTTP/1.1 200 OK") == n and out.count(b'{"status": "SERVING"}') == n
