@@ -119,3 +119,21 @@ def test_jina_names_map_protocol_lists_and_timeout_send() -> None:
     assert (s.timeout_send, s.protocols) == (3000, ("grpc", "http"))
     assert fields_from_jina({"name": "dep", "uses": "pkg.mod:Exec",
                              "timeout_send": None}).get("timeout_send") is None
+
+
+@pytest.mark.parametrize(("protocol", "tls", "reported"), [
+    (None, False, "grpc"),
+    ("http", False, "http"),
+    (["grpc", "http"], False, ["grpc", "http"]),
+    (["grpc", "http"], True, ["grpcs", "https"]),
+    ("grpc", True, "grpcs"),
+])
+def test_deployment_protocol_reports_as_jina_does(protocol: Any, tls: bool,
+                                                  reported: Any) -> None:
+    from orchestrator import Deployment
+
+    class WithTls(Deployment):
+        tls_enabled = tls  # Jina's name; the head's TLS on the host side sets it
+
+    fields = {} if protocol is None else {"protocol": protocol}
+    assert WithTls(name="dep", uses="pkg.mod:Exec", **fields).protocol == reported
