@@ -11,9 +11,15 @@ needs nothing of gRPC beyond HTTP/2 framing, so this module relays it itself:
   relayed once complete. The payload is never decoded. A replica that refuses (connection
   lost, stream reset, GOAWAY, or a trailers-only UNAVAILABLE/CANCELLED) is marked unhealthy
   and the request goes to another one: a request fails only when no replica can serve it.
+  With `timeout_send`, an attempt that gets no answer in time is cancelled and the request
+  goes to another replica too (DEADLINE_EXCEEDED once none is left).
 * everything else (Health, Control, Stream, ALL polling, uses_before/uses_after) is piped
   frame by frame, flow-controlled, to the head's own grpcio server on a loopback port,
   which keeps the full semantics.
+
+A client whose first bytes are HTTP/1.x, and a plain (non-gRPC) request on an HTTP/2
+stream, go to front.py: GET /metrics, and Jina's HTTP interface when the head serves it,
+whose data requests come back here as internal gRPC calls routed like any other.
 
 The HTTP/2 protocol itself (frames, stream states, flow control, the limits a peer could
 abuse) is the sans-I/O connection layer in `h2/`; this module is the gRPC routing on top
