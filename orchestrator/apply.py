@@ -34,7 +34,7 @@ from orchestrator.tls import TLS_FIELDS
 
 # Fields a rolling update cannot change: they shape the head, not the workers.
 HEAD_FIELDS: tuple[str, ...] = ("shards", "polling", "port", "host", "uses_before",
-                                 "uses_after", "external", "protocol")
+                                 "uses_after", "external", "protocol", "timeout_send")
 HEAD_FIELDS += TLS_FIELDS  # the head's certificate, and this process's way to reach it
 
 Action = Literal["started", "updated", "scaled", "unchanged"]

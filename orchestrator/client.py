@@ -104,7 +104,9 @@ def map_rpc_error(exc: grpc.RpcError, address: str, timeout: float | None = None
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return ControlAuthError(f"{address} refused the call: {details}")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return RequestError(f"{address}: no answer within the timeout ({timeout}s)")
+        if timeout is None:  # the head's timeout_send, not this client's
+            return RequestError(f"{address}: DEADLINE_EXCEEDED: {details}")
+        return RequestError(f"{address}: no answer within the timeout ({timeout}s): {details}")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return RequestError(f"{address}: message too large or server overloaded: {details}")
     if code is grpc.StatusCode.INVALID_ARGUMENT:

@@ -265,8 +265,17 @@ class Deployment(BaseDeployment):
         return self.spec.external
 
     @property
-    def protocol(self) -> str:
-        return self.spec.protocol
+    def tls_enabled(self) -> bool:
+        """Jina's name: whether the head serves TLS (the spec's tls_cert and tls_key)."""
+        return self.spec.tls_cert is not None
+
+    @property
+    def protocol(self) -> str | list[str]:
+        """What the head's port serves, as Jina reports it: one name, or a list of them
+        ('grpc', 'http'; 'grpcs', 'https' over TLS). gRPC is served in every case."""
+        suffix = "s" if self.tls_enabled else ""
+        names = [f"{name}{suffix}" for name in self.spec.protocols]
+        return names[0] if len(names) == 1 else names
 
     @property
     def host(self) -> str:

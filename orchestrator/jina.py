@@ -118,8 +118,8 @@ def _volumes(value: Any) -> Any:
 ACCEPTS_ANY = object()
 """In `Refuse.accepts`: any value (an option Jina's parser always fills in, to no effect)."""
 _LOGS = "pod logs are the containers' own output: read them with `orchestrator logs`"
-_HTTP = ("an option of Jina's HTTP gateway; this head speaks gRPC on its one port (and "
-         "serves GET /metrics there)")
+_HTTP = ("an option of Jina's FastAPI gateway; this head serves its own HTTP interface "
+         "(protocol: http) with fixed routes, beside gRPC and GET /metrics on its one port")
 _TRACING = "no OpenTelemetry export: the head serves Prometheus metrics at GET /metrics"
 _INTERNAL = ("set per pod by Jina's own parser; the orchestrator derives it from the spec")
 
@@ -190,7 +190,8 @@ JINA_OPTIONS: Mapping[str, To | Refuse | Joined] = {
     # -- networking, gateway, head --------------------------------------------------------------
     "timeout_ctrl": Refuse("control requests use the orchestrator's own deadlines",
                            accepts=(60,)),
-    "timeout_send": Refuse("no head-to-worker request deadline yet"),
+    "timeout_send": To("timeout_send", note="milliseconds, as in Jina; -1 or None: no "
+                       "limit; a map of endpoint to milliseconds also works"),
     "retries": Refuse("the head retries a failed call on another healthy replica by itself",
                       accepts=(-1,)),
     "compression": Refuse("head-to-worker calls are not compressed"),

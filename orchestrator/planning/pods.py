@@ -75,6 +75,8 @@ class PodPlan:
             "env": dict(self.container.env),
             "network": self.container.network,
             "spec_hash": self.spec_hash,
+            "protocol": spec.protocol,
+            "timeout_send": spec.timeout_send,
         }
 
 
@@ -186,6 +188,7 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
     if spec.uses_after:
         command += ("--uses-after", f"{names.uses_name(spec.name, 'uses_after')}:"
                     f"{CONTAINER_PORT}")
+    command += _head_protocol_args(spec)
     labels = L.pod_labels(
         deployment=spec.name, role="head", owner=ctx.owner, spec_hash=spec.worker_hash(),
         generation=ctx.generation,
@@ -205,6 +208,16 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
     )
     return PodPlan(name, "head", None, None, ctx.generation, spec.worker_hash(), "head",
                    container)
+
+
+def _head_protocol_args(spec: DeploymentSpec) -> tuple[str, ...]:
+    """--http (Jina's HTTP interface on the head's port) and --timeout-send (ms)."""
+    args: tuple[str, ...] = ("--http",) if "http" in spec.protocols else ()
+    if spec.timeout_send is not None:
+        value = spec.timeout_send
+        args += ("--timeout-send", str(value) if isinstance(value, int)
+                 else json.dumps(dict(value), sort_keys=True))
+    return args
 
 
 def initial_pods(spec: DeploymentSpec, ctx: PodContext) -> list[PodPlan]:
