@@ -30,6 +30,7 @@ from orchestrator.engine.cleanup import remove_owned
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.load import Load
 from orchestrator.planning.tls import TLS_DIR
+from orchestrator.status import grpc_health, head_view
 from tests.support.paths import ECHO
 from tests.support.waiting import wait_until
 
@@ -159,6 +160,10 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(
         assert ping(address, "--ca", pki.ca, "--cert", pki.client_cert,
                     "--key", pki.client_key) == 0
         assert probe_in_head(dep.state.head_name) == 0  # with the mounted client cert
+        # `orchestrator ps` reaches a TLS head with the client cert its spec label names
+        head = docker_engine.inspect_container(dep.state.head_name)
+        assert grpc_health(head) == "serving"
+        assert [v.state for v in head_view(head).values()] == ["ready"]
 
 
 def test_an_exported_compose_file_serves_tls_from_its_secrets(
