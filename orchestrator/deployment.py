@@ -52,6 +52,7 @@ from orchestrator.planning.hosts import Placement
 from orchestrator.progress import ProgressCallback
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UpdatePolicy
 from orchestrator.state import DeploymentState
+from orchestrator.tls import TLS_FIELDS
 
 if TYPE_CHECKING:
     from orchestrator.client import Client
@@ -653,6 +654,7 @@ class Deployment(BaseDeployment):
         update that replaces every replica is a revision of the rollout history (`cause`
         prefixes what changed); returns it."""
         target = target_of(self.spec)  # invalid fields: a SpecError before anything happens
+        same_tls(self.spec, target)
         parts = self._parts()
 
         def prepare() -> tuple[DeploymentSpec, Revision | None]:
@@ -793,6 +795,16 @@ class Deployment(BaseDeployment):
             return self._parts().healer.heal(unhealthy_for, on_progress)
         finally:
             self.update_pod_args()
+
+
+def same_tls(current: DeploymentSpec, target: DeploymentSpec) -> None:
+    """Raises SpecError when an update would change a TLS field: they shape the head, which
+    an update keeps (tear the deployment down and start it again)."""
+    for name in TLS_FIELDS:
+        if getattr(current, name) != getattr(target, name):
+            raise SpecError("the head's TLS cannot change on a running deployment (an update "
+                            "replaces workers, not the head); stop it and start it again",
+                            field=name)
 
 
 def running_deployments(engine: ContainerEngine) -> list[str]:

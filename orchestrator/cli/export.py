@@ -78,8 +78,7 @@ def _compose_or_swarm(configs: list[DeploymentConfig], to: str, file: str) -> st
         for key, part in merged.items():
             part.update(doc.get(key, {}))
     version = "2.4" if to == "compose" else "3.8"
-    compose = "docker compose" if merged["secrets"] else "docker-compose"  # v2: secrets
-    start = (f"# start: {TOKEN_VARIABLE}=<a secret> {compose} -f FILE up -d\n"
+    start = (f"# start: {TOKEN_VARIABLE}=<a secret> docker-compose -f FILE up -d\n"
              if to == "compose" else "".join(
                  f"# printf %s <a secret> | docker secret create {name} -\n"
                  for name, body in merged["secrets"].items() if body.get("external"))

@@ -2,7 +2,8 @@
 never the key's bytes in the exported file.
 
 - Compose: one file-based secret per file (`secrets: NAME-tls-key: file: /path`), mounted
-  where the head's flags point (needs Compose v2: format 2.4 has no secrets in Compose v1).
+  where the head's flags point (docker-compose 1.29 and Compose v2 both take it in format
+  2.4; like any file secret outside Swarm, it is a read-only bind mount of the file).
 - Swarm: the same file-based secrets, which `docker stack deploy` creates from the files,
   mounted under /run/secrets with mode 0400 for the head's user; the head's flags follow.
 - Kubernetes: the Secret NAME-tls (created with `kubectl create secret generic`, see

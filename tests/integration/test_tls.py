@@ -4,12 +4,13 @@ The right CA: calls, `orchestrator ping`, GET /metrics and a rolling update unde
 all succeed (zero failed requests). The wrong CA, a clear-text client, and (with mutual
 TLS) a client without a certificate: each fails cleanly, with `ServiceUnavailable`, and
 the head keeps serving the others. The key is a read-only file in the head's container,
-in no environment variable.
+in no environment variable; an exported Compose file carries it as a secret and serves TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import subprocess
 import sys
@@ -22,12 +23,16 @@ from typing import TYPE_CHECKING
 import pytest
 import trustme
 
+from orchestrator.cli import main
 from orchestrator.client import Client
 from orchestrator.deployment import Deployment
+from orchestrator.engine.cleanup import remove_owned
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.load import Load
 from orchestrator.planning.tls import TLS_DIR
+from orchestrator.status import grpc_health, head_view
 from tests.support.paths import ECHO
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from orchestrator.engine.docker_engine import DockerEngine
@@ -78,11 +83,17 @@ def ping(address: str, *args: str) -> int:
                           ).returncode
 
 
-def probe_in_head(head: str) -> int:
-    """The image's HEALTHCHECK command, run in the head's container as Docker runs it."""
-    return subprocess.run(["docker", "exec", head, "/opt/venv/bin/python", "-m",
-                           "orchestrator.runtime", "probe"], capture_output=True,
-                          check=False).returncode
+def probe_in_head(head: str) -> bool:
+    """The image's HEALTHCHECK command, run in the head's container as Docker runs it (with
+    a longer deadline than its 2 s: under load an exec'd interpreter starts slowly),
+    polled until it answers SERVING."""
+    def serving() -> bool:
+        return subprocess.run(["docker", "exec", head, "/opt/venv/bin/python", "-m",
+                               "orchestrator.runtime", "probe", "--timeout", "10"],
+                              capture_output=True, check=False).returncode == 0
+
+    wait_until(serving, timeout=120, what=f"the probe in {head} to see SERVING over TLS")
+    return True
 
 
 def test_tls_head_right_ca_wrong_ca_metrics_and_a_rolling_update_under_load(
@@ -118,7 +129,7 @@ def test_tls_head_right_ca_wrong_ca_metrics_and_a_rolling_update_under_load(
             ["docker", "inspect", "-f", "{{range .Mounts}}{{.Destination}}={{.RW}} {{end}}",
              head.name], capture_output=True, text=True, check=True).stdout.split()
         assert f"{TLS_DIR}/tls.key=false" in mounts
-        assert probe_in_head(head.name) == 0
+        assert probe_in_head(head.name)
 
         with Load(dep.head_host, dep.head_port, tls=dep.spec.own_tls()) as load:
             asyncio.run(dep.rolling_update(uses_with={"tag": "v2"}))
@@ -154,4 +165,41 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(
         assert ping(address, "--ca", pki.ca) == 1
         assert ping(address, "--ca", pki.ca, "--cert", pki.client_cert,
                     "--key", pki.client_key) == 0
-        assert probe_in_head(dep.state.head_name) == 0  # with the mounted client cert
+        assert probe_in_head(dep.state.head_name)  # with the mounted client cert
+        # `orchestrator ps` reaches a TLS head with the client cert its spec label names
+        head = docker_engine.inspect_container(dep.state.head_name)
+        assert grpc_health(head) == "serving"
+        assert [v.state for v in head_view(head).values()] == ["ready"]
+
+
+def test_an_exported_compose_file_serves_tls_from_its_secrets(
+    runtime_image: str, dep_name: str, docker_engine: DockerEngine, pki: Pki, tmp_path: Path
+) -> None:
+    spec = tmp_path / "dep.yml"
+    spec.write_text(f"name: {dep_name}\nuses: {ECHO}:Echo\nimage: {runtime_image}\n"
+                    f"stop_grace: 1\ntls_cert: {pki.cert}\ntls_key: {pki.key}\n")
+    out = tmp_path / "compose.yml"
+    assert main(["export", "-f", str(spec), "--to", "compose", "-o", str(out)]) == 0
+    env = {**os.environ, "ORCHESTRATOR_TOKEN": "exported-token"}
+
+    def compose(*args: str) -> str:
+        proc = subprocess.run(["docker-compose", "-f", str(out), "-p", dep_name, *args],
+                              capture_output=True, text=True, env=env, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    try:
+        compose("up", "-d")
+        published = compose("port", f"{dep_name}-head", "50051").strip()
+        with Client(published, ca=pki.ca) as client:
+            wait_until(lambda: client.is_ready(timeout=1), timeout=120,
+                       what="the exported head to serve TLS")
+            assert client.post("/echo", docs=[{"i": 1}], timeout=20)[0]["i"] == 1
+        with Client(published) as clear, pytest.raises(ServiceUnavailable):
+            clear.post("/echo", docs=[{"i": 2}], timeout=20)
+        pods = docker_engine.list_containers({"orchestrator.deployment": dep_name})
+        head = next(p for p in pods if p.labels["orchestrator.role"] == "head")
+        assert all("PRIVATE KEY" not in v for v in head.env.values())
+    finally:
+        compose("down", "-v", "-t", "1")
+        remove_owned(docker_engine, dep_name, grace=0)

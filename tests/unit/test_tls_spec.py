@@ -302,3 +302,18 @@ def test_up_refuses_to_change_tls_on_a_running_deployment(pki: dict[str, str]) -
                            source=Path("/tmp/app.yml"), path="")
     with pytest.raises(ConfigError, match="tls_cert"):
         decide(spec(), cfg)
+
+
+def test_a_rolling_update_cannot_change_tls(pki: dict[str, str]) -> None:
+    import asyncio
+
+    engine = MemoryEngine()
+    engine.add_image("orchestrator-runtime:test")
+    heads = FakeHeads(engine)
+    with Deployment(name="shop", uses="pkg.mod:Exec", image="orchestrator-runtime:test",
+                    engine=engine, probe=EngineProbe(engine), connect=heads.connect,
+                    reaper=False) as dep:
+        with pytest.raises(SpecError) as info:
+            asyncio.run(dep.rolling_update(tls_cert=pki["cert"], tls_key=pki["key"]))
+        assert info.value.field == "tls_cert"
+        assert dep.spec.tls_cert is None
