@@ -159,12 +159,14 @@ def test_the_history_survives_the_head_being_removed_and_recreated_by_heal(
     before = history(name)
     head = f"{name}-head"
     old_id = docker_engine.inspect_container(head).id
-    with running(["heal", name, "--after", "1"], "replacing"):
+    with running(["heal", name, "--after", "1"], "replacing") as fg:
         docker_engine.remove_container(head, force=True)  # behind everyone's back
         wait_until(lambda: _running_id(docker_engine, head) not in (None, old_id),
                    timeout=HANG, what="heal recreates the head")
         assert history(name) == before
-        done = cli("rollout", "undo", name)  # the history still drives an undo
+        fg.proc.send_signal(signal.SIGINT)  # heal takes the update lock every second
+        assert fg.proc.wait(timeout=HANG) == EXIT_OK
+    done = cli("rollout", "undo", name)  # the history still drives an undo
     assert [r["outcome"] for r in history(name)] == ["rolled out"] * 3
     with Load(*head_address(name)) as load:
         assert tags_after(load, done) == {"v1"}
