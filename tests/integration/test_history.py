@@ -163,6 +163,9 @@ def test_the_history_survives_the_head_being_removed_and_recreated_by_heal(
         docker_engine.remove_container(head, force=True)  # behind everyone's back
         wait_until(lambda: _running_id(docker_engine, head) not in (None, old_id),
                    timeout=HANG, what="heal recreates the head")
+        assert history(name) == before  # read while the new head may still be starting
+        wait_until(lambda: _routed(name), timeout=HANG,
+                   what="the new head serves and routes to the worker again")
         assert history(name) == before
         fg.proc.send_signal(signal.SIGINT)  # heal takes the update lock every second
         assert fg.proc.wait(timeout=HANG) == EXIT_OK
@@ -170,6 +173,12 @@ def test_the_history_survives_the_head_being_removed_and_recreated_by_heal(
     assert [r["outcome"] for r in history(name)] == ["rolled out"] * 3
     with Load(*head_address(name)) as load:
         assert tags_after(load, done) == {"v1"}
+
+
+def _routed(name: str) -> bool:
+    pods = ps(name)
+    return any(p["role"] == "head" and p["health"] == "serving" for p in pods) and \
+        all(p["routing"] == "ready" for p in pods if p["role"] == "worker")
 
 
 def _running_id(engine: DockerEngine, name: str) -> str | None:
