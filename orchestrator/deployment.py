@@ -706,6 +706,7 @@ class Deployment(BaseDeployment):
         (engine calls): from async code, `await asyncio.to_thread(dep.rollout_history)`.
 
         Raises:
+            RolloutError: the deployment is not started (or is external).
             EngineUnavailable: the engine does not answer.
         """
         return self._history().view(self._live_state())

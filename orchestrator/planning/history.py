@@ -208,6 +208,11 @@ def _describe_map(prefix: str, old: Mapping[str, Any], new: Mapping[str, Any], *
 
 
 def _short(value: Any) -> str:
+    """A value in at most 40 characters; a long one keeps its start and its end (a path's
+    file and class, an image's tag)."""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= _VALUE_WIDTH else text[:_VALUE_WIDTH - 3] + "..."
+    if len(text) <= _VALUE_WIDTH:
+        return text
+    half = (_VALUE_WIDTH - 3) // 2
+    return f"{text[:half]}...{text[-(_VALUE_WIDTH - 3 - half):]}"
 

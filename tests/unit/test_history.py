@@ -137,8 +137,9 @@ def test_undo_keeps_the_replica_count_and_the_fields_that_shape_the_head() -> No
      "uses_with.api_key changed"),
     ({"env": {"MODE": "a"}}, {"env": {"MODE": "b", "NEW": "x"}}, "env.MODE changed; env.NEW set"),
     ({"replicas": 1, "image": "x"}, {"replicas": 5, "image": "x"}, "no change"),
-    ({"uses_with": {"doc": "x" * 60}}, {"uses_with": {"doc": "y"}},
-     "uses_with.doc: " + "x" * 37 + "... -> y"),
+    ({"uses": "/a/very/long/path/to/the/project/executors/echo.py:Echo"},
+     {"uses": "docker://app:2"},
+     "uses: /a/very/long/path/...cutors/echo.py:Echo -> docker://app:2"),
 ])
 def test_describe_says_what_changed_without_secrets(before: dict[str, Any],
                                                     after: dict[str, Any], text: str) -> None:
