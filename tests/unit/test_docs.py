@@ -203,3 +203,21 @@ def test_the_cli_reference_of_a_small_parser() -> None:
     assert "| `--mode {a,b}` | how; one of `a`, `b`; default `a` |" in text
     assert "| `--set K=V` | a value; repeatable |" in text
     assert "--hidden" not in text
+
+
+# -- the YAML reference -----------------------------------------------------------------------
+
+
+def test_the_yaml_reference_says_what_each_value_may_be() -> None:
+    from orchestrator.schema import reference_markdown
+
+    fields = reference_markdown().split("## `policy` fields")[0]
+    rows = {line.split("|")[1].strip(): line for line in fields.splitlines()
+            if line.startswith("| `")}
+    assert rows["`replicas`"].endswith("(integer >= 1) |")
+    assert rows["`port`"].endswith("(integer from 1 to 65535 or null) |")
+    assert '`"unless-stopped"`' in rows["`restart_policy`"]
+    assert rows["`volumes`"].endswith("(list of string) |")
+    assert "see `policy` below" in rows["`policy`"]
+    assert rows["`name`"].endswith("(string of at most 40) |")
+    assert "$" not in rows["`replicas`"]  # the interpolation form is not a kind of value
