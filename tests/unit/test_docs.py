@@ -140,6 +140,15 @@ def test_every_nav_entry_is_a_page_and_every_page_of_ours_is_in_nav() -> None:
     assert readme_targets <= set(nav), "the README links a page the site's nav lacks"
 
 
+def test_the_test_command_builds_the_site_in_strict_mode() -> None:
+    """scripts/test builds the site with --strict, and never with --quiet: mkdocs 1.6 then
+    hides the warnings from its strict count too, and a broken link passes."""
+    build = [line for line in (ROOT / "scripts" / "test").read_text().splitlines()
+             if "mkdocs build" in line and not line.lstrip().startswith(("#", "echo"))]
+    assert len(build) == 1 and "--strict" in build[0]
+    assert not re.search(r"\s(-q|--quiet)\b", build[0])
+
+
 def _hooks() -> ModuleType:
     spec = importlib.util.spec_from_file_location("mkdocs_hooks",
                                                   ROOT / "scripts" / "mkdocs_hooks.py")
