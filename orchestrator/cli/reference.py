@@ -18,7 +18,7 @@ from orchestrator.cli import build_parser
 
 __all__ = ["anchor", "cli_markdown", "commands"]
 
-USAGE_WIDTH = 88  # usage lines are wrapped as argparse wraps them, at a fixed width
+USAGE_WIDTH = 72  # usage lines wrapped as argparse wraps them, narrow enough for the page
 
 
 def cli_markdown(parser: argparse.ArgumentParser | None = None, *, level: int = 2) -> str:

@@ -140,6 +140,15 @@ def test_every_nav_entry_is_a_page_and_every_page_of_ours_is_in_nav() -> None:
     assert readme_targets <= set(nav), "the README links a page the site's nav lacks"
 
 
+def test_the_test_command_builds_the_site_in_strict_mode() -> None:
+    """scripts/test builds the site with --strict, and never with --quiet: mkdocs 1.6 then
+    hides the warnings from its strict count too, and a broken link passes."""
+    build = [line for line in (ROOT / "scripts" / "test").read_text().splitlines()
+             if "mkdocs build" in line and not line.lstrip().startswith(("#", "echo"))]
+    assert len(build) == 1 and "--strict" in build[0]
+    assert not re.search(r"\s(-q|--quiet)\b", build[0])
+
+
 def _hooks() -> ModuleType:
     spec = importlib.util.spec_from_file_location("mkdocs_hooks",
                                                   ROOT / "scripts" / "mkdocs_hooks.py")
@@ -203,3 +212,21 @@ def test_the_cli_reference_of_a_small_parser() -> None:
     assert "| `--mode {a,b}` | how; one of `a`, `b`; default `a` |" in text
     assert "| `--set K=V` | a value; repeatable |" in text
     assert "--hidden" not in text
+
+
+# -- the YAML reference -----------------------------------------------------------------------
+
+
+def test_the_yaml_reference_says_what_each_value_may_be() -> None:
+    from orchestrator.schema import reference_markdown
+
+    fields = reference_markdown().split("## `policy` fields")[0]
+    rows = {line.split("|")[1].strip(): line for line in fields.splitlines()
+            if line.startswith("| `")}
+    assert rows["`replicas`"].endswith("(integer >= 1) |")
+    assert rows["`port`"].endswith("(integer from 1 to 65535 or null) |")
+    assert '`"unless-stopped"`' in rows["`restart_policy`"]
+    assert rows["`volumes`"].endswith("(list of string) |")
+    assert "see `policy` below" in rows["`policy`"]
+    assert rows["`name`"].endswith("(string of at most 40) |")
+    assert "$" not in rows["`replicas`"]  # the interpolation form is not a kind of value
