@@ -23,6 +23,13 @@ one process balancing least-connections over the same 3 workers, are measured li
 latency and throughput: the physical cost of any proxy hop on this machine (bench/setup
 installs both; a missing one is skipped). Each hop's CPU per request is printed beside its
 rate.
+
+`--tls` adds a TLS section, in the same run: a head with one worker, in clear and with TLS
+(`--tls-cert/--tls-key`), against nginx in front of the same worker, in clear and with TLS
+(`listen ssl http2`, the reference): p50 of sequential unary calls (grpcio clients trusting
+a CA made here with trustme) and the CPU per request of the head or nginx under h2load
+(over TLS: `https://`, ALPN h2). Ratios: TLS/clear for each, and the head against nginx.
+`--only-tls` runs just that section.
 """
 
 from __future__ import annotations
@@ -178,6 +185,128 @@ def reference_proxies(workers: list[str]) -> Iterator[dict[str, tuple[str, list[
         yield found
 
 
+NGINX_TLS_CONF = """\
+worker_processes 1;
+pid {dir}/nginx-tls.pid;
+error_log {dir}/error-tls.log warn;
+{user}
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
+  uwsgi_temp_path {dir}; scgi_temp_path {dir};
+  upstream workers {{ {servers} keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{clear} http2;
+    listen 127.0.0.1:{tls} ssl http2;
+    ssl_certificate {cert}; ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    keepalive_requests 1000000;
+    location / {{ grpc_pass grpc://workers; }}
+  }}
+}}
+"""
+
+
+@contextmanager
+def tls_targets(worker: str, tmp: str) -> Iterator[tuple[str, dict[str, tuple[str, bool,
+                                                                                list[int]]]]]:
+    """A head in clear, a head with TLS, nginx in clear and with TLS, all in front of one
+    worker: (CA file, name -> (address, TLS?, pids serving))."""
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    ca_file, cert, key = f"{tmp}/ca.pem", f"{tmp}/cert.pem", f"{tmp}/key.pem"
+    ca.cert_pem.write_to_path(ca_file)
+    leaf.cert_chain_pems[0].write_to_path(cert)
+    leaf.private_key_pem.write_to_path(key)
+    ports = {k: free_port() for k in ("head", "head tls", "nginx", "nginx tls")}
+    found: dict[str, tuple[str, bool, list[int]]] = {}
+    with processes() as procs:
+        spawn(procs, "head", "--shards", "1", "--port", str(ports["head"]), "--worker",
+              f"0={worker}")
+        found["head clear"] = (f"127.0.0.1:{ports['head']}", False, [procs[-1].pid])
+        spawn(procs, "head", "--shards", "1", "--port", str(ports["head tls"]), "--worker",
+              f"0={worker}", "--tls-cert", cert, "--tls-key", key)
+        found["head tls"] = (f"127.0.0.1:{ports['head tls']}", True, [procs[-1].pid])
+        if shutil.which("nginx"):
+            Path(tmp, "nginx-tls.conf").write_text(NGINX_TLS_CONF.format(
+                dir=tmp, clear=ports["nginx"], tls=ports["nginx tls"], cert=cert, key=key,
+                user="user root;" if os.geteuid() == 0 else "", servers=f"server {worker};"))
+            procs.append(subprocess.Popen(
+                ["nginx", "-p", tmp, "-e", f"{tmp}/error-tls.log", "-c",
+                 f"{tmp}/nginx-tls.conf", "-g", "daemon off;"]))
+            found["nginx clear"] = (f"127.0.0.1:{ports['nginx']}", False, [procs[-1].pid])
+            found["nginx tls"] = (f"127.0.0.1:{ports['nginx tls']}", True, [procs[-1].pid])
+        else:
+            print("nginx not found (bench/setup installs it): the TLS reference is skipped")
+        deadline = time.monotonic() + 30
+        for address, tls, _ in found.values():
+            with Client(address, ca=ca_file if tls else None) as c:
+                while not c.is_ready(timeout=0.5):
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"{address} not ready")
+                    time.sleep(0.05)
+        for name, (address, tls, pids) in found.items():
+            if name.startswith("nginx"):  # nginx serves from its worker process
+                children = Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text()
+                found[name] = (address, tls, [*pids, *map(int, children.split())])
+        yield ca_file, found
+
+
+def tls_section(args: argparse.Namespace, worker: str) -> None:
+    """TLS on and off, the head against nginx: p50 and CPU per request, as ratios."""
+    with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp, \
+            tls_targets(worker, tmp) as (ca, found):
+        clients: dict[str, Client | Rotating] = {
+            name: Client(address, ca=ca if tls else None)
+            for name, (address, tls, _) in found.items()}
+        try:
+            lat = latency(clients, args.requests, payload(args.docs))
+        finally:
+            for c in clients.values():
+                if isinstance(c, Client):
+                    c.close()
+        p50 = {name: pct(xs, 0.5) for name, xs in lat.items()}
+        cpu: dict[str, float] = {}
+        rps: dict[str, float] = {}
+        if shutil.which("h2load"):
+            loads = {name: (address, tls) for name, (address, tls, _) in found.items()}
+            serving = {name: pids for name, (_, _, pids) in found.items()}
+            rps, cpu = measured(loads, serving, args.rounds, lambda load: h2load(
+                [load[0]], args.h2load_requests, args.concurrency, payload(args.docs),
+                tls=load[1]))
+        else:
+            print("h2load not found (bench/setup installs nghttp2-client): no CPU figures")
+        report_tls(p50, cpu, rps, args)
+
+
+def report_tls(p50: dict[str, float], cpu: dict[str, float], rps: dict[str, float],
+               args: argparse.Namespace) -> None:
+    print(f"\nTLS on and off, one worker behind each ({args.requests} sequential unary "
+          f"/echo calls for p50; CPU of the head or nginx per request under h2load, "
+          f"{args.concurrency} in flight, median of {args.rounds} rounds)")
+    for name in p50:
+        extra = (f"   CPU {cpu[name]:5.0f} us/req   {rps[name]:7.0f} req/s"
+                 if name in cpu else "")
+        print(f"  {name:12s} p50 {p50[name]:6.3f} ms{extra}")
+    pairs = [("head tls", "head clear", "head: TLS / clear"),
+             ("nginx tls", "nginx clear", "nginx: TLS / clear"),
+             ("head tls", "nginx tls", "head TLS / nginx TLS (the reference)"),
+             ("head clear", "nginx clear", "head clear / nginx clear")]
+    for a, b, what in pairs:
+        if a in p50 and b in p50:
+            line = f"  {what:38s} p50 x{p50[a] / p50[b]:4.2f}"
+            if a in cpu and b in cpu:
+                line += f"   CPU/req x{cpu[a] / cpu[b]:4.2f}   req/s x{rps[a] / rps[b]:4.2f}"
+            print(line)
+    if "head tls" in cpu and "nginx tls" in cpu and "head clear" in cpu \
+            and "nginx clear" in cpu:
+        print(f"  TLS's own CPU per request: head +{cpu['head tls'] - cpu['head clear']:.0f} "
+              f"us, nginx +{cpu['nginx tls'] - cpu['nginx clear']:.0f} us")
+
+
 def payload(count: int) -> list[dict[str, Any]]:
     """`count` small docs: the head forwards them as bytes, the worker decodes them."""
     return [{"text": "hello world", "i": i} for i in range(count)]
@@ -240,15 +369,13 @@ def python_load(address: str, **kwargs: Any) -> float:
 
 
 def h2load(addresses: list[str], n: int, concurrency: int,
-           docs: list[dict[str, Any]]) -> float:
+           docs: list[dict[str, Any]], tls: bool = False) -> float:
     """Requests per second of `n` unary /echo calls sent by h2load, `concurrency` in flight;
     with several addresses, one h2load process per address (n and concurrency split evenly)
     run at once and the rate is the total over the wall time. Raises unless every call got
     the reference reply (checked by size)."""
     body = wire.encode_request("/echo", docs, None, request_id="h2load", timeout=None)
-    with grpc.insecure_channel(addresses[0]) as channel:  # the reference reply, decoded once
-        call: Any = channel.unary_unary(wire.METHOD_CALL)  # bytes in, bytes out
-        reply: bytes = call(body, timeout=10)
+    reply = reference_reply(addresses[0], body, tls)
     status = wire.parse_response(reply).status
     if status.code != wire.OK:
         raise SystemExit(f"{addresses[0]}: reference call failed: {status.message}")
@@ -260,7 +387,7 @@ def h2load(addresses: list[str], n: int, concurrency: int,
         procs = [subprocess.Popen(
             ["h2load", "-n", str(each), "-c", "1", "-m", str(inflight), "-t", "1",
              "-d", str(path), "-H", "content-type: application/grpc", "-H", "te: trailers",
-             f"http://{address}{wire.METHOD_CALL}"],
+             f"{'https' if tls else 'http'}://{address}{wire.METHOD_CALL}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for address in addresses]
         outs = [p.communicate()[0] for p in procs]
         elapsed = time.perf_counter() - started
@@ -280,6 +407,23 @@ def h2load(addresses: list[str], n: int, concurrency: int,
     return rates[0] if len(addresses) == 1 else each * len(addresses) / elapsed
 
 
+def reference_reply(address: str, body: bytes, tls: bool) -> bytes:
+    """One call's reply bytes (over TLS without checking the certificate: only its size
+    matters, to check h2load's replies)."""
+    if not tls:
+        with grpc.insecure_channel(address) as channel:
+            call: Any = channel.unary_unary(wire.METHOD_CALL)  # bytes in, bytes out
+            return bytes(call(body, timeout=10))
+    import ssl
+
+    host, port = address.rsplit(":", 1)
+    pem = ssl.get_server_certificate((host, int(port))).encode()
+    options = (("grpc.ssl_target_name_override", "localhost"),)
+    with grpc.secure_channel(address, grpc.ssl_channel_credentials(pem), options) as channel:
+        call = channel.unary_unary(wire.METHOD_CALL)
+        return bytes(call(body, timeout=10))
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * q))] * 1000
@@ -294,7 +438,11 @@ def main() -> None:
     ap.add_argument("--block-ms", type=float, default=5.0)
     ap.add_argument("--docs", type=int, default=1, help="docs per request (default 1)")
     ap.add_argument("--h2load-requests", type=int, default=10000, help="per h2load round")
+    ap.add_argument("--tls", action="store_true", help="add the TLS section (see above)")
+    ap.add_argument("--only-tls", action="store_true", help="run the TLS section alone")
     args = ap.parse_args()
+    if args.only_tls:
+        return tls_only(args)
     uses = f"{Path(__file__).resolve()}:Bench"
     w = [free_port() for _ in range(3)]
     h1, h3 = free_port(), free_port()
@@ -338,6 +486,18 @@ def main() -> None:
             rps, cpu = measured(loads, serving, args.rounds, lambda addresses: h2load(
                 addresses, args.h2load_requests, args.concurrency, payload(args.docs)))
         report_throughput("/echo", rps, cpu, args.concurrency, args.rounds, by="h2load")
+        if args.tls:
+            tls_section(args, workers[0])
+
+
+def tls_only(args: argparse.Namespace) -> None:
+    """`--only-tls`: one worker, and the TLS section in front of it."""
+    port = free_port()
+    with processes() as procs:
+        spawn(procs, "worker", "--uses", f"{Path(__file__).resolve()}:Bench", "--port",
+              str(port))
+        wait_ready([f"127.0.0.1:{port}"])
+        tls_section(args, f"127.0.0.1:{port}")
 
 
 def measured(loads: dict[str, Any], serving: dict[str, list[int]], rounds: int,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from orchestrator import labels as L
 from orchestrator.engine.base import ContainerEngine, ContainerInfo
 from orchestrator.errors import (
     EngineError,
@@ -47,6 +48,7 @@ class Actuator:
     abort: threading.Event = field(default_factory=threading.Event)
     """Set when the deployment closes: a start under way (a heal's) gives up at its next
     readiness poll and removes what it created."""
+    head_probe: HealthProbe | None = None  # a head serving TLS is probed over TLS
 
     def address(self, info: ContainerInfo) -> str:
         """host:port at which this process reaches a pod (its IP on the network)."""
@@ -60,7 +62,17 @@ class Actuator:
         return container_address(info, self.network, CONTAINER_PORT)
 
     def serving(self, info: ContainerInfo, service: str = "") -> bool:
-        return self.probe.serving(self.address(info), service)
+        return self.probe_of(info).serving(self.address(info), service)
+
+    def answers(self, info: ContainerInfo) -> bool:
+        """The pod's server is up (it answers health checks), serving or not."""
+        return self.probe_of(info).answers(self.address(info))
+
+    def probe_of(self, info: ContainerInfo) -> HealthProbe:
+        """The head's own probe for the head (TLS), the shared one for every other pod."""
+        if self.head_probe is not None and info.labels.get(L.ROLE) == "head":
+            return self.head_probe
+        return self.probe
 
     def check_images(self, images: Iterable[tuple[str, str]]) -> None:
         """Make sure every image is present (pulling if possible) before creating anything.

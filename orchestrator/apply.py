@@ -32,10 +32,12 @@ from orchestrator.engine.cleanup import Owned, list_owned, remove_owned
 from orchestrator.errors import ConfigError, DeploymentNotFound, RolloutInProgress
 from orchestrator.progress import ProgressCallback, ProgressEvent
 from orchestrator.spec import DeploymentSpec
+from orchestrator.tls import TLS_FIELDS
 
 # Fields a rolling update cannot change: they shape the head, not the workers.
-HEAD_FIELDS = ("shards", "polling", "port", "host", "uses_before", "uses_after", "external",
-               "protocol")
+HEAD_FIELDS: tuple[str, ...] = ("shards", "polling", "port", "host", "uses_before",
+                                 "uses_after", "external", "protocol", "timeout_send")
+HEAD_FIELDS += TLS_FIELDS  # the head's certificate, and this process's way to reach it
 
 Action = Literal["started", "updated", "scaled", "unchanged"]
 StepKind = Literal["start", "rollout", "scale", "remove"]

@@ -25,6 +25,7 @@ from orchestrator.errors import (
     SpecError,
 )
 from orchestrator.runtime import wire
+from orchestrator.tls import ClientTLS
 
 Doc = dict[str, Any]
 DEFAULT_REQUEST_SIZE = 100
@@ -103,7 +104,9 @@ def map_rpc_error(exc: grpc.RpcError, address: str, timeout: float | None = None
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return ControlAuthError(f"{address} refused the call: {details}")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return RequestError(f"{address}: no answer within the timeout ({timeout}s)")
+        if timeout is None:  # the head's timeout_send, not this client's
+            return RequestError(f"{address}: DEADLINE_EXCEEDED: {details}")
+        return RequestError(f"{address}: no answer within the timeout ({timeout}s): {details}")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return RequestError(f"{address}: message too large or server overloaded: {details}")
     if code is grpc.StatusCode.INVALID_ARGUMENT:
@@ -111,12 +114,59 @@ def map_rpc_error(exc: grpc.RpcError, address: str, timeout: float | None = None
     return RequestError(f"{address}: {code.name}: {details}")
 
 
+def client_tls(tls: bool | ClientTLS | None = None, *, ca: str | None = None,
+               cert: str | None = None, key: str | None = None,
+               server_name: str | None = None) -> ClientTLS | None:
+    """The TLS a client asks for: `tls=True` (the system's roots), a `ClientTLS`, or any of
+    `ca` / `cert`+`key` / `server_name` (None: in clear).
+
+    Raises:
+        SpecError: a file cannot be read, a certificate without its key.
+    """
+    if isinstance(tls, ClientTLS):
+        return tls
+    if not (tls or ca or cert or key or server_name):
+        return None
+    return ClientTLS(ca=ca, cert=cert, key=key, server_name=server_name)
+
+
+def tls_options(tls: ClientTLS | None) -> tuple[tuple[str, str], ...]:
+    """Channel options for `tls`: the name checked in the server's certificate, when it is
+    not the host dialled."""
+    if tls is None or not tls.server_name:
+        return ()
+    return (("grpc.ssl_target_name_override", tls.server_name),
+            ("grpc.default_authority", tls.server_name))
+
+
+def credentials(tls: ClientTLS) -> grpc.ChannelCredentials:
+    """gRPC channel credentials: trust `tls.ca` (or the system's roots), present `tls.cert`.
+
+    Raises:
+        SpecError: a file cannot be read.
+    """
+    root, key, chain = tls.pems()
+    return grpc.ssl_channel_credentials(root_certificates=root, private_key=key,
+                                        certificate_chain=chain)
+
+
+def sync_channel(address: str, options: Any = (), tls: ClientTLS | None = None
+                 ) -> grpc.Channel:
+    """One channel to `address`: in clear, or over TLS with `tls`."""
+    if tls is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, credentials(tls),
+                               options=[*options, *tls_options(tls)])
+
+
 class _Base:
     def __init__(
-        self, host: str, port: int | None, max_message_bytes: int, request_size: int
+        self, host: str, port: int | None, max_message_bytes: int, request_size: int,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.address = _address(host, port)
         self.request_size = request_size
+        self.tls = tls
         self._options = wire.channel_options(max_message_bytes)
 
     def _prepare(
@@ -129,15 +179,27 @@ class _Base:
 
 
 class Client(_Base):
-    """Synchronous client. `Client(host, port)` or `Client("host:port")`; close it when done."""
+    """Synchronous client. `Client(host, port)` or `Client("host:port")`; close it when done.
+
+    TLS: `ca="ca.pem"` (the CA that signed the head's certificate; `tls=True` trusts the
+    system's roots), `cert`/`key` for a head that requires client certificates (mutual
+    TLS), `server_name` when the certificate does not name the host dialled. A wrong CA or a
+    missing client certificate fails the call with `ServiceUnavailable` (the handshake is
+    refused), never a hang.
+
+    Raises (construction): SpecError: a TLS file cannot be read, a cert without its key.
+    """
 
     def __init__(
         self, host: str = "127.0.0.1", port: int | None = None, *,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         request_size: int = DEFAULT_REQUEST_SIZE,
+        tls: bool | ClientTLS = False, ca: str | None = None, cert: str | None = None,
+        key: str | None = None, server_name: str | None = None,
     ) -> None:
-        super().__init__(host, port, max_message_bytes, request_size)
-        self._channel = grpc.insecure_channel(self.address, options=self._options)
+        super().__init__(host, port, max_message_bytes, request_size,
+                         client_tls(tls, ca=ca, cert=cert, key=key, server_name=server_name))
+        self._channel = sync_channel(self.address, self._options, self.tls)
         self._call = self._channel.unary_unary(
             wire.METHOD_CALL, request_serializer=wire.identity, response_deserializer=wire.identity)
         self._stream = self._channel.stream_stream(
@@ -210,21 +272,30 @@ def _chain(head: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
 
 
 class AsyncClient(_Base):
-    """asyncio client; its channel is created on first use, inside the running loop."""
+    """asyncio client; its channel is created on first use, inside the running loop. TLS
+    arguments as for `Client`."""
 
     def __init__(
         self, host: str = "127.0.0.1", port: int | None = None, *,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         request_size: int = DEFAULT_REQUEST_SIZE,
+        tls: bool | ClientTLS = False, ca: str | None = None, cert: str | None = None,
+        key: str | None = None, server_name: str | None = None,
     ) -> None:
-        super().__init__(host, port, max_message_bytes, request_size)
+        super().__init__(host, port, max_message_bytes, request_size,
+                         client_tls(tls, ca=ca, cert=cert, key=key, server_name=server_name))
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
         self._stream: Any = None
 
     def _ensure(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            if self.tls is None:
+                self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self.address, credentials(self.tls),
+                    options=[*self._options, *tls_options(self.tls)])
             self._call = self._channel.unary_unary(
                 wire.METHOD_CALL, request_serializer=wire.identity,
                 response_deserializer=wire.identity)

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import enum
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from orchestrator import labels as L
 from orchestrator import pod_args as views
 from orchestrator.actuator import Actuator
+from orchestrator.control import history
 from orchestrator.control.background import HEAL_POLL, BackgroundHealer, HealReport
 from orchestrator.control.healer import Healer, Replacement, busy
 from orchestrator.control.lifecycle import Lifecycle
@@ -46,10 +48,12 @@ from orchestrator.errors import (
     SpecError,
 )
 from orchestrator.health import GrpcHealthProbe, HealthProbe
+from orchestrator.planning.history import Revision, undo_changes, undo_target
 from orchestrator.planning.hosts import Placement
 from orchestrator.progress import ProgressCallback
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UpdatePolicy
 from orchestrator.state import DeploymentState
+from orchestrator.tls import TLS_FIELDS
 
 if TYPE_CHECKING:
     from orchestrator.client import Client
@@ -207,7 +211,12 @@ class Deployment(BaseDeployment):
         # process removes the deployment if this process dies without closing it.
         self._want_reaper = engine is None if reaper is None else reaper
         self._probe = probe or GrpcHealthProbe()
-        self._connect = connect or grpc_connect
+        # a head serving TLS: this process's own calls to it speak TLS (see orchestrator.tls)
+        own_tls = state.spec.own_tls()
+        self._head_probe = None if own_tls is None or probe is not None \
+            else GrpcHealthProbe(tls=own_tls)
+        self._connect = connect or (grpc_connect if own_tls is None
+                                    else functools.partial(grpc_connect, tls=own_tls))
         self._lock = DeploymentLock(state.name)
         self._parts_: _Parts | None = None
         self._client: Client | None = None
@@ -227,7 +236,8 @@ class Deployment(BaseDeployment):
 
     def _parts(self) -> _Parts:
         if self._parts_ is None:
-            act = Actuator(self.engine, self.state.network, self._probe)
+            act = Actuator(self.engine, self.state.network, self._probe,
+                           head_probe=self._head_probe)
             head = HeadLink(self.state, act, self._connect)
             life = Lifecycle(self.state, act, head, self._lock, want_reaper=self._want_reaper)
             healer = Healer(self.state, act, head, self._lock, self._rebuild)
@@ -261,8 +271,17 @@ class Deployment(BaseDeployment):
         return self.spec.external
 
     @property
-    def protocol(self) -> str:
-        return self.spec.protocol
+    def tls_enabled(self) -> bool:
+        """Jina's name: whether the head serves TLS (the spec's tls_cert and tls_key)."""
+        return self.spec.tls_cert is not None
+
+    @property
+    def protocol(self) -> str | list[str]:
+        """What the head's port serves, as Jina reports it: one name, or a list of them
+        ('grpc', 'http'; 'grpcs', 'https' over TLS). gRPC is served in every case."""
+        suffix = "s" if self.tls_enabled else ""
+        names = [f"{name}{suffix}" for name in self.spec.protocols]
+        return names[0] if len(names) == 1 else names
 
     @property
     def host(self) -> str:
@@ -448,6 +467,8 @@ class Deployment(BaseDeployment):
         if parts is not None:
             parts.head.close()
         self._probe.close()
+        if self._head_probe is not None:
+            self._head_probe.close()
         if self.spec.external or self._engine is None:
             self.state.started = False
             return
@@ -514,7 +535,8 @@ class Deployment(BaseDeployment):
         if self._client is None:
             from orchestrator.client import Client
 
-            self._client = Client(self.head_host, self.head_port)
+            self._client = Client(self.head_host, self.head_port,
+                                  tls=self.spec.own_tls() or False)
         return self._client
 
     def post(self, endpoint: str, docs: list[dict[str, Any]] | None = None,
@@ -573,7 +595,9 @@ class Deployment(BaseDeployment):
         """
         self._begin()
         try:
-            return self._parts().healer.converge_locked(on_progress)
+            changed = self._parts().healer.converge_locked(on_progress)
+            history.settle_revisions(self._history(), self.state)
+            return changed
         finally:
             self._lock.release()
             self.update_pod_args()
@@ -633,13 +657,16 @@ class Deployment(BaseDeployment):
 
     async def _rollout(self, target_of: Callable[[DeploymentSpec], DeploymentSpec],
                        policy: UpdatePolicy | None, on_progress: ProgressCallback | None, *,
-                       replace_all: bool) -> None:
+                       replace_all: bool, cause: str = "") -> Revision | None:
         """Validate once, then under the lock: converge, check the image, roll out. Every
-        blocking step (file lock, engine, head) runs in a thread, never on the loop."""
+        blocking step (file lock, engine, head) runs in a thread, never on the loop. An
+        update that replaces every replica is a revision of the rollout history (`cause`
+        prefixes what changed); returns it."""
         target = target_of(self.spec)  # invalid fields: a SpecError before anything happens
+        same_tls(self.spec, target)
         parts = self._parts()
 
-        def prepare() -> DeploymentSpec:
+        def prepare() -> tuple[DeploymentSpec, Revision | None]:
             self._begin()
             try:
                 before = self.spec
@@ -647,22 +674,103 @@ class Deployment(BaseDeployment):
                 # another process's update was taken over: the change applies to its spec
                 wanted = target if self.spec is before else target_of(self.spec)
                 check_images(parts.act, wanted)
-                return wanted
+                history.settle_revisions(self._history(), self.state)
+                revision = history.begin_revision(self._history(), self.state, wanted, cause) \
+                    if replace_all else None
+                return wanted, revision
             except BaseException:
                 self._lock.release()
                 raise
 
-        wanted = await asyncio.to_thread(prepare)
+        wanted, revision = await asyncio.to_thread(prepare)
         try:
             await Rollout(self.state, parts.act, parts.head, wanted, policy or wanted.policy,
                           on_progress or (lambda _e: None), replace_all=replace_all).run()
+        except BaseException as exc:
+            if revision is not None:
+                await asyncio.to_thread(history.end_revision, self._history(), revision, exc)
+            raise
+        else:
+            if revision is not None:
+                revision = await asyncio.to_thread(history.end_revision, self._history(),
+                                                   revision, None)
         finally:
             await asyncio.to_thread(self._lock.release)
             self.update_pod_args()
+        return revision
 
     def rolling_update_sync(self, *args: Any, **kwargs: Any) -> None:
         """Blocking `rolling_update`, for callers without an event loop."""
         asyncio.run(self.rolling_update(*args, **kwargs))
+
+    # -- rollout history (kubectl's `rollout history`, `undo`, `restart`) ---------------
+    def _history(self) -> history.RevisionStore:
+        return history.RevisionStore(self.engine, self.name, self.state.owner)
+
+    def rollout_history(self) -> list[Revision]:
+        """The last 10 revisions, oldest first: each rolling update that replaced every
+        replica (an update of the spec, a `restart`, an `undo`), with when it began, what
+        changed and its outcome (``rolled out``, ``rolled back``, ``cut short``, or ``in
+        progress``). Read from the engine, so any process sees the same history. Blocking
+        (engine calls): from async code, `await asyncio.to_thread(dep.rollout_history)`.
+
+        Raises:
+            RolloutError: the deployment is not started (or is external).
+            EngineUnavailable: the engine does not answer.
+        """
+        return self._history().view(self._live_state())
+
+    def _live_state(self) -> DeploymentState:
+        """The deployment as its labels show it now (this handle's, while no head runs)."""
+        if not self.state.started or self.spec.external:
+            raise RolloutError(f"deployment {self.name} is not running (or is external)")
+        try:
+            return self._rebuild()
+        except DeploymentNotFound:
+            return self.state
+
+    async def undo(self, to_revision: int | None = None, *,
+                   policy: UpdatePolicy | None = None,
+                   on_progress: ProgressCallback | None = None) -> Revision | None:
+        """Roll back to an earlier revision's spec through a normal rolling update (zero
+        failed requests): `to_revision`, or by default the rolled-out revision before the
+        one that runs. The replica count stays as it is, and so do the fields that shape
+        the head. The rollback is itself a new revision, which is returned; None when the
+        deployment already runs that spec (nothing is replaced).
+
+        Raises:
+            SpecError: `to_revision` is not in the history.
+            RolloutError: no earlier revision; or the rollback failed (see rolling_update).
+            RolloutInProgress: another update or scale is running.
+        """
+        live = await asyncio.to_thread(self._live_state)
+        revisions = await asyncio.to_thread(self._history().view, live)
+        target = undo_target(revisions, live.spec.worker_hash(), to_revision)
+        changes = undo_changes(target.fields)
+        if all(p.spec_hash == target.spec_hash for p in live.workers()) and \
+                self.spec.evolve(**changes) == self.spec:
+            return None
+        return await self._rollout(lambda spec: spec.evolve(**changes), policy, on_progress,
+                                   replace_all=True, cause=f"undo to revision {target.number}")
+
+    async def restart(self, *, policy: UpdatePolicy | None = None,
+                      on_progress: ProgressCallback | None = None) -> Revision | None:
+        """Replace every worker replica with a new one of the same spec, as a rolling update
+        (zero failed requests), like `kubectl rollout restart`. A new revision; returned.
+
+        Raises:
+            RolloutInProgress, RolloutError: as for `rolling_update`.
+        """
+        return await self._rollout(lambda spec: spec, policy, on_progress, replace_all=True,
+                                   cause="restart")
+
+    def undo_sync(self, to_revision: int | None = None, **kwargs: Any) -> Revision | None:
+        """Blocking `undo`, for callers without an event loop."""
+        return asyncio.run(self.undo(to_revision, **kwargs))
+
+    def restart_sync(self, **kwargs: Any) -> Revision | None:
+        """Blocking `restart`, for callers without an event loop."""
+        return asyncio.run(self.restart(**kwargs))
 
     def scale_sync(self, replicas: int, **kwargs: Any) -> None:
         """Blocking `scale`, for callers without an event loop."""
@@ -750,6 +858,16 @@ class Deployment(BaseDeployment):
             return
         with healer.paused():
             yield
+
+
+def same_tls(current: DeploymentSpec, target: DeploymentSpec) -> None:
+    """Raises SpecError when an update would change a TLS field: they shape the head, which
+    an update keeps (tear the deployment down and start it again)."""
+    for name in TLS_FIELDS:
+        if getattr(current, name) != getattr(target, name):
+            raise SpecError("the head's TLS cannot change on a running deployment (an update "
+                            "replaces workers, not the head); stop it and start it again",
+                            field=name)
 
 
 def running_deployments(engine: ContainerEngine) -> list[str]:

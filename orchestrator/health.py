@@ -22,8 +22,10 @@ from tenacity import (
     wait_exponential,
 )
 
+from orchestrator.client import sync_channel
 from orchestrator.engine.base import ContainerEngine, ContainerInfo
 from orchestrator.errors import HealthCheckTimeout, PodStartError, ResourceNotFound
+from orchestrator.tls import ClientTLS
 
 LOG_TAIL = 20
 
@@ -45,7 +47,8 @@ class HealthProbe(Protocol):
 class GrpcHealthProbe:
     """`grpc.health.v1.Health/Check` with a short deadline, over one cached channel per
     address. Channels reconnect fast (tens of ms, not gRPC's default 1 s backoff), so
-    a pod is seen SERVING within one poll interval of its server starting."""
+    a pod is seen SERVING within one poll interval of its server starting. With `tls`,
+    every channel speaks TLS (a head serving TLS: see `Actuator.head_probe`)."""
 
     OPTIONS = (
         ("grpc.initial_reconnect_backoff_ms", 20),
@@ -54,8 +57,9 @@ class GrpcHealthProbe:
         ("grpc.enable_retries", 0),
     )
 
-    def __init__(self, timeout: float = 1.0) -> None:
+    def __init__(self, timeout: float = 1.0, tls: ClientTLS | None = None) -> None:
         self.timeout = timeout
+        self.tls = tls
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
 
@@ -63,7 +67,7 @@ class GrpcHealthProbe:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.insecure_channel(address, options=self.OPTIONS)
+                channel = sync_channel(address, self.OPTIONS, self.tls)
                 self._channels[address] = channel
         return health_pb2_grpc.HealthStub(channel)
 

@@ -118,8 +118,8 @@ def _volumes(value: Any) -> Any:
 ACCEPTS_ANY = object()
 """In `Refuse.accepts`: any value (an option Jina's parser always fills in, to no effect)."""
 _LOGS = "pod logs are the containers' own output: read them with `orchestrator logs`"
-_HTTP = ("an option of Jina's HTTP gateway; this head speaks gRPC on its one port (and "
-         "serves GET /metrics there)")
+_HTTP = ("an option of Jina's FastAPI gateway; this head serves its own HTTP interface "
+         "(protocol: http) with fixed routes, beside gRPC and GET /metrics on its one port")
 _TRACING = "no OpenTelemetry export: the head serves Prometheus metrics at GET /metrics"
 _INTERNAL = ("set per pod by Jina's own parser; the orchestrator derives it from the spec")
 
@@ -190,13 +190,15 @@ JINA_OPTIONS: Mapping[str, To | Refuse | Joined] = {
     # -- networking, gateway, head --------------------------------------------------------------
     "timeout_ctrl": Refuse("control requests use the orchestrator's own deadlines",
                            accepts=(60,)),
-    "timeout_send": Refuse("no head-to-worker request deadline yet"),
+    "timeout_send": To("timeout_send", note="milliseconds, as in Jina; -1 or None: no "
+                       "limit; a map of endpoint to milliseconds also works"),
     "retries": Refuse("the head retries a failed call on another healthy replica by itself",
                       accepts=(-1,)),
     "compression": Refuse("head-to-worker calls are not compressed"),
     "grpc_server_options": Refuse("the gRPC server options of the pods are the runtime's own"),
     "grpc_metadata": Refuse("requests carry no extra gRPC metadata"),
-    "tls": Refuse("TLS to the deployment is not supported yet", accepts=(False,)),
+    "tls": Refuse("Jina's tls flag carries no certificate: set tls_cert and tls_key "
+                  "(docs/security.md)", accepts=(False,)),
     "include_gateway": Refuse("the head is the one entry point: there is no separate "
                               "gateway", accepts=(True, False)),
     "noblock_on_start": Refuse("start() blocks until every pod is ready",

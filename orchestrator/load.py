@@ -14,6 +14,7 @@ from typing import Any
 
 from orchestrator.client import Client
 from orchestrator.errors import OrchestratorError
+from orchestrator.tls import ClientTLS
 
 
 @dataclass
@@ -30,8 +31,10 @@ class Load:
 
     def __init__(self, host: str, port: int, *, endpoint: str = "/echo",
                  parameters: dict[str, Any] | None = None, threads: int = 2,
-                 max_seconds: float = 300.0, timeout: float = 30.0) -> None:
+                 max_seconds: float = 300.0, timeout: float = 30.0,
+                 tls: ClientTLS | None = None) -> None:
         self.address = f"{host}:{port}"
+        self.tls = tls  # the head serves TLS: e.g. Deployment.spec.own_tls()
         self.endpoint = endpoint
         self.parameters = parameters or {}
         self.timeout = timeout
@@ -58,7 +61,7 @@ class Load:
 
     def _run(self, index: int) -> None:  # one client thread
         deadline = time.monotonic() + self.max_seconds
-        with Client(self.address) as client:
+        with Client(self.address, tls=self.tls or False) as client:
             n = 0
             while not self._stop.is_set() and time.monotonic() < deadline:
                 n += 1

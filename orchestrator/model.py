@@ -135,6 +135,15 @@ class NetworkInfo:
 
 
 @dataclass(frozen=True)
+class VolumeInfo:
+    """A named volume. The orchestrator keeps records in their labels (the rollout history:
+    one empty volume per revision, never mounted), as kubectl keeps old ReplicaSets."""
+
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class EngineEvent:
     """One engine event: `type` is 'container' or 'network', `action` e.g. 'start', 'die'."""
 

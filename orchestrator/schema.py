@@ -225,8 +225,40 @@ def _table(definition: Mapping[str, Any], *, defaults: bool = True) -> str:
         default = ("required" if name in required else
                    "required unless `external`" if name in unless_external else
                    f"`{_json(prop['default'])}`" if "default" in prop else "")
-        rows.append(f"| `{name}` | {default} | {doc} |")
+        kind = _kind(prop).replace("|", "\\|")
+        rows.append(f"| `{name}` | {default} | {doc} ({kind}) |" if kind else
+                    f"| `{name}` | {default} | {doc} |")
     return "\n".join(rows) + "\n"
+
+
+def _kind(schema: Mapping[str, Any]) -> str:
+    """What a value may be, in a few words (``integer >= 1``, ``"ANY" or map``), read from
+    its schema; the form for a value still to be interpolated is left out."""
+    if schema == _INTERPOLATED:
+        return ""
+    if "anyOf" in schema:
+        kinds = [k for k in (_kind(s) for s in schema["anyOf"]) if k]
+        return " or ".join(dict.fromkeys(kinds))
+    if "$ref" in schema:
+        return f"map: see `{schema['$ref'].rsplit('/', 1)[-1]}` below"
+    if "const" in schema:
+        return _json(schema["const"])
+    if "enum" in schema:
+        return " / ".join(f"`{_json(v)}`" for v in schema["enum"])
+    kind = {"integer": "integer", "number": "number", "string": "string", "boolean": "boolean",
+            "object": "map", "array": "list", "null": "null"}.get(schema.get("type", ""), "")
+    if kind in ("integer", "number"):
+        if "minimum" in schema and "maximum" in schema:
+            return f"{kind} from {_json(schema['minimum'])} to {_json(schema['maximum'])}"
+        low = (f" > {_json(schema['exclusiveMinimum'])}" if "exclusiveMinimum" in schema else
+               f" >= {_json(schema['minimum'])}" if "minimum" in schema else "")
+        high = f", <= {_json(schema['maximum'])}" if "maximum" in schema else ""
+        return f"{kind}{low}{high}"
+    if kind == "list" and "items" in schema:
+        return f"list of {_kind(schema['items']) or 'values'}"
+    if kind == "string" and "maxLength" in schema:
+        return f"string of at most {schema['maxLength']}"
+    return kind
 
 
 def _json(value: Any) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.errors import SpecError
+from orchestrator.tls import TLS_FIELDS, ClientTLS, own_server_name, tls_fields
 
 DEFAULT_RUNTIME_IMAGE = "orchestrator-runtime:latest"
 CONTAINER_PORT = 50051
@@ -25,7 +26,7 @@ NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_NAME = 40
 POLLING_MODES = ("ANY", "ALL")
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
-PROTOCOLS = ("grpc",)
+PROTOCOLS = ("grpc", "http")
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 DEFAULT_LOG_MAX_SIZE = 10 * 1024**2  # as Kamal's default: a busy pod cannot fill the disk
@@ -109,6 +110,8 @@ def _size(minimum: int) -> dict[str, Any]:
 _NAME = {"type": "string", "pattern": NAME_RE.pattern, "maxLength": MAX_NAME}
 _USES = {"type": "string", "pattern": r"^(docker://\S+|.+:[A-Za-z_][A-Za-z0-9_]*)$"}
 _POLLING_MODE = {"type": "string", "pattern": _any_case(POLLING_MODES)}
+_PATH = {"type": "string", "minLength": 1}
+_TIMEOUT_MS = {"anyOf": [{"type": "integer", "minimum": 1}, {"const": -1}]}
 
 
 @dataclass(frozen=True)
@@ -317,8 +320,12 @@ class DeploymentSpec:
     timeout_ready: float = _field(60.0, "start deadline per pod, seconds",
                                   exclusiveMinimum=0)
     external: bool = _field(False, "an already running service at host:port")
-    protocol: str = _field("grpc", "wire protocol",
-                           type="string", pattern=_any_case(PROTOCOLS))
+    protocol: str | tuple[str, ...] = _field(
+        "grpc", "protocols of the head's port: 'grpc', 'http' (Jina's HTTP interface), or a "
+        "list of them; gRPC is always served too", schema={"anyOf": [
+            {"type": "string", "pattern": _any_case(PROTOCOLS)},
+            {"type": "array", "items": {"type": "string", "pattern": _any_case(PROTOCOLS)},
+             "minItems": 1}]})
     image: str = _field(DEFAULT_RUNTIME_IMAGE, "runtime image of file and module executors",
                         type="string", pattern=r"^\S+$")
     cpus: float | None = _field(None, "CPU limit per pod", exclusiveMinimum=0, maximum=1024)
@@ -347,6 +354,27 @@ class DeploymentSpec:
         DEFAULT_HEAL_AFTER, "replace a replica (or recreate the head) that stayed sick or "
         "gone this many seconds; 0 or null: never", schema={"anyOf": [
             {"type": "number", "minimum": 0}, {"type": "null"}]})
+    tls_cert: str | None = _field(None, "PEM certificate chain the head serves TLS with "
+                                  "(ALPN h2, /metrics too); needs tls_key", schema=_PATH)
+    tls_key: str | None = _field(None, "the head certificate's PEM private key, mounted "
+                                 "read-only into the head (never in its environment)",
+                                 schema=_PATH)
+    tls_client_ca: str | None = _field(None, "mutual TLS: the head requires client "
+                                       "certificates signed by this CA (PEM)", schema=_PATH)
+    tls_ca: str | None = _field(None, "CA (PEM) this process trusts for its own calls to the "
+                                "head (readiness, control, post); default: the system's "
+                                "roots", schema=_PATH)
+    tls_client_cert: str | None = _field(None, "with tls_client_ca: the client certificate "
+                                         "this process presents to its head", schema=_PATH)
+    tls_client_key: str | None = _field(None, "the client certificate's PEM private key",
+                                        schema=_PATH)
+    timeout_send: int | Mapping[str, int | None] | None = _field(
+        None, "milliseconds the head waits for one worker's answer before it tries another "
+        "replica (then DEADLINE_EXCEEDED), or a map of endpoint to milliseconds ('*': the "
+        "others); null or -1: no limit", schema={"anyOf": [
+            _TIMEOUT_MS, {"type": "null"},
+            {"type": "object", "additionalProperties": {"anyOf": [_TIMEOUT_MS,
+                                                                  {"type": "null"}]}}]})
 
     @classmethod
     def from_fields(cls, *, base_dir: Path | None = None, **raw: Any) -> DeploymentSpec:
@@ -404,6 +432,8 @@ class DeploymentSpec:
             needs=_needs(raw.get("needs")),
             policy=_policy(raw.get("policy")),
             heal_after=_heal_after(raw.get("heal_after", DEFAULT_HEAL_AFTER)),
+            **tls_fields(raw, base_dir),
+            timeout_send=_timeout_send(raw.get("timeout_send")),
         )
         if external and spec.port is None:
             raise SpecError("an external deployment needs the port of the running service",
@@ -452,9 +482,14 @@ class DeploymentSpec:
             "policy": asdict(self.policy),
         }
         out["heal_after"] = self.heal_after
-        for key in ("port", "cpus", "memory", "gpus", "max_starting"):
+        for key in ("port", "cpus", "memory", "gpus", "max_starting", *TLS_FIELDS):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if isinstance(self.protocol, tuple):
+            out["protocol"] = list(self.protocol)
+        if self.timeout_send is not None:
+            out["timeout_send"] = (self.timeout_send if isinstance(self.timeout_send, int)
+                                   else dict(self.timeout_send))
         if self.uses_before:
             out["uses_before"] = str(self.uses_before)
         if self.uses_after:
@@ -466,8 +501,26 @@ class DeploymentSpec:
         merged = {**self.to_fields(), **changes}
         return DeploymentSpec.from_fields(**merged)
 
+    @property
+    def tls(self) -> bool:
+        """The head serves TLS (tls_cert and tls_key are set)."""
+        return self.tls_cert is not None
+
+    def own_tls(self) -> ClientTLS | None:
+        """How this process reaches its own head (None: in clear): `tls_ca` and, for mutual
+        TLS, `tls_client_cert`; the name checked is the head certificate's own."""
+        if self.tls_cert is None:
+            return None
+        return ClientTLS(ca=self.tls_ca, cert=self.tls_client_cert, key=self.tls_client_key,
+                         server_name=own_server_name(self.tls_cert))
+
     def with_replicas(self, replicas: int) -> DeploymentSpec:
         return replace(self, replicas=_positive_int(replicas, "replicas"))
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The protocols asked for, as a tuple ('grpc' is served whatever it says)."""
+        return (self.protocol,) if isinstance(self.protocol, str) else self.protocol
 
 
 def _uses_with(value: object) -> dict[str, Any]:
@@ -510,10 +563,43 @@ def _seconds(value: object, field_name: str, *, zero_ok: bool = False) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def _protocol(value: object) -> str:
-    if not isinstance(value, str) or value.lower() not in PROTOCOLS:
-        raise SpecError(f"{value!r} is not supported; only 'grpc' is", field="protocol")
-    return value.lower()
+def _protocol(value: object) -> str | tuple[str, ...]:
+    """One protocol stays a name; a list becomes a tuple without repeats (Jina's shapes)."""
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise SpecError("needs at least one of 'grpc', 'http'", field="protocol")
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or item.lower() not in PROTOCOLS:
+            hint = (" (TLS is set on its own; the protocol stays 'grpc' or 'http')"
+                    if isinstance(item, str) and item.lower() in ("https", "grpcs") else "")
+            raise SpecError(f"{item!r} is not supported: use 'grpc', 'http' or a list of "
+                            f"them{hint}", field="protocol")
+        if item.lower() not in names:
+            names.append(item.lower())
+    return names[0] if len(names) == 1 else tuple(names)
+
+
+def _timeout_send(value: object) -> int | dict[str, int | None] | None:
+    """Milliseconds (Jina's unit), -1 or None for no limit, or a map per endpoint."""
+    if isinstance(value, Mapping):
+        out: dict[str, int | None] = {}
+        for endpoint, ms in value.items():
+            if not isinstance(endpoint, str) or not endpoint:
+                raise SpecError(f"{endpoint!r} is not an endpoint such as '/slow' or '*'",
+                                field="timeout_send")
+            out[endpoint] = _millis(ms, f"timeout_send.{endpoint}")
+        return out
+    return _millis(value, "timeout_send")
+
+
+def _millis(value: object, field_name: str) -> int | None:
+    if value is None or value == -1:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SpecError(f"must be a whole number of milliseconds >= 1 (or -1: no limit), "
+                        f"got {value!r}", field=field_name)
+    return value
 
 
 def _image(value: object) -> str:

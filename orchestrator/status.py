@@ -12,6 +12,7 @@ restarts, requests in flight) per pod, from one engine stats sample each.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from orchestrator.planning import labels as L
 from orchestrator.planning import names
 from orchestrator.planning.pods import TOKEN_ENV
 from orchestrator.spec import CONTAINER_PORT
+from orchestrator.tls import ClientTLS, own_tls_of
 
 ROLE_ORDER = {"head": 0, "uses_before": 1, "worker": 2, "uses_after": 3, "gateway": 4}
 
@@ -191,7 +193,22 @@ def grpc_health(info: ContainerInfo) -> str:
     address = pod_address(info)
     if address is None:
         return "unknown"
-    return "serving" if GrpcHealthProbe(timeout=1.0).serving(address) else "not-serving"
+    probe = GrpcHealthProbe(timeout=1.0, tls=head_tls(info))
+    try:
+        return "serving" if probe.serving(address) else "not-serving"
+    finally:
+        probe.close()
+
+
+def head_tls(info: ContainerInfo) -> ClientTLS | None:
+    """How this process reaches a head that serves TLS (None: a worker, or in clear)."""
+    if info.labels.get(L.ROLE) != "head":
+        return None
+    try:
+        fields = json.loads(info.labels.get(L.SPEC, "{}"))
+    except ValueError:
+        return None
+    return own_tls_of(fields) if isinstance(fields, dict) else None
 
 
 def head_view(head: ContainerInfo) -> dict[str, HeadView]:
@@ -200,7 +217,8 @@ def head_view(head: ContainerInfo) -> dict[str, HeadView]:
     if address is None:
         return {}
     try:
-        with HeadControl(address, head.env.get(TOKEN_ENV, ""), timeout=2.0) as control:
+        with HeadControl(address, head.env.get(TOKEN_ENV, ""), timeout=2.0,
+                         tls=head_tls(head)) as control:
             return {w.worker_id: HeadView(w.state, w.served, w.failed, w.outstanding)
                     for w in control.list_workers()}
     except OrchestratorError:

@@ -5,7 +5,7 @@ turns into skips.
 
 Leak check (for the integration and contract suites only, through the autouse
 `leak_check` of their conftests; unit tests need no engine): after the session, no
-container or network labelled `orchestrator.managed=true` that appeared during the
+container, network or volume labelled `orchestrator.managed=true` that appeared during the
 session may remain. Leftovers that this test process created (recorded at `DockerEngine`) are
 removed, then reported as a failure. Other new managed resources may belong to
 another run sharing the engine (developers share one here), so they are only
@@ -53,7 +53,7 @@ def test_image(docker_engine: DockerEngine) -> str:
 def _recording(method: Callable[..., Any], created: set[str]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = method(*args, **kwargs)
-        created.add(result.id)
+        created.add(getattr(result, "id", None) or result.name)  # a volume has no id
         return result
 
     return wrapper
@@ -68,7 +68,7 @@ def nothing_of_ours_left_behind(
 
     created: set[str] = set()
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("run_container", "create_network"):
+        for name in ("run_container", "create_network", "create_volume"):
             patch.setattr(DockerEngine, name, _recording(getattr(DockerEngine, name), created))
         before = _ids(list_owned(docker_engine))
         yield
@@ -93,13 +93,15 @@ def nothing_of_ours_left_behind(
 
 
 def _ids(owned: Owned) -> set[str]:
-    return {c.id for c in owned.containers} | {n.id for n in owned.networks}
+    return {c.id for c in owned.containers} | {n.id for n in owned.networks} | \
+        {v.name for v in owned.volumes}
 
 
 def _only(owned: Owned, keep: Callable[[str], bool]) -> Owned:
     return Owned(
         containers=tuple(c for c in owned.containers if keep(c.id)),
         networks=tuple(n for n in owned.networks if keep(n.id)),
+        volumes=tuple(v for v in owned.volumes if keep(v.name)),
     )
 
 
@@ -108,3 +110,5 @@ def _remove(engine: DockerEngine, owned: Owned) -> None:
         engine.remove_container(container.id, force=True)
     for network in owned.networks:
         engine.remove_network(network.id)
+    for volume in owned.volumes:
+        engine.remove_volume(volume.name)

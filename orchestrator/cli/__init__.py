@@ -72,11 +72,14 @@ COMMANDS = (
             "`docker stats`"),
     Command("exec", "exec", "run a command in a pod (`-it` for an interactive shell)"),
     Command("scale", "scale", "change the replicas per shard, with no downtime"),
-    Command("rollout", "rollout", "rolling update to a new image or uses_with"),
+    Command("rollout", "rollout", "rolling update to a new image or uses_with; history, "
+            "undo and restart"),
     Command("heal", "heal", "keep replacing worker replicas that stay unhealthy or gone, "
             "start-first (for a detached `up`)"),
     Command("ping", "misc", "gRPC health check of HOST:PORT (exit 0 serving, 1 not)",
             adder="add_ping_arguments"),
+    Command("config", "config", "validate a deployment file and print the spec it resolves "
+            "to (secrets redacted), or --schema: its JSON Schema"),
     Command("export", "export", "write the deployments of a YAML file as a Compose file, a "
             "Swarm stack or Kubernetes manifests"),
     Command("images", "images", "runtime image pipeline",

@@ -38,3 +38,14 @@ def quiet_flag(p: argparse.ArgumentParser) -> None:
     """`-q/--quiet`: results only (stdout and the exit code), no progress on stderr."""
     p.add_argument("-q", "--quiet", action="store_true",
                    help="results only: no progress or success lines on stderr")
+
+
+def env_flags(p: argparse.ArgumentParser) -> None:
+    """`--env-file FILE` and `--env KEY=VALUE` (both repeatable): the variables a deployment
+    file is interpolated with, in Compose's order (see `orchestrator.config`)."""
+    p.add_argument("--env-file", action="append", dest="env_files", metavar="FILE",
+                   help="read variables from this file instead of the .env beside the YAML "
+                   "(repeatable; a later file wins); the shell's variables win over it")
+    p.add_argument("--env", action="append", default=[], dest="env", metavar="KEY=VALUE",
+                   help="set a variable for the file, over the shell's and the env files' "
+                   "(repeatable; KEY alone passes the shell's KEY on)")

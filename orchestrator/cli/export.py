@@ -15,6 +15,7 @@ from orchestrator.cli.base import EXIT_OK, UsageError
 from orchestrator.config import DeploymentConfig, load_file
 from orchestrator.planning.export import TOKEN_VARIABLE, to_compose, to_kubernetes, to_swarm
 from orchestrator.planning.pods import PodContext
+from orchestrator.planning.tls_secrets import kubernetes_secret_command
 from orchestrator.spec import DeploymentSpec
 
 
@@ -80,7 +81,7 @@ def _compose_or_swarm(configs: list[DeploymentConfig], to: str, file: str) -> st
     start = (f"# start: {TOKEN_VARIABLE}=<a secret> docker-compose -f FILE up -d\n"
              if to == "compose" else "".join(
                  f"# printf %s <a secret> | docker secret create {name} -\n"
-                 for name in merged["secrets"])
+                 for name, body in merged["secrets"].items() if body.get("external"))
              + "# start: docker stack deploy --resolve-image never -c FILE STACK\n")
     return (f"# orchestrator export --to {to}, from {file}\n" + start
             + yaml.safe_dump({"version": version, **{k: v for k, v in merged.items() if v}},
@@ -89,8 +90,11 @@ def _compose_or_swarm(configs: list[DeploymentConfig], to: str, file: str) -> st
 
 def _kubernetes(configs: list[DeploymentConfig], file: str) -> str:
     docs: list[dict[str, Any]] = []
+    first = ""
     for cfg in configs:
         ctx = PodContext(owner="export", token=secrets.token_urlsafe(24))
         docs += to_kubernetes(cfg.spec, ctx, _sources(cfg.spec))
+        if (command := kubernetes_secret_command(cfg.spec)) is not None:
+            first += f"# first, the head's TLS files: {command}\n"
     return (f"# orchestrator export --to kubernetes, from {file}; kubectl apply -f\n"
-            + yaml.safe_dump_all(docs, sort_keys=False))
+            + first + yaml.safe_dump_all(docs, sort_keys=False))

@@ -8,6 +8,7 @@ import sys
 from orchestrator import __version__
 from orchestrator.cli.base import EXIT_FAILURE, EXIT_OK, UsageError, json_flag
 from orchestrator.cli.plumbing import emit_json
+from orchestrator.client import client_tls
 from orchestrator.health import GrpcHealthProbe
 
 
@@ -15,12 +16,22 @@ def add_ping_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run_ping)
     p.add_argument("address", metavar="HOST:PORT")
     p.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS")
+    p.add_argument("--tls", action="store_true",
+                   help="the head serves TLS; trust the system's roots (or --ca)")
+    p.add_argument("--ca", metavar="FILE", help="TLS: the CA (PEM) that signed the head's "
+                   "certificate (implies --tls)")
+    p.add_argument("--cert", metavar="FILE", help="mutual TLS: client certificate (PEM)")
+    p.add_argument("--key", metavar="FILE", help="mutual TLS: the client certificate's key")
+    p.add_argument("--server-name", metavar="NAME",
+                   help="TLS: the name to check in the head's certificate (default: HOST)")
 
 
 def run_ping(args: argparse.Namespace) -> int:
     """`ping HOST:PORT`: exit 0 when gRPC health says SERVING, else 1."""
     address = parse_address(args.address)
-    serving = GrpcHealthProbe(timeout=args.timeout).serving(address)
+    tls = client_tls(args.tls, ca=args.ca, cert=args.cert, key=args.key,
+                     server_name=args.server_name)
+    serving = GrpcHealthProbe(timeout=args.timeout, tls=tls).serving(address)
     print(f"{address} {'SERVING' if serving else 'NOT SERVING'}", flush=True)
     return EXIT_OK if serving else EXIT_FAILURE
 

@@ -1,5 +1,12 @@
-"""`orchestrator rollout NAME [--image IMG] [--set k=v ...]`: a rolling update with zero
-failed requests."""
+"""`orchestrator rollout`: rolling updates and their history, in kubectl's terms.
+
+    orchestrator rollout NAME [--image IMG] [--set K=V ...]   a rolling update
+    orchestrator rollout history NAME [--json]                the last 10 revisions
+    orchestrator rollout undo NAME [--to-revision N]          back to an earlier revision
+    orchestrator rollout restart NAME                         every replica replaced
+
+Every one of them replaces replicas start-first and drained, with zero failed requests.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +20,60 @@ from orchestrator.cli.base import EXIT_OK, UsageError, json_flag
 from orchestrator.cli.plumbing import attach, console_for, emit_json, open_engine
 from orchestrator.ui import ProgressUI, ok
 
+ACTIONS = ("history", "undo", "restart")
+USAGE = """orchestrator rollout NAME [--image IMG] [--set KEY=VALUE ...] [--json]
+       orchestrator rollout history NAME [--json]
+       orchestrator rollout undo NAME [--to-revision N] [--json]
+       orchestrator rollout restart NAME [--json]"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
-    p.add_argument("name", metavar="NAME")
+    p.usage = USAGE
+    p.add_argument("name", metavar="NAME|ACTION",
+                   help="the deployment; or history, undo or restart, then the deployment")
+    p.add_argument("target", metavar="NAME", nargs="?",
+                   help="the deployment, after history, undo or restart")
     p.add_argument("--image", metavar="IMG", help="new runtime image for the workers")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="set a uses_with key (value read as a YAML scalar); repeatable")
+    p.add_argument("--to-revision", type=int, metavar="N", dest="to_revision",
+                   help="undo: the revision to go back to (default: the one before)")
     json_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    """`rollout NAME ...`."""
+    """`rollout [ACTION] NAME ...`."""
+    action = _action(args)
+    if action != "update":
+        from orchestrator.cli import history
+
+        return history.run(action, args)
+    return _update(args)
+
+
+def _action(args: argparse.Namespace) -> str:
+    """'update', or the action named before the deployment; moves the name into place.
+
+    Raises:
+        UsageError: an unknown action, or options that belong to another action.
+    """
+    action = "update"
+    if args.target is not None:
+        if args.name not in ACTIONS:
+            raise UsageError(f"rollout {args.name} {args.target}: expected "
+                             f"{', '.join(ACTIONS)} before the deployment's name")
+        action, args.name = args.name, args.target
+    if action != "update" and (args.image is not None or args.sets):
+        raise UsageError(f"rollout {action}: --image and --set belong to a rolling update "
+                         "(`orchestrator rollout NAME --set KEY=VALUE`)")
+    if action != "undo" and args.to_revision is not None:
+        raise UsageError("--to-revision belongs to `orchestrator rollout undo NAME`")
+    return action
+
+
+def _update(args: argparse.Namespace) -> int:
+    """`rollout NAME --image/--set`."""
     sets = parse_sets(args.sets)
     if not sets and args.image is None:
         raise UsageError("nothing to roll out: give --image IMG and/or --set KEY=VALUE")

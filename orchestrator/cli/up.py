@@ -16,7 +16,7 @@ from orchestrator.apply import (
     tear_down,
     with_heal_after,
 )
-from orchestrator.cli.base import EXIT_OK, json_flag
+from orchestrator.cli.base import EXIT_OK, env_flags, json_flag
 from orchestrator.cli.plumbing import (
     ConsoleReporter,
     Stop,
@@ -44,12 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "start-first (default: each deployment's heal_after, 30 unless the file "
                    "says otherwise; 0 turns it off). With --detach it is stored with the "
                    "deployment, and the supervisor heals it")
+    env_flags(p)
     json_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """`up -f FILE [--detach]`: start what is not running, roll out what changed."""
-    configs = load_file(args.file)
+    configs = load_file(args.file, env=args.env, env_files=args.env_files)
     console = console_for(args)
     if args.detach:
         return _detached(configs, args, console)

@@ -10,24 +10,27 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
-from orchestrator.client import map_rpc_error
+from orchestrator.client import map_rpc_error, sync_channel
 from orchestrator.errors import RequestError
 from orchestrator.model import WorkerStatus
 from orchestrator.proto import orchestrator_pb2 as pb
 from orchestrator.proto import orchestrator_pb2_grpc as pb_grpc
 from orchestrator.runtime import wire
+from orchestrator.tls import ClientTLS
 
 T = TypeVar("T")
 
 
 class HeadControl:
-    """Synchronous control client of one head; a context manager that closes its channel."""
+    """Synchronous control client of one head; a context manager that closes its channel.
+    `tls`: the head serves TLS (its deployment's `DeploymentSpec.own_tls()`)."""
 
-    def __init__(self, address: str, token: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, address: str, token: str, *, timeout: float = 10.0,
+                 tls: ClientTLS | None = None) -> None:
         self.address = address
         self.timeout = timeout
         self._metadata = ((wire.TOKEN_KEY, token),)
-        self._channel = grpc.insecure_channel(address)
+        self._channel = sync_channel(address, (), tls)
         self._stub = pb_grpc.ControlStub(self._channel)
 
     def add_worker(self, shard: int, address: str, worker_id: str = "") -> None:

@@ -299,7 +299,7 @@ class Healer:
                               on_progress)
 
     def _head_answers(self, _plan: PodPlan, info: ContainerInfo) -> bool:
-        if not self.act.probe.answers(self.act.address(info)):
+        if not self.act.answers(info):
             return False
         try:
             self.head.get(info).list_workers()

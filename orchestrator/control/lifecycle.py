@@ -10,13 +10,14 @@ everything already created before the error is raised (the facade calls `teardow
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 from orchestrator import labels as L
 from orchestrator.actuator import Actuator
 from orchestrator.control.link import HeadLink
 from orchestrator.control.lock import DeploymentLock
-from orchestrator.engine.base import ContainerEngine
+from orchestrator.engine.base import ContainerEngine, VolumeEngine
 from orchestrator.errors import (
     OrchestratorError,
     ResourceConflict,
@@ -29,6 +30,9 @@ from orchestrator.placement import own_container
 from orchestrator.planning.pods import PodPlan
 from orchestrator.reaper import ReaperHandle
 from orchestrator.state import DeploymentState
+from orchestrator.tls import exposure_warning
+
+log = logging.getLogger("orchestrator.deployment")
 
 
 class Lifecycle:
@@ -71,6 +75,9 @@ class Lifecycle:
                               labels={**L.for_deployment(name), L.OWNER: self.state.owner})
         self.join_network()
         self.state.plan_start()
+        spec = self.state.spec
+        if (warning := exposure_warning(name, spec.host, spec.tls)) is not None:
+            log.warning("%s", warning)
 
     def _images(self) -> list[tuple[str, str]]:
         spec = self.state.spec
@@ -101,7 +108,7 @@ class Lifecycle:
     def head_up(self, info: ContainerInfo) -> bool:
         """The head is up when it answers health checks (it reports NOT_SERVING until its
         workers are registered) and its control service accepts our token."""
-        if not self.act.probe.answers(self.act.address(info)):
+        if not self.act.answers(info):
             return False
         try:
             self.head.get(info).list_workers()
@@ -131,6 +138,9 @@ class Lifecycle:
                                  grace=self.state.spec.stop_grace)
         for net in self.act.engine.list_networks(mine):
             remove_network(self.act.engine, net.id)
+        if isinstance(self.act.engine, VolumeEngine):  # the rollout history's records
+            for volume in self.act.engine.list_volumes(mine):
+                self.act.engine.remove_volume(volume.name)
         self.stop_reaper("done")
         self.state.clear()
 

@@ -10,6 +10,7 @@ from typing import Protocol
 from orchestrator.actuator import Actuator
 from orchestrator.model import ContainerInfo, WorkerStatus
 from orchestrator.state import DeploymentState
+from orchestrator.tls import ClientTLS
 
 
 class HeadControlLike(Protocol):
@@ -34,10 +35,12 @@ Connect = Callable[[str, str], HeadControlLike]
 """(address, token) -> a control client: control.head.HeadControl, or a fake."""
 
 
-def grpc_connect(address: str, token: str) -> HeadControlLike:
+def grpc_connect(address: str, token: str, tls: ClientTLS | None = None) -> HeadControlLike:
+    """A gRPC control client; `tls`: the head serves TLS (bind it with functools.partial:
+    the Deployment does, from its spec's `own_tls()`)."""
     from orchestrator.control.head import HeadControl
 
-    return HeadControl(address, token)
+    return HeadControl(address, token, tls=tls)
 
 
 class HeadLink:

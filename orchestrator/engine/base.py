@@ -26,6 +26,7 @@ from orchestrator.model import (
     NetworkInfo,
     PortBinding,
     RestartPolicy,
+    VolumeInfo,
 )
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "NetworkInfo",
     "PortBinding",
     "RestartPolicy",
+    "VolumeEngine",
+    "VolumeInfo",
 ]
 
 
@@ -192,6 +195,22 @@ class ContainerEngine(Protocol):
         and its stdout and stderr interleaved (`tty`: under a pseudo-terminal, as
         `docker exec -t`). A command that is not found exits 127, as in a shell. Raises
         `NotManaged`, `ResourceNotFound`, `ResourceConflict` (the container does not run)."""
+
+
+@runtime_checkable
+class VolumeEngine(Protocol):
+    """Named volumes, used as labelled records (the rollout history). A separate protocol:
+    an engine without it still runs deployments; it only keeps no history."""
+
+    def create_volume(self, name: str, *, labels: Mapping[str, str]) -> VolumeInfo:
+        """Create an empty local volume (callers pick new names: an engine may hand back
+        an existing volume of the same name)."""
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        """Volumes whose labels match all of `labels`, by name."""
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a managed volume; a missing one is ignored. Raises `NotManaged`."""
 
 
 @dataclass(frozen=True)

@@ -10,23 +10,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator import labels as L
-from orchestrator.engine.base import ContainerEngine, ContainerInfo, NetworkInfo
+from orchestrator.engine.base import (
+    ContainerEngine,
+    ContainerInfo,
+    NetworkInfo,
+    VolumeEngine,
+    VolumeInfo,
+)
 from orchestrator.errors import EngineError, ResourceNotFound
 
 
 @dataclass(frozen=True)
 class Owned:
-    """Containers and networks carrying our labels."""
+    """Containers, networks and volumes (the rollout history's records) carrying our
+    labels."""
 
     containers: tuple[ContainerInfo, ...] = ()
     networks: tuple[NetworkInfo, ...] = ()
+    volumes: tuple[VolumeInfo, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.containers or self.networks)
+        return bool(self.containers or self.networks or self.volumes)
 
     def names(self) -> list[str]:
-        """Container then network names, for messages."""
-        return [c.name for c in self.containers] + [n.name for n in self.networks]
+        """Container, network then volume names, for messages."""
+        return [c.name for c in self.containers] + [n.name for n in self.networks] + \
+            [v.name for v in self.volumes]
 
 
 def _filter(deployment: str | None, owner: str | None = None) -> dict[str, str]:
@@ -49,6 +58,8 @@ def list_owned(
     return Owned(
         containers=tuple(engine.list_containers(wanted)),
         networks=tuple(engine.list_networks(wanted)),
+        volumes=tuple(engine.list_volumes(wanted)) if isinstance(engine, VolumeEngine)
+        else (),
     )
 
 
@@ -59,7 +70,8 @@ def remove_owned(
     grace: float = 5.0,
     owner: str | None = None,
 ) -> Owned:
-    """Stop and remove managed containers, then managed networks; return what went.
+    """Stop and remove managed containers, then managed networks and volumes; return what
+    went.
 
     Every resource is attempted even when one fails; the first failure is
     raised at the end (the rest are not lost: `list_owned` shows them).
@@ -92,6 +104,14 @@ def remove_owned(
             removed_networks.append(network)
         except EngineError as exc:
             first_error = first_error or exc
+    removed_volumes: list[VolumeInfo] = []
+    for volume in found.volumes:
+        try:
+            assert isinstance(engine, VolumeEngine)  # listed only when it is one
+            engine.remove_volume(volume.name)
+            removed_volumes.append(volume)
+        except EngineError as exc:
+            first_error = first_error or exc
     if first_error is not None:
         raise first_error
-    return Owned(tuple(removed_containers), tuple(removed_networks))
+    return Owned(tuple(removed_containers), tuple(removed_networks), tuple(removed_volumes))

@@ -36,6 +36,7 @@ from orchestrator.engine.base import (
     LogLine,
     NetworkInfo,
     RestartPolicy,
+    VolumeInfo,
 )
 from orchestrator.errors import (
     EngineError,
@@ -48,7 +49,7 @@ from orchestrator.errors import (
     ResourceNotFound,
 )
 
-_Subject = Literal["image", "container", "network", "engine"]
+_Subject = Literal["image", "container", "network", "engine", "volume"]
 
 _HOW_TO_FIX = (
     "start a Docker engine (e.g. `sudo systemctl start docker`, or `sudo dockerd &`) "
@@ -335,6 +336,35 @@ class DockerEngine:
             (_network_info(n) for n in nets if _matches(n.get("Labels"), labels)),
             key=lambda n: n.name,
         )
+
+    # -- volumes (records: the rollout history) -------------------------------------
+    def create_volume(self, name: str, *, labels: Mapping[str, str]) -> VolumeInfo:
+        """Create an empty local volume. Raises `EngineUnavailable`."""
+        with self._call("volume", name):
+            self._api.create_volume(name=name, driver="local", labels=dict(labels))
+        return VolumeInfo(name=name, labels=dict(labels))
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        """Volumes whose labels match all of `labels`. Raises `EngineUnavailable`."""
+        with self._call("volume", "*"):
+            found = self._api.volumes(filters={"label": _label_filter(labels)})
+        rows = (found or {}).get("Volumes") or []
+        return sorted((VolumeInfo(name=str(v["Name"]), labels=dict(v.get("Labels") or {}))
+                       for v in rows if _matches(v.get("Labels"), labels)),
+                      key=lambda v: v.name)
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a managed volume; a missing one is ignored.
+
+        Raises:
+            NotManaged: the volume lacks `orchestrator.managed=true`.
+        """
+        with self._call("volume", name):
+            try:
+                _require_managed("volume", name, self._api.inspect_volume(name).get("Labels"))
+                self._api.remove_volume(name)
+            except docker.errors.NotFound:
+                return
 
     # -- containers -----------------------------------------------------------------
     def run_container(self, spec: ContainerSpec) -> ContainerInfo:

@@ -45,6 +45,7 @@ from orchestrator.engine.base import (
     LogLine,
     NetworkInfo,
     RestartPolicy,
+    VolumeInfo,
 )
 from orchestrator.errors import (
     EngineError,
@@ -277,6 +278,7 @@ class MemoryEngine:
         self._lock = threading.RLock()
         self._containers: dict[str, _Container] = {}
         self._networks: dict[str, NetworkInfo] = {}
+        self._volumes: dict[str, VolumeInfo] = {}
         self._images: dict[str, _Image] = {}
         self._events: list[EngineEvent] = []
         self._serial = 0
@@ -472,6 +474,29 @@ class MemoryEngine:
         with self._lock:
             return sorted((n for n in self._networks.values() if _matches(n.labels, labels)),
                           key=lambda n: n.name)
+
+    # -- volumes (records: the rollout history) ----------------------------------------
+    def create_volume(self, name: str, *, labels: Mapping[str, str]) -> VolumeInfo:
+        """An existing name is handed back unchanged, as Docker does."""
+        self._up()
+        with self._lock:
+            return self._volumes.setdefault(name, VolumeInfo(name=name, labels=dict(labels)))
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        self._up()
+        with self._lock:
+            return sorted((v for v in self._volumes.values() if _matches(v.labels, labels)),
+                          key=lambda v: v.name)
+
+    def remove_volume(self, name: str) -> None:
+        """Raises `NotManaged`."""
+        self._up()
+        with self._lock:
+            volume = self._volumes.get(name)
+            if volume is None:
+                return
+            _require_managed("volume", name, volume.labels)
+            del self._volumes[name]
 
     # -- containers ------------------------------------------------------------------
     def run_container(self, spec: ContainerSpec) -> ContainerInfo:

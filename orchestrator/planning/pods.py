@@ -17,6 +17,7 @@ from orchestrator.model import ContainerSpec, Mount, PortBinding, RestartPolicy
 from orchestrator.planning import labels as L
 from orchestrator.planning import names
 from orchestrator.planning.hosts import DOCKER_HOST
+from orchestrator.planning.tls import head_tls_args, head_tls_env, head_tls_mounts
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UsesRef
 
 USES_MOUNT = "/opt/uses"
@@ -80,6 +81,8 @@ class PodPlan:
             "env": dict(self.container.env),
             "network": self.container.network,
             "spec_hash": self.spec_hash,
+            "protocol": spec.protocol,
+            "timeout_send": spec.timeout_send,
         }
 
 
@@ -186,6 +189,7 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
         # its worker list survives a restart of the head in its container (a crash under
         # the restart policy): see runtime/membership.py
         "--state", HEAD_STATE,
+        *head_tls_args(spec),
     )
     if spec.uses_before:
         command += ("--uses-before", f"{names.uses_name(spec.name, 'uses_before')}:"
@@ -193,6 +197,7 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
     if spec.uses_after:
         command += ("--uses-after", f"{names.uses_name(spec.name, 'uses_after')}:"
                     f"{CONTAINER_PORT}")
+    command += _head_protocol_args(spec)
     labels = L.pod_labels(
         deployment=spec.name, role="head", owner=ctx.owner, spec_hash=spec.worker_hash(),
         generation=ctx.generation,
@@ -200,7 +205,8 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
                **ctx.extra_labels()},
     )
     container = _base_container(
-        spec, name, spec.image, command, labels, {TOKEN_ENV: ctx.token},
+        spec, name, spec.image, command, labels, {TOKEN_ENV: ctx.token, **head_tls_env(spec)},
+        head_tls_mounts(spec),
     )
     container = replace(
         container,
@@ -212,6 +218,16 @@ def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:
     )
     return PodPlan(name, "head", None, None, ctx.generation, spec.worker_hash(), "head",
                    container)
+
+
+def _head_protocol_args(spec: DeploymentSpec) -> tuple[str, ...]:
+    """--http (Jina's HTTP interface on the head's port) and --timeout-send (ms)."""
+    args: tuple[str, ...] = ("--http",) if "http" in spec.protocols else ()
+    if spec.timeout_send is not None:
+        value = spec.timeout_send
+        args += ("--timeout-send", str(value) if isinstance(value, int)
+                 else json.dumps(dict(value), sort_keys=True))
+    return args
 
 
 def initial_pods(spec: DeploymentSpec, ctx: PodContext) -> list[PodPlan]:

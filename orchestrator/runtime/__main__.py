@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     head.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
     head.add_argument("--tls-client-ca", metavar="FILE",
                       help="require client certificates signed by this CA (mutual TLS)")
+    head.add_argument("--http", action="store_true",
+                      help="also serve Jina's HTTP interface (POST /post, ...) on the port")
+    head.add_argument("--timeout-send", metavar="MS",
+                      help="timeout_send: milliseconds to wait for one worker before "
+                      'trying another replica, or a JSON map like \'{"/slow":60000,"*":1000}\'')
     _common(head, "head")
 
     probe = sub.add_parser("probe", help="one gRPC health check on 127.0.0.1: exit 0 if SERVING")
@@ -138,7 +143,12 @@ def _worker(args: argparse.Namespace) -> int:
 def _head(args: argparse.Namespace) -> int:
     import asyncio
 
-    from orchestrator.runtime.config import HeadConfig, PollingPolicy, WorkerAddress
+    from orchestrator.runtime.config import (
+        HeadConfig,
+        PollingPolicy,
+        SendTimeouts,
+        WorkerAddress,
+    )
     from orchestrator.runtime.head import HeadServer
     from orchestrator.runtime.serve import serve_until_signalled
 
@@ -148,7 +158,8 @@ def _head(args: argparse.Namespace) -> int:
         uses_after=args.uses_after, workers=tuple(WorkerAddress.parse(w) for w in args.worker),
         state=args.state, grace=args.grace, health_interval=args.health_interval,
         max_message_bytes=args.max_message_bytes,
-        token=_token(os.environ),
+        token=_token(os.environ), http=args.http,
+        timeout_send=SendTimeouts.parse(args.timeout_send),
     )
     if cfg.token is None:
         _fail("head: ORCHESTRATOR_TOKEN is unset: control RPCs will be refused")
@@ -201,6 +212,11 @@ def _probe(port: int, timeout: float, args: argparse.Namespace) -> int:
     from orchestrator.runtime.probe import check
 
     tls = None
+    # a head started with TLS by the orchestrator sets these for the image's HEALTHCHECK,
+    # which runs this probe with no flags
+    args.tls = args.tls or os.environ.get("ORCHESTRATOR_PROBE_TLS") == "1"
+    args.tls_cert = args.tls_cert or os.environ.get("ORCHESTRATOR_PROBE_TLS_CERT")
+    args.tls_key = args.tls_key or os.environ.get("ORCHESTRATOR_PROBE_TLS_KEY")
     if args.tls or args.tls_cert:
         from orchestrator.errors import SpecError
         from orchestrator.runtime.h2.tls import probe_context

@@ -65,6 +65,53 @@ class PollingPolicy:
 
 
 @dataclass(frozen=True)
+class SendTimeouts:
+    """timeout_send: how long the head waits for one worker's answer before it tries
+    another replica (or answers DEADLINE_EXCEEDED), per endpoint; None: no limit."""
+
+    default: float | None = None  # seconds
+    per_endpoint: Mapping[str, float | None] = field(
+        default_factory=lambda: MappingProxyType({}))
+
+    def for_endpoint(self, endpoint: str | None) -> float | None:
+        """Seconds for `endpoint` (None: wait as long as the client's deadline allows)."""
+        if endpoint is None or not self.per_endpoint:
+            return self.default
+        return self.per_endpoint.get(endpoint, self.default)
+
+    @classmethod
+    def parse(cls, text: str | None) -> SendTimeouts:
+        """Milliseconds, as Jina counts them: `1000`, or a JSON map such as
+        '{"/slow": 60000, "*": 1000}'; -1 or null is no limit.
+
+        Raises:
+            SpecError: not a number of milliseconds, or not such a map.
+        """
+        if text is None or not text.strip():
+            return cls()
+        text = text.strip()
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{text!r} is not milliseconds or a JSON map ({exc})",
+                            field="timeout_send") from exc
+        if not isinstance(raw, dict):
+            return cls(_millis(raw, "timeout_send"))
+        per = {str(k): _millis(v, f"timeout_send[{k!r}]") for k, v in raw.items()}
+        default = per.pop("*", None)
+        return cls(default, MappingProxyType(per))
+
+
+def _millis(value: Any, where: str) -> float | None:
+    if value is None or value == -1:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise SpecError(f"{value!r} is not a number of milliseconds > 0 (or -1: none)",
+                        field=where)
+    return float(value) / 1000
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     """Everything `python -m orchestrator.runtime worker` needs."""
 
@@ -123,6 +170,8 @@ class HeadConfig:
     health_interval: float = 0.5
     max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
     token: str | None = field(default=None, repr=False)
+    http: bool = False  # Jina's HTTP interface on the same port (see runtime/front.py)
+    timeout_send: SendTimeouts = field(default_factory=SendTimeouts)
 
     def __post_init__(self) -> None:
         _check_common(self.port, self.grace, self.max_message_bytes)

@@ -14,8 +14,10 @@ shard order) and whose parameters/header are the client's; its response is the a
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
+import importlib.metadata
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -264,6 +266,31 @@ class HeadServer:
         """The Prometheus text of this head."""
         return metrics.render(self.config.name, self.pool, self.stats, bool(self._serving))
 
+    def http_enabled(self) -> bool:
+        """Does this head serve Jina's HTTP interface (`--http`)?"""
+        return self.config.http
+
+    def http_status(self) -> dict[str, Any]:
+        """GET /status (and /health: `serving`)."""
+        secure = self.tls is not None
+        protocols = ["grpcs" if secure else "grpc"]
+        if self.config.http:
+            protocols.append("https" if secure else "http")
+        replicas = [{"shard": r.shard, "address": r.address, "id": r.worker_id,
+                     "state": r.state.value, "in_flight": r.outstanding}
+                    for r in sorted(self.pool, key=lambda r: r.key)]
+        return {"name": self.config.name, "version": _version(), "protocol": protocols,
+                "serving": bool(self._serving), "shards": self.config.shards,
+                "replicas": replicas}
+
+    def send_timeout(self, endpoint: bytes | None) -> float | None:
+        """timeout_send of `endpoint` in seconds (None: none)."""
+        timeouts = self.config.timeout_send
+        if timeouts.default is None and not timeouts.per_endpoint:
+            return None
+        return timeouts.for_endpoint(None if endpoint is None
+                                     else endpoint.decode(errors="replace"))
+
     def replica_failed(self, replica: Replica) -> None:
         """A replica refused a request: route around it until its health says SERVING."""
         if replica.state is State.READY:  # the health poll re-admits it
@@ -333,7 +360,8 @@ class HeadServer:
     async def _call(self, raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         timeout = context.time_remaining()
         try:
-            if self._fast_any:  # no metadata lookup, no decoding: the hot path
+            if self._fast_any and not self.config.timeout_send.per_endpoint:
+                # no metadata lookup, no decoding: the hot path
                 return await self._measured(self._forward_any(raw, timeout))
             return await self._measured(self.route(raw, _endpoint_of(context), timeout))
         except Unroutable as exc:
@@ -389,17 +417,18 @@ class HeadServer:
         if endpoint is None:
             endpoint = _parse(raw).header.endpoint
         if self._before[1] is not None:
-            raw, failed = await self._through_before(raw, timeout)
+            raw, failed = await self._through_before(raw, timeout, endpoint)
             if failed is not None:
                 return failed
         if self.config.polling.mode_for(endpoint) is Polling.ANY:
-            return await self._forward_any(raw, timeout)
-        return await self._forward_all(raw, timeout)
+            return await self._forward_any(raw, timeout, endpoint)
+        return await self._forward_all(raw, timeout, endpoint)
 
     async def _through_before(
-        self, raw: bytes, timeout: float | None
+        self, raw: bytes, timeout: float | None, endpoint: str | None
     ) -> tuple[bytes, bytes | None]:
-        out = await _call_upstream(self._before[1], "uses_before", raw, timeout)
+        out = await _call_upstream(self._before[1], "uses_before", raw,
+                                   self._per_try(timeout, endpoint))
         resp = wire.parse_response(out)
         if resp.status.code != wire.OK:
             return raw, out
@@ -407,11 +436,20 @@ class HeadServer:
         req.docs = resp.docs
         return req.SerializeToString(), None
 
-    async def _forward_any(self, raw: bytes, timeout: float | None) -> bytes:
-        return await self._forward(raw, timeout, None)
+    def _per_try(self, timeout: float | None, endpoint: str | None) -> float | None:
+        """The deadline of one call to a pod: the client's, shortened to timeout_send."""
+        per_try = self.config.timeout_send.for_endpoint(endpoint)
+        if per_try is None:
+            return timeout
+        return per_try if timeout is None else min(timeout, per_try)
 
-    async def _forward_all(self, raw: bytes, timeout: float | None) -> bytes:
-        tasks = [asyncio.ensure_future(self._forward(raw, timeout, s))
+    async def _forward_any(self, raw: bytes, timeout: float | None,
+                           endpoint: str | None = None) -> bytes:
+        return await self._forward(raw, timeout, None, endpoint)
+
+    async def _forward_all(self, raw: bytes, timeout: float | None,
+                           endpoint: str | None = None) -> bytes:
+        tasks = [asyncio.ensure_future(self._forward(raw, timeout, s, endpoint))
                  for s in range(self.config.shards)]
         try:
             outs = await asyncio.gather(*tasks)
@@ -428,27 +466,43 @@ class HeadServer:
             return wire.response(responses[0].header, merged)
         req = _parse(raw)
         req.docs = merged
-        return await _call_upstream(self._after[1], "uses_after", req.SerializeToString(), timeout)
+        return await _call_upstream(self._after[1], "uses_after", req.SerializeToString(),
+                                    self._per_try(timeout, endpoint))
 
-    async def _forward(self, raw: bytes, timeout: float | None, shard: int | None) -> bytes:
-        """Send to one replica (of `shard`, or of any shard); retry elsewhere if unavailable."""
+    async def _forward(self, raw: bytes, timeout: float | None, shard: int | None,
+                       endpoint: str | None = None) -> bytes:
+        """Send to one replica (of `shard`, or of any shard); retry elsewhere if unavailable
+        or silent for timeout_send."""
         tried: set[ReplicaKey] = set()
         last: grpc.aio.AioRpcError | None = None
+        per_try = self.config.timeout_send.for_endpoint(endpoint)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        expired = False
         while True:
             replica = self.pool.pick_any(tried) if shard is None else self.pool.pick(shard, tried)
             if replica is None:
-                raise _no_replica(shard, last)
+                raise _no_replica(shard, last, expired)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Unroutable(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                 "deadline exceeded in the head")
+            attempt = per_try if left is None else left if per_try is None else min(per_try,
+                                                                                     left)
             tried.add(replica.key)
             replica.begin()
             ok: bool | None = False
             try:
-                out: bytes = await replica.call(raw, timeout=timeout)
+                out: bytes = await replica.call(raw, timeout=attempt)
                 ok = True
                 return out
             except asyncio.CancelledError:  # the client gave up: not the replica's failure
                 ok = None
                 raise
             except grpc.aio.AioRpcError as exc:
+                if (exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED and per_try is not None
+                        and attempt == per_try):  # timeout_send, not the client's deadline
+                    expired, last = True, exc
+                    continue
                 if exc.code() not in RETRYABLE:
                     raise Unroutable(exc.code(), f"worker {replica.address}: {exc.details()}"
                                      ) from exc
@@ -482,10 +536,22 @@ def _retrieve(task: asyncio.Task[bytes]) -> None:
         task.exception()
 
 
-def _no_replica(shard: int | None, last: grpc.aio.AioRpcError | None) -> Unroutable:
+def _no_replica(shard: int | None, last: grpc.aio.AioRpcError | None,
+                expired: bool = False) -> Unroutable:
     which = "any shard" if shard is None else f"shard {shard}"
     cause = f" (last error: {last.code().name}: {last.details()})" if last else ""
+    if expired:
+        return Unroutable(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"no replica of {which} answered within timeout_send{cause}")
     return Unroutable(grpc.StatusCode.UNAVAILABLE, f"no live replica of {which} could serve{cause}")
+
+
+@functools.cache
+def _version() -> str:
+    try:
+        return importlib.metadata.version("orchestrator")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _parse(raw: bytes) -> pb.DataRequest:

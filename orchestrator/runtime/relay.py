@@ -11,9 +11,15 @@ needs nothing of gRPC beyond HTTP/2 framing, so this module relays it itself:
   relayed once complete. The payload is never decoded. A replica that refuses (connection
   lost, stream reset, GOAWAY, or a trailers-only UNAVAILABLE/CANCELLED) is marked unhealthy
   and the request goes to another one: a request fails only when no replica can serve it.
+  With `timeout_send`, an attempt that gets no answer in time is cancelled and the request
+  goes to another replica too (DEADLINE_EXCEEDED once none is left).
 * everything else (Health, Control, Stream, ALL polling, uses_before/uses_after) is piped
   frame by frame, flow-controlled, to the head's own grpcio server on a loopback port,
   which keeps the full semantics.
+
+A client whose first bytes are HTTP/1.x, and a plain (non-gRPC) request on an HTTP/2
+stream, go to front.py: GET /metrics, and Jina's HTTP interface when the head serves it,
+whose data requests come back here as internal gRPC calls routed like any other.
 
 The HTTP/2 protocol itself (frames, stream states, flow control, the limits a peer could
 abuse) is the sans-I/O connection layer in `h2/`; this module is the gRPC routing on top
@@ -35,6 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from orchestrator.runtime.front import H2Request, Session
 from orchestrator.runtime.h2.connection import (
     Buffers,
     ClientConnection,
@@ -46,14 +53,13 @@ from orchestrator.runtime.h2.connection import (
 from orchestrator.runtime.h2.frames import NO_ERROR, rst_stream
 from orchestrator.runtime.h2.limits import Limits
 from orchestrator.runtime.hpack import NeverIndexed
-from orchestrator.runtime.metrics import CONTENT_TYPE
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey
 
 WATCH_PATH = b"/grpc.health.v1.Health/Watch"
-MAX_PLAIN_REQUEST = 8192  # bytes of an HTTP/1.1 request head (GET /metrics)
 CONNECT_TIMEOUT = 3.0
 # gRPC codes
 GRPC_OK, GRPC_CANCELLED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE = b"0", b"1", b"8", b"14"
+GRPC_DEADLINE_EXCEEDED = b"4"
 RETRYABLE = frozenset({GRPC_CANCELLED, GRPC_UNAVAILABLE})
 
 
@@ -111,6 +117,8 @@ class _Wired(Connection, asyncio.Protocol):
 class Downstream(_Wired, ServerConnection):
     """A client's connection to the head."""
 
+    http: Session | None = None  # an HTTP/1.1 client (see `plain_request`)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         relay = self.relay
         if len(relay.clients) >= self.limits.max_connections:
@@ -125,6 +133,8 @@ class Downstream(_Wired, ServerConnection):
 
     def lost(self) -> None:
         self.relay.clients.discard(self)
+        if self.http is not None:
+            self.http.lost()
 
     def start(self, stream: Stream, headers: Headers, end: bool) -> None:
         self.relay.start(self, stream, headers, end)
@@ -133,25 +143,24 @@ class Downstream(_Wired, ServerConnection):
         if not self.usable:  # the head began to shut down first: GOAWAY follows SETTINGS
             self.goaway()
 
-    def plain_get(self, buf: bytearray) -> bool:
-        """`GET /metrics` (Prometheus) on the head's one port; any other path is 404."""
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > MAX_PLAIN_REQUEST:
-                self.close(hard=True)
-            return True  # wait for the rest of the request head
-        parts = bytes(buf[:buf.find(b"\r\n")]).split(b" ")
-        del buf[:]
-        path = parts[1].split(b"?", 1)[0] if len(parts) == 3 else b""
-        if path == b"/metrics":
-            status, kind, body = b"200 OK", CONTENT_TYPE.encode(), self.relay.hooks.metrics()
-        else:
-            status, kind = b"404 Not Found", b"text/plain; charset=utf-8"
-            body = b"this port serves gRPC (HTTP/2) and GET /metrics\n"
-        self.emit(b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-                  b"Connection: close\r\n\r\n%s" % (status, kind, len(body), body))
-        self.close()
+    def plain_request(self, buf: bytearray) -> bool:
+        """HTTP/1.1 on the head's one port: `GET /metrics` (Prometheus), and Jina's HTTP
+        interface when the head serves it (see front.py)."""
+        if self.http is None:
+            self.http = Session(self, self.relay)
+        self.http.receive(buf)
         return True
+
+    def tick(self, now: float) -> None:
+        if self.http is not None:
+            self.http.tick(now)
+            return
+        super().tick(now)
+
+    def goaway(self) -> None:
+        super().goaway()
+        if self.http is not None:
+            self.http.goaway()
 
 
 class Upstream(_Wired, ClientConnection):
@@ -228,6 +237,15 @@ class HeadHooks(Protocol):
     def metrics(self) -> bytes:
         """The Prometheus text for `GET /metrics`."""
 
+    def http_enabled(self) -> bool:
+        """Does the head serve Jina's HTTP interface (else only GET /metrics)?"""
+
+    def http_status(self) -> dict[str, Any]:
+        """GET /status: at least `name`, `version` and `serving`."""
+
+    def send_timeout(self, endpoint: bytes | None) -> float | None:
+        """timeout_send of `endpoint`, in seconds (None: no limit per attempt)."""
+
 
 class Call:
     """One fast-path unary call: buffered request, tried on replicas until one answers."""
@@ -238,6 +256,7 @@ class Call:
         "deadline",
         "done",
         "down",
+        "expired",
         "finished",
         "headers",
         "held",
@@ -246,14 +265,17 @@ class Call:
         "replica",
         "resp",
         "resp_held",
+        "send_timeout",
         "started",
         "stream",
+        "timer",
         "tried",
         "up",
         "up_stream",
     )
 
-    def __init__(self, relay: Relay, down: Downstream, stream: Stream, headers: Headers) -> None:
+    def __init__(self, relay: Relay, down: ServerConnection, stream: Stream,
+                 headers: Headers) -> None:
         self.relay = relay
         self.down = down
         self.stream = stream
@@ -272,6 +294,9 @@ class Call:
         self.last_error = ""
         self.held = 0       # bytes counted against the client connection's budgets
         self.resp_held = 0  # of which the current attempt's response
+        self.send_timeout: float | None = None  # timeout_send: seconds per attempt
+        self.timer: asyncio.TimerHandle | None = None
+        self.expired = False  # an attempt ran out of timeout_send
 
     def hold(self, n: int, response: bool = False) -> bool:
         """Count `n` bytes this call keeps (request kept for retries, response until its
@@ -372,7 +397,30 @@ class Call:
         if not self.done:
             self.relay.dispatch(self)
 
+    def timed_out(self, up_stream: Stream) -> None:
+        """timeout_send ran out on this attempt: cancel it, try another replica (a replica
+        that hangs on one request is not marked unhealthy: its health says otherwise)."""
+        self.timer = None
+        if self.done or self.up_stream is not up_stream or self.up is None:
+            return
+        self.expired = True
+        self.up.reset(up_stream)
+        self.up = self.up_stream = None
+        if self.replica is not None:
+            assert self.send_timeout is not None
+            self.last_error = (f"{self.replica.address}: no answer within timeout_send "
+                               f"({self.send_timeout * 1000:g} ms)")
+        self._release(False)
+        self.resp = None
+        self.data = []
+        self._drop_response()
+        self.relay.dispatch(self)
+        self.relay.flush_soon()
+
     def _release(self, ok: bool | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.replica is not None:
             self.replica.end(ok)
             self.replica = None
@@ -440,7 +488,7 @@ class Pipe:
     __slots__ = ("down", "down_stream", "early", "relay", "replied", "up", "up_stream",
                  "watch")
 
-    def __init__(self, relay: Relay, down: Downstream, stream: Stream,
+    def __init__(self, relay: Relay, down: ServerConnection, stream: Stream,
                  watch: bool = False) -> None:
         self.relay = relay
         self.down = down
@@ -602,9 +650,11 @@ class Relay:
 
     # ---- routing ---------------------------------------------------------------------
 
-    def start(self, down: Downstream, stream: Stream, headers: Headers, end: bool) -> None:
-        """A new client stream: fast path or pipe."""
-        path = endpoint = timeout = None
+    def start(self, down: ServerConnection, stream: Stream, headers: Headers,
+              end: bool) -> None:
+        """A new client stream (from a client's connection, or an HTTP request's `Sink`):
+        fast path or pipe."""
+        path = endpoint = timeout = kind = None
         for key, value in headers:
             if key == b":path":
                 path = value
@@ -612,11 +662,14 @@ class Relay:
                 endpoint = value
             elif key == b"grpc-timeout":
                 timeout = value
+            elif key == b"content-type":
+                kind = value
         if path == b"/orchestrator.v1.Executor/Call" and self.hooks.fast_path(endpoint):
             call = Call(self, down, stream, headers)
             stream.handler = call
             if timeout is not None and (seconds := parse_timeout(timeout)) is not None:
                 call.deadline = time.monotonic() + seconds
+            call.send_timeout = self.hooks.send_timeout(endpoint)
             self.calls += 1
             self._idle.clear()
             if not call.hold(down.decoder.last_size):  # its headers, kept for retries
@@ -624,6 +677,12 @@ class Relay:
                           unread=not end)
             elif end:
                 self.dispatch(call)
+            return
+        if (kind is None or not kind.startswith(b"application/grpc")) \
+                and self.hooks.http_enabled():  # not gRPC: the HTTP interface, over HTTP/2
+            stream.handler = H2Request(self, down, stream, headers)
+            if end:
+                stream.handler.on_headers(down, stream, [], True)
             return
         pipe = Pipe(self, down, stream, watch=path == WATCH_PATH)
         stream.handler = pipe
@@ -636,12 +695,16 @@ class Relay:
         if call.done:
             return
         if call.deadline is not None and time.monotonic() >= call.deadline:
-            call.fail(b"4", "deadline exceeded in the head")
+            call.fail(GRPC_DEADLINE_EXCEEDED, "deadline exceeded in the head")
             return
         replica = self.hooks.pool.pick_any(call.tried)
         if replica is None:
             cause = f" (last error: {call.last_error})" if call.last_error else ""
-            call.fail(GRPC_UNAVAILABLE, f"no live replica of any shard could serve{cause}")
+            if call.expired:
+                call.fail(GRPC_DEADLINE_EXCEEDED,
+                          f"no replica answered within timeout_send{cause}")
+            else:
+                call.fail(GRPC_UNAVAILABLE, f"no live replica of any shard could serve{cause}")
             return
         call.tried.add(replica.key)
         replica.begin()
@@ -665,6 +728,9 @@ class Relay:
         call.up = up
         call.up_stream = stream = up.open_stream(call, headers, False)
         up.send_data(stream, bytes(call.body), True)
+        if call.send_timeout is not None:
+            call.timer = asyncio.get_running_loop().call_later(
+                call.send_timeout, call.timed_out, stream)
 
     def connect(self, replica: Replica) -> None:
         """Open the connection to a new replica now, so its first request does not wait."""

@@ -471,3 +471,28 @@ def test_stats_of_a_running_and_a_stopped_container(engine: ContainerEngine, our
     assert (stopped.cpu_percent, stopped.memory_bytes) == (0.0, 0)
     with pytest.raises(ResourceNotFound):
         engine.container_stats(ours.name("gone"))
+
+
+# -- volumes (the rollout history's records) ------------------------------------------------
+
+
+def test_volumes_are_created_listed_by_label_and_removed(engine: ContainerEngine,
+                                                         ours: Ours) -> None:
+    from orchestrator.engine.base import VolumeEngine
+
+    assert isinstance(engine, VolumeEngine)
+    record = '{"number": 1, "change": "uses_with.tag: v1 -> v2"}' + " " * 2000  # a big label
+    for n in (1, 2):
+        made = engine.create_volume(ours.name(f"rev{n}"), labels=ours.labels(record=record))
+        assert made.labels == ours.labels(record=record)
+    listed = engine.list_volumes(ours.labels())
+    assert [v.name for v in listed] == [ours.name("rev1"), ours.name("rev2")]
+    assert listed[0].labels["record"] == record
+    assert engine.list_volumes({**ours.labels(), "record": "other"}) == []
+    engine.remove_volume(ours.name("rev1"))
+    engine.remove_volume(ours.name("rev1"))  # idempotent
+    assert [v.name for v in engine.list_volumes(ours.labels())] == [ours.name("rev2")]
+    assert [v.name for v in list_owned(engine, ours.deployment).volumes] == [ours.name("rev2")]
+    gone = remove_owned(engine, ours.deployment, grace=0)
+    assert [v.name for v in gone.volumes] == [ours.name("rev2")]
+    assert engine.list_volumes(ours.labels()) == []

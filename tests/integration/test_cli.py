@@ -117,7 +117,8 @@ def shared(docker_engine: DockerEngine, runtime_image: str,
 
 
 COMMANDS = ["up", "down", "ps", "logs", "top", "exec", "scale", "rollout", "heal", "ping",
-            "export", "images", "images build", "executor", "completion", "version", "demo"]
+            "export", "images", "images build", "executor", "completion", "version", "demo",
+            "config"]
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
@@ -632,28 +633,7 @@ def test_up_again_with_changed_spec_rolls_out_with_zero_failed_requests(
     assert json.loads(same.stdout)[0]["action"] == "unchanged"
 
 
-# -- README, executor, images --------------------------------------------------------------
-
-
-def readme_walkthrough() -> str:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("<!-- cli:start -->", 1)[1].split("<!-- cli:end -->", 1)[0]
-    match = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
-    assert match, "README's CLI section has no ```sh walkthrough block"
-    return match.group(1)
-
-
-def test_readme_walkthrough_runs_as_written(unique_name: str, runtime_image: str,
-                                            docker_engine: DockerEngine) -> None:
-    script = readme_walkthrough()
-    assert "orchestrator up" in script and "orchestrator down $NAME" in script
-    proc = subprocess.run(["bash", "-euxo", "pipefail", "-c", script], capture_output=True,
-                          text=True, cwd=ROOT, env=cli_env(NAME=unique_name),
-                          timeout=4 * DEADLINE)
-    assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
-    assert f"{unique_name}-head" in proc.stdout  # ps and logs printed the pods
-    assert "rolling update" in proc.stderr
-    assert not list_owned(docker_engine, unique_name)
+# -- executor, images --------------------------------------------------------------
 
 
 def test_executor_in_process_serves_and_stops_on_ctrl_c() -> None:

@@ -86,7 +86,8 @@ def complete(script: str, folder: Path, *words: str) -> list[str]:
 
 @pytest.mark.parametrize(("words", "offered"), [
     ((""), {c.name for c in COMMANDS}),
-    (("up", "--"), {"--file", "--detach", "--heal-after", "--json", "--quiet", "--help"}),
+    (("up", "--"), {o for a in dict(EVERY)[("up",)]._actions for o in a.option_strings
+                    if o.startswith("--")}),
     (("down", "-"), {"-h", "--help", "-f", "--file", "--all", "--grace", "--json", "-q",
                      "--quiet"}),
     (("export", "--to", ""), {"compose", "swarm", "kubernetes"}),

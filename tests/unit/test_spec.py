@@ -44,7 +44,7 @@ def spec(**fields: Any) -> DeploymentSpec:
         ({"log_max_files": 0}, "log_max_files"),
         ({"port": 70000}, "port"),
         ({"timeout_ready": 0}, "timeout_ready"),
-        ({"protocol": "http"}, "protocol"),
+        ({"protocol": "websocket"}, "protocol"),
         ({"memory": "lots"}, "memory"),
         ({"memory": "1k"}, "memory"),
         ({"cpus": -1}, "cpus"),

@@ -11,6 +11,7 @@ from orchestrator.planning.export.common import (
     with_static_workers,
 )
 from orchestrator.planning.pods import PodContext, PodPlan, initial_pods
+from orchestrator.planning.tls_secrets import compose_secrets, without_tls_mounts
 from orchestrator.spec import DeploymentSpec
 
 
@@ -27,12 +28,18 @@ def to_compose(spec: DeploymentSpec, ctx: PodContext) -> dict[str, Any]:
     pods = initial_pods(spec, ctx)
     pods = with_static_workers(pods, {p.name: p.address for p in pods})
     network = pods[0].container.network or "default"
+    pods = [without_tls_mounts(p, spec) for p in pods]
     services = {p.name: _compose_service(p, network) for p in pods}
-    return {
+    doc = {
         "version": "2.4",
         "services": services,
         "networks": {network: {"name": network, "labels": L.for_deployment(spec.name)}},
     }
+    tls_uses, tls_secrets = compose_secrets(spec)
+    if tls_secrets:  # the head's certificate and key: file secrets, never in environment
+        services[pods[0].name]["secrets"] = tls_uses
+        doc["secrets"] = tls_secrets
+    return doc
 
 
 def _compose_service(pod: PodPlan, network: str) -> dict[str, Any]:

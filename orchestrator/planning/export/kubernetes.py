@@ -28,6 +28,7 @@ from orchestrator.planning.pods import (
     PodPlan,
     initial_pods,
 )
+from orchestrator.planning.tls_secrets import kubernetes_volume
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UsesRef
 
 K8S_TOKEN_DIR = "/run/secrets/orchestrator"
@@ -181,6 +182,14 @@ def _pod_template(spec: DeploymentSpec, pod: PodPlan, uses: UsesRef | None,
         mounts.append({"name": "code", "mountPath": USES_MOUNT, "readOnly": True})
         volumes.append({"name": "code", "configMap": {
             "name": code_name(spec, pod.role)}})
+    if (tls := kubernetes_volume(spec) if pod.role == "head" else None) is not None:
+        mounts.append(tls[0])  # the Secret NAME-tls: certificate and key as files
+        volumes.append(tls[1])
+        # kubelet's gRPC probe has no TLS: the image's own probe speaks it (~0.15 s CPU)
+        container["readinessProbe"] = {
+            "exec": {"command": ["/opt/venv/bin/python", "-m", "orchestrator.runtime",
+                                 "probe"]},
+            "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
     if token:
         mounts.append({"name": "token", "mountPath": K8S_TOKEN_DIR, "readOnly": True})
         # owner root, group fsGroup: readable by the pod's group, no one else
@@ -195,6 +204,8 @@ def _pod_template(spec: DeploymentSpec, pod: PodPlan, uses: UsesRef | None,
         annotations.update({"prometheus.io/scrape": "true",
                             "prometheus.io/port": str(CONTAINER_PORT),
                             "prometheus.io/path": "/metrics"})
+        if spec.tls:
+            annotations["prometheus.io/scheme"] = "https"
     return {"metadata": {"labels": _selector(spec, component, shard),
                          "annotations": annotations},
             "spec": body}

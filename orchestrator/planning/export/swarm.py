@@ -27,6 +27,12 @@ from orchestrator.planning.pods import (
     PodPlan,
     initial_pods,
 )
+from orchestrator.planning.tls_secrets import (
+    repointed,
+    swarm_paths,
+    swarm_secrets,
+    without_tls_mounts,
+)
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UsesRef
 
 SWARM_TOKEN_TARGET = "/run/secrets/orchestrator-token"
@@ -74,6 +80,7 @@ def to_swarm(spec: DeploymentSpec, ctx: PodContext,
                         field="gpus")
     pods = initial_pods(spec, ctx)
     pods = with_static_workers(pods, {p.name: p.address for p in pods})
+    pods = [without_tls_mounts(p, spec) for p in pods]
     network = pods[0].container.network or "default"
     configs: dict[str, Any] = {}
     services: dict[str, Any] = {}
@@ -94,6 +101,7 @@ def to_swarm(spec: DeploymentSpec, ctx: PodContext,
         doc["configs"] = configs
     secret = swarm_secret_name(spec)
     doc["secrets"] = {secret: {"external": True, "name": secret}}
+    doc["secrets"].update(swarm_secrets(spec, "", "")[1])  # the head's TLS files, if any
     return doc
 
 
@@ -136,6 +144,8 @@ def _swarm_service(spec: DeploymentSpec, pod: PodPlan, network: str,
         service["secrets"] = [{"source": swarm_secret_name(spec),
                                "target": PurePosixPath(SWARM_TOKEN_TARGET).name,
                                "uid": user, "gid": group, "mode": 0o400}]
+        service["secrets"] += swarm_secrets(spec, user, group)[0]
+        repointed(service, swarm_paths(spec))
         if spec.port is not None:
             service["ports"] = [{"target": CONTAINER_PORT, "published": spec.port,
                                  "protocol": "tcp", "mode": "host"}]

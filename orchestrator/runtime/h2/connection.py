@@ -2,7 +2,7 @@
 `data_to_send()` read back.
 
 Events go to the handler of each stream (`Handler`: headers, data, reset) and to hooks a
-subclass overrides (`new_stream`, `on_goaway`, `on_preface`, `plain_get`, `lost`), rather
+subclass overrides (`new_stream`, `on_goaway`, `on_preface`, `plain_request`, `lost`), rather
 than into a list of event objects: the relay's fast path pays for every allocation per
 frame, and a unit test or fuzzer gets the same events with a recording handler.
 
@@ -77,6 +77,7 @@ from orchestrator.runtime.h2.frames import (
 )
 from orchestrator.runtime.h2.limits import Budget, Limits, check_setting
 from orchestrator.runtime.hpack import Decoder, HeaderListTooLarge, HpackError, encode_cached
+from orchestrator.runtime.http1 import looks_like_http1
 
 Headers = list[tuple[bytes, bytes]]
 DEFAULT_LIMITS = Limits()
@@ -188,6 +189,7 @@ class Connection:
         self._blocked: set[Stream] = set()
         self._stalled: float | None = None  # since when output waits for a window
         self._preface = not self.client
+        self._plain = False              # an HTTP/1.1 client (see `plain_request`)
         self._settings_seen = False
         self._resize = False             # the peer set its HPACK table size: tell it ours
         self._cont: tuple[int, int, bytearray, int] | None = None
@@ -226,17 +228,20 @@ class Connection:
             self.abort(COMPRESSION_ERROR, str(exc))
 
     def _read_preface(self, buf: bytearray) -> bool:
-        if buf[:4] == b"GET " and self.plain_get(buf):
-            return False
+        if self._plain or looks_like_http1(buf):
+            self._plain = self.plain_request(buf)
+            if self._plain:
+                return False
+            raise ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 client")
         if len(buf) < len(PREFACE):
-            if not PREFACE.startswith(bytes(buf)) and not b"GET ".startswith(bytes(buf[:4])):
+            if not PREFACE.startswith(bytes(buf)) and looks_like_http1(buf) is not None:
                 raise ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 client")
             return False
         if buf[:len(PREFACE)] != PREFACE:
             raise ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 client")
         del buf[:len(PREFACE)]
         self._preface = False
-        # Our SETTINGS only now: an HTTP/1.1 client (GET /metrics) must not get a binary
+        # Our SETTINGS only now: an HTTP/1.1 client (GET /metrics, ...) must not get a binary
         # frame before its response.
         self.emit(server_hello(self.limits))
         self.on_preface()
@@ -329,9 +334,10 @@ class Connection:
     def on_preface(self) -> None:
         """Hook (server side): the client's preface arrived and our SETTINGS are queued."""
 
-    def plain_get(self, buf: bytearray) -> bool:
-        """Hook: an HTTP/1.1 GET where the HTTP/2 preface should be; True when handled
-        (or when more of it must arrive first)."""
+    def plain_request(self, buf: bytearray) -> bool:
+        """Hook: an HTTP/1.x request where the HTTP/2 preface should be. True: this
+        connection speaks HTTP/1.1 from now on, and every later byte comes here too
+        (`buf` holds what is not consumed yet). False: not served (the connection ends)."""
         return False
 
     def new_stream(self, sid: int, headers: Headers, end: bool) -> None:

@@ -25,6 +25,10 @@ idle_timeout               a connection with no stream open for this long, or a 
                            that stops arriving half-way
 stall_timeout              a reader that never opens its flow-control window
 max_connections            too many connections (enforced by the relay)
+max_http_head              HTTP/1.1 (GET /metrics, the HTTP interface): an endless request
+                           line or header section
+max_http_body              HTTP/1.1: a body too large to decode (JSON is decoded on the
+                           event loop, one body at a time: see `memory_ceiling`)
 =========================  ==============================================================
 
 The head's memory ceiling (`memory_ceiling`) follows from these values alone, whatever
@@ -86,12 +90,14 @@ class Limits:
     stall_timeout: float = 60.0              # seconds output may wait for a window
     max_connections: int = 256               # client connections of one relay
     tick: float = 1.0                        # how often timeouts are checked
+    max_http_head: int = 16 << 10            # HTTP/1.1 request line + header fields
+    max_http_body: int = 8 * MIB             # HTTP/1.1 body (JSON of the HTTP interface)
 
     def __post_init__(self) -> None:
         for name in ("max_concurrent_streams", "max_header_list_size", "max_header_block",
                      "max_continuations", "max_buffered", "max_buffered_total",
                      "max_resets", "max_pings", "max_settings", "max_empty_frames",
-                     "max_connections"):
+                     "max_connections", "max_http_head", "max_http_body"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not DEFAULT_MAX_FRAME <= self.max_frame_size <= MAX_FRAME_LIMIT:
@@ -132,13 +138,24 @@ def connection_ceiling(limits: Limits) -> int:
             + limits.max_concurrent_streams * STREAM_OVERHEAD)
 
 
-def memory_ceiling(limits: Limits) -> int:
+HTTP_DECODE_FACTOR = 25
+"""Python objects per byte of JSON, at worst (`[{},{},...]` measured x25; docs x9)."""
+
+
+def memory_ceiling(limits: Limits, *, http: bool = False) -> int:
     """The most memory the relay can take, whatever clients send:
 
         max_connections x connection_ceiling(limits)      client connections
         + max_buffered_total                              bytes held for clients
         + max_buffered_total                              bytes held for workers
         + ENCODE_CACHE_BYTES                              hpack's encode_cached
+        + HTTP_DECODE_FACTOR x max_http_body              with `http`: one JSON body
+                                                          being decoded
+
+    An HTTP/1.1 connection holds at most `max_http_head` bytes of a request head (less
+    than an HTTP/2 connection's frame buffer, so `connection_ceiling` covers it); its body
+    is held against the clients' budget as it arrives. The HTTP interface decodes a JSON
+    body synchronously on the event loop, so one body's objects exist at a time.
 
     Bytes held for clients are request bodies and decoded request headers kept for
     retries, responses waiting for a slow reader, and socket backlogs; bytes held for
@@ -152,7 +169,8 @@ def memory_ceiling(limits: Limits) -> int:
     from orchestrator.runtime.hpack import ENCODE_CACHE_BYTES
 
     return (limits.max_connections * connection_ceiling(limits)
-            + 2 * limits.max_buffered_total + ENCODE_CACHE_BYTES)
+            + 2 * limits.max_buffered_total + ENCODE_CACHE_BYTES
+            + (HTTP_DECODE_FACTOR * limits.max_http_body if http else 0))
 
 
 class Budget:

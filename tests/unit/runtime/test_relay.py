@@ -91,11 +91,17 @@ def test_non_http2_client_is_dropped_and_the_head_keeps_serving(cluster: Cluster
     w = cluster.worker()
     head = cluster.head(1, [(0, w)])
     with socket.create_connection(("127.0.0.1", head.port), timeout=5) as s:
-        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")  # GET is for /metrics
+        s.sendall(b"HELLO / SOMETHING\r\nHost: x\r\n\r\n")  # neither HTTP/2 nor HTTP/1
         received = b""
         while chunk := s.recv(65536):
             received += chunk
     assert b"not an HTTP/2 client" in received  # GOAWAY debug data, then the close
+    with socket.create_connection(("127.0.0.1", head.port), timeout=5) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")  # HTTP/1.1, interface off
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 404") and b"Connection: close" in received
     with Client(addr(head)) as c:
         assert c.post("/echo", [{}], timeout=5)[0]["tag"] == "v1"
 
