@@ -162,7 +162,8 @@ Attacher = Callable[[str, ContainerEngine], Deployment]
 def open_new(cfg: DeploymentConfig, engine: ContainerEngine) -> Deployment:
     """A new, not yet started handle for the file's deployment. A reaper removes what this
     process starts if it dies without a word (kill -9); `detach` tells it to leave it."""
-    return Deployment(dict(cfg.fields), engine=engine, base_dir=cfg.base_dir, reaper=True)
+    # our own field names as keyword arguments (`args` would read Jina's names and units)
+    return Deployment(engine=engine, base_dir=cfg.base_dir, reaper=True, **cfg.fields)
 
 
 def attach(name: str, engine: ContainerEngine) -> Deployment:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import threading
+from collections.abc import Callable
 
 from rich.console import Console
 
 from orchestrator.apply import Applied, apply_each, leave_running, tear_down
-from orchestrator.cli.base import EXIT_OK, json_flag
+from orchestrator.cli.base import EXIT_OK, UsageError, json_flag
 from orchestrator.cli.plumbing import (
     ConsoleReporter,
     Stop,
@@ -22,7 +23,9 @@ from orchestrator.cli.plumbing import (
     restore_signals,
 )
 from orchestrator.config import DeploymentConfig, load_file
+from orchestrator.errors import SpecError
 from orchestrator.healing import keep_healthy
+from orchestrator.reload import ReloadReport
 from orchestrator.ui import ok
 
 
@@ -34,11 +37,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heal-after", type=float, default=30.0, metavar="SECONDS",
                    help="in the foreground, replace a worker replica that has been unhealthy "
                    "or gone for this long, start-first (default 30; 0 turns it off)")
+    p.add_argument("--watch", action="store_true",
+                   help="live reload: when an executor's file or folder (or a path of the "
+                   "file's watch:) changes, replace the workers by a zero-downtime rolling "
+                   "update; code that does not compile or start is kept out")
     json_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    """`up -f FILE [--detach]`: start what is not running, roll out what changed."""
+    """`up -f FILE [--detach] [--watch]`: start what is not running, roll out what changed."""
+    if getattr(args, "watch", False) and args.detach:
+        raise UsageError("--watch runs in the foreground; it cannot be used with --detach",
+                         field="watch")
     configs = load_file(args.file)
     console = console_for(args)
     if args.detach:
@@ -71,6 +81,7 @@ def _foreground(configs: list[DeploymentConfig], args: argparse.Namespace,
                 for item in apply_each(configs, engine, reporter):
                     done.append(item)  # kept as they come: all are removed on the way out
                 _report(done, args, console)
+                _watch(done, getattr(args, "watch", False), console)
                 console.print("press Ctrl-C to stop and remove everything", markup=False)
                 keep_healthy([item.deployment for item in done], args.heal_after, stop,
                              heal_printer(console))
@@ -100,3 +111,33 @@ def _report(done: list[Applied], args: argparse.Namespace, console: Console) -> 
                     f"({s['shards']} shard(s) x {s['replicas']} replica(s))")
         for note in item.notes:
             console.print(f"  note: {note}", markup=False)
+
+
+def _watch(done: list[Applied], wanted: bool, console: Console) -> None:
+    """Live reload of every deployment (`--watch`), or of those whose file says
+    `reload: true` (which their handle started already; here it reports to the console)."""
+    for item in done:
+        dep = item.deployment
+        if not (wanted or dep.spec.reload):
+            continue
+        try:
+            dep.watch(on_report=_reload_printer(console))
+        except SpecError as exc:
+            console.print(f"  note: {dep.name}: not watched: {exc}", markup=False)
+
+
+def _reload_printer(console: Console) -> Callable[[ReloadReport], None]:
+    def show(report: ReloadReport) -> None:
+        head = f"[reload] {report.deployment}: "
+        if report.kind == "watching":
+            console.print(head + "watching " + ", ".join(report.files), markup=False)
+        elif report.kind == "changed":
+            console.print(head + "changed " + ", ".join(report.files), markup=False)
+        elif report.kind == "reloaded":
+            ok(console, head + "every worker runs the new code")
+        else:
+            what = "not reloaded: the code does not compile" if report.kind == "refused" \
+                else "reload failed and was undone"
+            console.print(f"{head}{what}; the old replicas keep serving\n{report.message}",
+                          markup=False, style="red")
+    return show

@@ -35,6 +35,7 @@ __all__ = [
     "ContainerSpec",
     "ContainerStatus",
     "EngineEvent",
+    "GpuInventory",
     "HealthStatus",
     "LogLine",
     "Mount",
@@ -192,6 +193,20 @@ class ContainerEngine(Protocol):
         and its stdout and stderr interleaved (`tty`: under a pseudo-terminal, as
         `docker exec -t`). A command that is not found exits 127, as in a shell. Raises
         `NotManaged`, `ResourceNotFound`, `ResourceConflict` (the container does not run)."""
+
+
+@runtime_checkable
+class GpuInventory(Protocol):
+    """An engine that can list its GPUs (the Docker adapter, the memory fake). Kept out of
+    `ContainerEngine`: an engine without it has no GPU to give."""
+
+    def gpu_devices(self) -> list[str]:
+        """The device ids of the engine's GPUs, in order (empty: none)."""
+
+
+def gpu_devices(engine: object) -> list[str]:
+    """The engine's GPUs, or none when it cannot say."""
+    return engine.gpu_devices() if isinstance(engine, GpuInventory) else []
 
 
 @dataclass(frozen=True)

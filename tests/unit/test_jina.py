@@ -89,7 +89,7 @@ def test_a_jina_style_dict_maps_every_supported_field() -> None:
     assert spec.polling == {"/index": "ALL", "*": "ANY"} and spec.timeout_ready == 1.5
     assert [(v.source, v.target) for v in spec.volumes] == [("/data", "/data"),
                                                             ("/src", "/dst")]
-    assert (spec.gpus, spec.protocol, spec.needs) == (2, "grpc", frozenset({"other"}))
+    assert (spec.gpus and spec.gpus.count, spec.protocol, spec.needs) == (2, "grpc", frozenset({"other"}))
     assert (spec.cpus, spec.policy.max_surge, spec.uses_with) == (0.5, 2, {"tag": "v2"})
 
 
