@@ -74,6 +74,7 @@ class PodStatus:
     image: str
     exit_code: int | None
     routing: HeadView | None = None
+    gpus: str | None = None  # the GPU devices it was given ("0,1", "all"); None: none
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object `orchestrator ps --json` prints for the pod."""
@@ -87,6 +88,7 @@ class PodStatus:
             "routing": seen.state if seen else None, "served": seen.served if seen else None,
             "failed": seen.failed if seen else None,
             "in_flight": seen.in_flight if seen else None,
+            "gpus": self.gpus,
         }
 
     @property
@@ -163,7 +165,8 @@ def pod_status(info: ContainerInfo, health: str, now: datetime,
         uptime_seconds=round(uptime, 1) if uptime is not None else None,
         ports=tuple(PublishedPort(ip, host_port, port)
                     for port, (ip, host_port) in sorted(info.ports.items())),
-        image=info.image, exit_code=info.exit_code, routing=seen)
+        image=info.image, exit_code=info.exit_code, routing=seen,
+        gpus=labels.get(L.GPUS))
 
 
 def _number(labels: Mapping[str, str], key: str) -> int | None:

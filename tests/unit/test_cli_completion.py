@@ -86,7 +86,8 @@ def complete(script: str, folder: Path, *words: str) -> list[str]:
 
 @pytest.mark.parametrize(("words", "offered"), [
     ((""), {c.name for c in COMMANDS}),
-    (("up", "--"), {"--file", "--detach", "--heal-after", "--watch", "--json", "--quiet", "--help"}),
+    (("up", "--"), {"--file", "--detach", "--heal-after", "--watch", "--json", "--quiet",
+                    "--help"}),
     (("down", "-"), {"-h", "--help", "-f", "--file", "--all", "--grace", "--json", "-q",
                      "--quiet"}),
     (("export", "--to", ""), {"compose", "swarm", "kubernetes"}),
