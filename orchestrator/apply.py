@@ -113,6 +113,8 @@ def decide(current: DeploymentSpec, cfg: DeploymentConfig, outdated: Sequence[st
                           f"cannot change on the running deployment {current.name!r} (it "
                           f"shapes the head); run `orchestrator down {current.name}` first")
     notes: list[str] = []
+    for key in ("noblock_on_start", "reload", "watch"):  # how a process runs it: no rollout
+        changes.pop(key, None)
     replicas = changes.pop("replicas", None)
     if not changes and replicas is None and outdated:
         notes.append(f"finishing an interrupted update: {len(outdated)} replica(s) ran an "

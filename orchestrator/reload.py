@@ -178,7 +178,8 @@ class Reloader:
     def start(self) -> None:
         self._seen = snapshot(self.roots)
         self._thread.start()
-        self._report("watching", tuple(str(r) for r in self.roots))
+        self._report("watching", tuple(str(r) if r.exists() else f"{r} (missing)"
+                                       for r in self.roots))
 
     def stop(self) -> None:
         """Stop watching; a reload under way finishes first (it holds the rollout lock)."""

@@ -573,10 +573,9 @@ def _watch(value: object, base_dir: Path | None) -> tuple[str, ...]:
     for i, item in enumerate(_list(value, "watch")):
         if not isinstance(item, str) or not item.strip():
             raise SpecError("must be a file or directory path", field=f"watch[{i}]")
+        # not required to exist: the spec travels in labels to other processes and hosts
         path = Path(item).expanduser()
         path = path if path.is_absolute() else (base_dir or Path.cwd()) / path
-        if not path.exists():
-            raise SpecError(f"{str(path)!r} does not exist", field=f"watch[{i}]")
         out.append(str(path.resolve()))
     return tuple(out)
 

@@ -20,6 +20,15 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="session")
+def own_image(docker_engine: DockerEngine) -> str:
+    """This checkout's runtime image by its content-hash tag: `latest` is shared with other
+    checkouts building on the same engine and may move while these tests run."""
+    from orchestrator.images import prepare_runtime_image
+
+    return prepare_runtime_image(docker_engine, tag=None, prune=False).ref
+
+
 def jina_parser() -> argparse.ArgumentParser:
     """Options of Jina's `jina deployment` parser, with Jina's names, types and defaults
     (read from jina/parsers/orchestrate/*.py; jina itself is not installed here)."""
@@ -100,13 +109,13 @@ class KeyValue(argparse.Action):
 
 
 def test_a_namespace_from_jinas_option_names_runs(
-        runtime_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
+        own_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
     ns = jina_parser().parse_args([
         "--name", dep_name, "--uses", "Echo", "--py-modules", ECHO, "--replicas", "2",
         "--timeout-ready", "90000", "--env", "GREETING=hi", "--host", "127.0.0.1",
         "--polling", "ALL",
     ])
-    with Deployment(ns, image=runtime_image) as dep:
+    with Deployment(ns, image=own_image) as dep:
         assert (dep.spec.replicas, dep.spec.timeout_ready, dep.spec.polling) == (2, 90.0, "ALL")
         assert dep.spec.env == {"GREETING": "hi"} and str(dep.spec.uses) == f"{ECHO}:Echo"
         assert {d["tag"] for d in dep.post("/echo", docs=[{}, {}])} == {"v1"}
@@ -114,14 +123,14 @@ def test_a_namespace_from_jinas_option_names_runs(
     with pytest.raises(SpecError) as info:  # a Jina option that means nothing here
         Deployment(jina_parser().parse_args(["--name", dep_name, "--uses", f"{ECHO}:Echo",
                                              "--docker-kwargs", "privileged"]),
-                   image=runtime_image)
+                   image=own_image)
     assert info.value.field == "docker_kwargs" and "Jina's docker_kwargs" in str(info.value)
     assert not list_owned(docker_engine, dep_name)
 
 
 def test_head_port_before_start_is_the_published_one(
-        runtime_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
-    dep = Deployment(name=dep_name, uses=f"{ECHO}:Echo", image=runtime_image,
+        own_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
+    dep = Deployment(name=dep_name, uses=f"{ECHO}:Echo", image=own_image,
                      needs={"upstream"})
     before = dep.head_port
     assert before > 0 and dep.address == f"127.0.0.1:{before}"
@@ -133,9 +142,9 @@ def test_head_port_before_start_is_the_published_one(
 
 
 def test_noblock_start_of_a_pod_that_never_gets_ready(
-        runtime_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
+        own_image: str, dep_name: str, docker_engine: DockerEngine) -> None:
     dep = Deployment(name=dep_name, uses=f"{TEST_EXECUTORS / 'hang.py'}:NeverReady",
-                     image=runtime_image, noblock_on_start=True, timeout_ready=8,
+                     image=own_image, noblock_on_start=True, timeout_ready=8,
                      stop_grace=0)
     dep.start()  # returns once the containers exist
     try:
@@ -152,8 +161,8 @@ def test_noblock_start_of_a_pod_that_never_gets_ready(
 
 
 def test_noblock_start_then_wait_gives_a_ready_deployment(
-        runtime_image: str, dep_name: str) -> None:
-    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", image=runtime_image, replicas=2,
+        own_image: str, dep_name: str) -> None:
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", image=own_image, replicas=2,
                     noblock_on_start=True) as dep:
         dep.wait_start_success()
         assert dep.is_ready
