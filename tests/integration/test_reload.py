@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,12 +28,18 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
-def own_image(docker_engine: DockerEngine) -> str:
-    """This checkout's runtime image by its content-hash tag: `latest` is shared with other
-    checkouts building on the same engine and may move while these tests run."""
+def own_image(docker_engine: DockerEngine) -> Iterator[str]:
+    """This checkout's runtime image under a tag of this test module's own: `latest` is
+    shared with other checkouts building on the same engine (it may move while these tests
+    run), and their builds untag outdated `orchestrator-runtime:<hash>` tags, never this
+    one. Untagged again at the end."""
     from orchestrator.images import prepare_runtime_image
 
-    return prepare_runtime_image(docker_engine, tag=None, prune=False).ref
+    built = prepare_runtime_image(docker_engine, tag=None, prune=False)
+    tag = f"orchestrator-test-parity:{built.content_hash[:12]}"
+    docker_engine.tag_image(built.hash_ref, tag)
+    yield tag
+    docker_engine.remove_image(tag)
 
 LIVE = '''\
 from orchestrator import Executor, requests
@@ -86,8 +93,10 @@ def test_an_edit_under_load_is_rolled_out_with_zero_failed_requests(
         with Load(dep.head_host, dep.head_port) as load:
             assert versions(load, 0) == {"v1"}
             write(folder / "live.py", LIVE.format(version="v2"))
-            wait_until(lambda: reloader.reloads >= 1, timeout=DEADLINE * 3,
-                       what="the edit rolled out")
+            wait_until(lambda: reloader.reloads >= 1 or any(
+                r.kind in ("refused", "failed") for r in reports), timeout=DEADLINE * 3,
+                what="the edit rolled out")
+            assert reloader.reloads == 1, reports
             done = time.monotonic()
             load.wait_for(10)
         assert load.failures == []
