@@ -175,6 +175,12 @@ class Deployment(BaseDeployment):
     """A head plus `shards x replicas` workers (and optional uses_before / uses_after pods),
     every pod a Docker container on the deployment's own network.
 
+    `args`: an argparse Namespace or a dict with Jina's option names and units (a
+    Namespace from Jina's parser, `timeout_ready` in milliseconds, ...): see
+    orchestrator/jina.py; an option with no meaning here is refused by name. Keyword
+    arguments are our own fields, in our units, and win over `args`. `needs`: names of the
+    deployments this one follows (the `needs` attribute).
+
     `engine`: a ContainerEngine (default: Docker from the environment); `probe`: the
     readiness probe (default: gRPC health); `connect`: how to reach the head's control
     service, (address, token) -> client (default: gRPC; tests pass a fake).
@@ -287,7 +293,8 @@ class Deployment(BaseDeployment):
 
     @property
     def port(self) -> int | None:
-        """The head port published on the host (known once started, unless given)."""
+        """The head port published on the host: given, or reserved at construction (see
+        orchestrator/ports.py), or, for a handle rebuilt from labels, the published one."""
         if self.spec.external:
             return self.spec.port
         head = self.state.head_info()
