@@ -174,3 +174,19 @@ def test_noblock_start_then_wait_gives_a_ready_deployment(
         dep.wait_start_success()
         assert dep.is_ready
         assert len({d["pod"] for _ in range(6) for d in dep.post("/echo", docs=[{}])}) == 2
+
+
+def test_gpus_on_an_engine_without_gpus_is_a_clear_error_before_anything_starts(
+        own_image: str, dep_name: str, docker_engine: DockerEngine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No machine here has a GPU: this is the only GPU behaviour the real engine can show."""
+    monkeypatch.delenv("ORCHESTRATOR_GPUS", raising=False)
+    assert docker_engine.gpu_devices() == []
+    for fields in ({"gpus": 1}, {"env": {"CUDA_VISIBLE_DEVICES": "RR"}}):
+        dep = Deployment(name=dep_name, uses=f"{ECHO}:Echo", image=own_image, **fields)
+        with pytest.raises(SpecError) as info:
+            dep.start()
+        assert "has none" in str(info.value) and "nothing was started" in str(info.value)
+        assert info.value.field in ("gpus", "env.CUDA_VISIBLE_DEVICES")
+        assert not list_owned(docker_engine, dep_name)
+        dep.close()
