@@ -50,6 +50,7 @@ from orchestrator.health import GrpcHealthProbe, HealthProbe
 from orchestrator.planning.hosts import Placement
 from orchestrator.planning.pods import PodPlan
 from orchestrator.ports import PortReservation
+from orchestrator.ports import reserve as reserve_port
 from orchestrator.progress import ProgressCallback
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UpdatePolicy, validate_name
 from orchestrator.state import DeploymentState
@@ -207,7 +208,7 @@ class Deployment(BaseDeployment):
         # head_port is known from construction, as in Jina: a free port is reserved now
         # and published at start (see orchestrator/ports.py)
         reservation = None if spec.port is not None or spec.external \
-            else PortReservation(spec.host)
+            else reserve_port(spec.host)
         if reservation is not None:
             spec = dataclasses.replace(spec, port=reservation.port)
         self._setup(DeploymentState(spec=spec), engine, probe, reaper, connect)

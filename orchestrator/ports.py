@@ -40,6 +40,15 @@ class PortReservation:
             self.release()
 
 
+def reserve(host: str) -> PortReservation | None:
+    """A reservation, or None when no port can be bound here (the engine then picks one at
+    start, as before)."""
+    try:
+        return PortReservation(host)
+    except OSError:
+        return None
+
+
 def _bound(host: str) -> socket.socket:
     """A socket bound to a free port of `host` (all interfaces when `host` is not an
     address of this machine)."""
