@@ -94,10 +94,11 @@ class Actuator:
 
     def start(
         self, plans: Sequence[PodPlan], ready: Ready, *, timeout: float,
-        max_starting: int | None = None,
+        max_starting: int | None = None, on_created: Callable[[PodPlan], None] | None = None,
     ) -> dict[str, ContainerInfo]:
         """Create, start and wait for every pod concurrently, at most `max_starting` at a
-        time (a staggered start: the next pod starts when one is ready).
+        time (a staggered start: the next pod starts when one is ready). `on_created` is
+        called (from a worker thread) as each container is created and started.
 
         On any failure every pod of `plans` is removed, once no thread can still create
         one, before the first error is raised.
@@ -123,6 +124,8 @@ class Actuator:
                 if isinstance(launched, BaseException):
                     abort.set()
                     return launched
+                if on_created is not None:
+                    on_created(plan)
                 try:
                     return wait_ready(self.engine, plan.name, check, timeout=timeout)
                 except BaseException as exc:

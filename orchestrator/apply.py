@@ -117,6 +117,8 @@ def decide(current: DeploymentSpec, cfg: DeploymentConfig, outdated: Sequence[st
                           f"cannot change on the running deployment {current.name!r} (it "
                           f"shapes the head); run `orchestrator down {current.name}` first")
     notes: list[str] = []
+    for key in ("noblock_on_start", "reload", "watch"):  # how a process runs it: no rollout
+        changes.pop(key, None)
     replicas = changes.pop("replicas", None)
     if not changes and replicas is None and outdated:
         notes.append(f"finishing an interrupted update: {len(outdated)} replica(s) ran an "
@@ -166,7 +168,8 @@ Attacher = Callable[[str, ContainerEngine], Deployment]
 def open_new(cfg: DeploymentConfig, engine: ContainerEngine) -> Deployment:
     """A new, not yet started handle for the file's deployment. A reaper removes what this
     process starts if it dies without a word (kill -9); `detach` tells it to leave it."""
-    return Deployment(dict(cfg.fields), engine=engine, base_dir=cfg.base_dir, reaper=True)
+    # our own field names as keyword arguments (`args` would read Jina's names and units)
+    return Deployment(engine=engine, base_dir=cfg.base_dir, reaper=True, **cfg.fields)
 
 
 def open_supervised(cfg: DeploymentConfig, engine: ContainerEngine) -> Deployment:

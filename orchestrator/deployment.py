@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import functools
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -33,7 +35,7 @@ from orchestrator.actuator import Actuator
 from orchestrator.control import history
 from orchestrator.control.background import HEAL_POLL, BackgroundHealer, HealReport
 from orchestrator.control.healer import Healer, Replacement, busy
-from orchestrator.control.lifecycle import Lifecycle
+from orchestrator.control.lifecycle import Lifecycle, engine_gpus
 from orchestrator.control.link import Connect, HeadControlLike, HeadLink, grpc_connect
 from orchestrator.control.lock import DeploymentLock
 from orchestrator.control.rollout import Rollout, check_images
@@ -50,13 +52,17 @@ from orchestrator.errors import (
 from orchestrator.health import GrpcHealthProbe, HealthProbe
 from orchestrator.planning.history import Revision, undo_changes, undo_target
 from orchestrator.planning.hosts import Placement
+from orchestrator.planning.pods import PodPlan
+from orchestrator.ports import PortReservation
+from orchestrator.ports import reserve as reserve_port
 from orchestrator.progress import ProgressCallback
-from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UpdatePolicy
+from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UpdatePolicy, validate_name
 from orchestrator.state import DeploymentState
 from orchestrator.tls import TLS_FIELDS
 
 if TYPE_CHECKING:
     from orchestrator.client import Client
+    from orchestrator.reload import Reloader, ReloadReport
 
 
 class DeploymentRoleType(enum.Enum):
@@ -136,12 +142,15 @@ class BaseDeployment(ExitStack):
 
 def _raw_fields(args: argparse.Namespace | Mapping[str, Any] | None,
                 kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """`args` speaks Jina's option names and units (a Namespace from Jina's parser, or a
+    dict with its names: see orchestrator/jina.py); keyword arguments are our own fields
+    and win over `args`."""
+    from orchestrator.jina import fields_from_jina
+
     if args is None:
         raw: dict[str, Any] = {}
-    elif isinstance(args, argparse.Namespace):
-        raw = {k: v for k, v in vars(args).items() if v is not None}
-    elif isinstance(args, Mapping):
-        raw = dict(args)
+    elif isinstance(args, argparse.Namespace | Mapping):
+        raw = fields_from_jina(args)
     else:
         raise SpecError(f"must be an argparse.Namespace or a dict, not {type(args).__name__}",
                         field="args")
@@ -172,6 +181,12 @@ class Deployment(BaseDeployment):
     """A head plus `shards x replicas` workers (and optional uses_before / uses_after pods),
     every pod a Docker container on the deployment's own network.
 
+    `args`: an argparse Namespace or a dict with Jina's option names and units (a
+    Namespace from Jina's parser, `timeout_ready` in milliseconds, ...): see
+    orchestrator/jina.py; an option with no meaning here is refused by name. Keyword
+    arguments are our own fields, in our units, and win over `args`. `needs`: names of the
+    deployments this one follows (the `needs` attribute).
+
     `engine`: a ContainerEngine (default: Docker from the environment); `probe`: the
     readiness probe (default: gRPC health); `connect`: how to reach the head's control
     service, (address, token) -> client (default: gRPC; tests pass a fake).
@@ -195,10 +210,18 @@ class Deployment(BaseDeployment):
         raw = _raw_fields(args, kwargs)
         if needs is not None:
             raw["needs"] = sorted(needs) if not isinstance(needs, str) else needs
-        state = DeploymentState(spec=DeploymentSpec.from_fields(base_dir=base_dir, **raw))
+        spec = DeploymentSpec.from_fields(base_dir=base_dir, **raw)
+        # head_port is known from construction, as in Jina: a free port is reserved now
+        # and published at start (see orchestrator/ports.py)
+        reservation = None if spec.port is not None or spec.external \
+            else reserve_port(spec.host)
+        if reservation is not None:
+            spec = dataclasses.replace(spec, port=reservation.port)
+        state = DeploymentState(spec=spec)
         if supervised:  # `up --detach`: its labels ask the supervisor to heal it
             state.ctx = replace(state.ctx, supervised=True)
         self._setup(state, engine, probe, reaper, connect)
+        self._reservation: PortReservation | None = reservation
 
     def _setup(self, state: DeploymentState, engine: ContainerEngine | None,
                probe: HealthProbe | None, reaper: bool | None, connect: Connect | None
@@ -222,6 +245,9 @@ class Deployment(BaseDeployment):
         self._client: Client | None = None
         self._detached = False
         self._healer: BackgroundHealer | None = None
+        self._reservation = None  # __init__ sets it after (attach never reserves)
+        self._starting: _Starting | None = None
+        self._reloader: Reloader | None = None
         self.pod_args: dict[str, Any] = {}
         self.update_pod_args()
 
@@ -242,6 +268,10 @@ class Deployment(BaseDeployment):
             life = Lifecycle(self.state, act, head, self._lock, want_reaper=self._want_reaper)
             healer = Healer(self.state, act, head, self._lock, self._rebuild)
             self._parts_ = _Parts(act, head, life, healer)
+            if self.state.started and self.spec.gpus is not None and not self.state.ctx.gpus:
+                # an attached handle: replacements get their slot's devices (heal)
+                with contextlib.suppress(OrchestratorError):
+                    self.state.set_gpus(engine_gpus(self.engine, self.spec))
         return self._parts_
 
     def _rebuild(self) -> DeploymentState:
@@ -289,7 +319,8 @@ class Deployment(BaseDeployment):
 
     @property
     def port(self) -> int | None:
-        """The head port published on the host (known once started, unless given)."""
+        """The head port published on the host: given, or reserved at construction (see
+        orchestrator/ports.py), or, for a handle rebuilt from labels, the published one."""
         if self.spec.external:
             return self.spec.port
         head = self.state.head_info()
@@ -327,6 +358,17 @@ class Deployment(BaseDeployment):
     def deployments(self) -> list[dict[str, Any]]:
         return [{"name": self.name, "head_host": self.head_host, "head_port": self.port,
                  "needs": sorted(self.spec.needs)}]
+
+    @property
+    def needs(self) -> set[str]:
+        """Names of the deployments this one follows (a copy: assign to change it)."""
+        return set(self.spec.needs)
+
+    @needs.setter
+    def needs(self, value: str | set[str] | frozenset[str] | list[str] | None) -> None:
+        items = [] if value is None else [value] if isinstance(value, str) else list(value)
+        names = frozenset(validate_name(v, field_name="needs") for v in items)
+        self.state.commit(dataclasses.replace(self.spec, needs=names), self.state.generation)
 
     @property
     def num_pods(self) -> int:
@@ -412,8 +454,13 @@ class Deployment(BaseDeployment):
     def start(self) -> Self:
         """Create every pod concurrently and block until all serve (see wait_start_success).
 
+        With `noblock_on_start`, return once every pod's container is created (with
+        `max_starting`, once the first batch is): `wait_start_success()` then waits, and
+        `is_ready` says whether it is done.
+
         Raises:
-            SpecError: bad input found at start (missing image, port taken, name in use).
+            SpecError: bad input found at start (missing image, port taken, name in use,
+                GPUs asked for on an engine without them).
             PodStartError: a pod exited; names it with its exit code and last log lines.
             HealthCheckTimeout: a pod never reported SERVING within `timeout_ready`.
             EngineUnavailable: no Docker engine answers.
@@ -423,24 +470,70 @@ class Deployment(BaseDeployment):
         if self.spec.external:
             self.state.started = True
             return self
+        if self.spec.noblock_on_start:
+            return self._start_noblock()
+        try:
+            self._start_blocking()
+        except SpecError as exc:
+            if exc.field != "port" or self._reservation is None:
+                raise
+            # The reserved port was taken by another publisher after all (Docker's own
+            # allocator, or an engine on another host): let Docker pick a free one.
+            self._forget_reserved_port()
+            self._start_blocking()
+        self._after_ready()
+        return self
+
+    def _start_blocking(self) -> None:
         try:
             self._parts().life.launch()
+            self._release_port()
             self.wait_start_success()
         except BaseException:
             self._teardown()
             raise
         finally:
             self._lock.release()
-        if self.spec.heal_after:
-            self.start_healing()
+
+    def _release_port(self) -> None:
+        if self._reservation is not None:
+            self._reservation.release()
+
+    def _forget_reserved_port(self) -> None:
+        self._reservation = None
+        self.state.commit(dataclasses.replace(self.spec, port=None), self.state.generation)
+        self.update_pod_args()
+
+    def _start_noblock(self) -> Self:
+        try:
+            self._parts().life.launch()
+        except BaseException:
+            self._teardown()
+            self._lock.release()
+            raise
+        self._release_port()
+        starting = _Starting(expected=min(len(self.state.planned()),
+                                          self.spec.max_starting or 1 << 30))
+        life = self._parts().life
+        starting.thread = threading.Thread(target=starting.run, args=(life.bring_up,),
+                                           name=f"start-{self.name}", daemon=True)
+        self._starting = starting
+        starting.thread.start()
+        starting.created.wait()
         return self
 
     def wait_start_success(self) -> None:
         """Block until every pod serves and every worker is registered at the head.
 
-        On failure everything is removed before the error is raised.
+        On failure everything is removed before the error is raised (the same errors as
+        `start`). After a `noblock_on_start` start this is where the start is waited for.
         """
-        if self.spec.external or self.state.infos:
+        if self.spec.external:
+            return
+        if self._starting is not None:
+            self._finish_noblock(self._starting)
+            return
+        if self.state.infos:
             return
         try:
             self._parts().life.bring_up()
@@ -448,6 +541,58 @@ class Deployment(BaseDeployment):
             self._teardown()
             raise
         self.update_pod_args()
+
+    def _finish_noblock(self, starting: _Starting) -> None:
+        try:
+            starting.join()
+            self._starting = None
+            if starting.error is not None:
+                raise starting.error
+            self.update_pod_args()
+        except BaseException:
+            starting.join()  # Ctrl-C while waiting: let the start end before removing
+            self._starting = None
+            self._teardown()
+            raise
+        finally:
+            self._lock.release()
+        self._after_ready()
+
+    def _after_ready(self) -> None:
+        if self.spec.heal_after:
+            self.start_healing()
+        if self.spec.reload:
+            self.watch()
+
+    def watch(self, on_report: Callable[[ReloadReport], None] | None = None,
+              **options: Any) -> Reloader:
+        """Live reload (what `reload=True` and `orchestrator up --watch` start): when the
+        executor's file, its folder, or a path of `watch` changes, every worker is replaced
+        by the usual zero-downtime rolling update, after a debounce. Code that does not
+        compile is kept out (the error is reported with file and line, nothing changes);
+        code that fails to import or start is rolled back by the update, and the old
+        replicas keep serving. Reports go to `on_report` (default: printed on stderr).
+        Idempotent: a second call returns the running watcher (with this `on_report`).
+        `options`: `poll` and `debounce`, in seconds.
+
+        Raises:
+            SpecError: naming `reload`: nothing to watch (an executor installed in the
+                image or a docker:// image, and no `watch` paths).
+        """
+        from orchestrator.reload import Reloader, print_report
+
+        if self._reloader is None or not self._reloader.alive:
+            self._reloader = Reloader(self, on_report or print_report, **options)
+            self._reloader.start()
+        elif on_report is not None:
+            self._reloader.on_report = on_report
+        return self._reloader
+
+    def stop_watching(self) -> None:
+        """Stop live reload (also done on close)."""
+        reloader, self._reloader = self._reloader, None
+        if reloader is not None:
+            reloader.stop()
 
     def control(self, head_info: Any = None) -> HeadControlLike:
         """The head's control client (one channel, kept open)."""
@@ -460,6 +605,12 @@ class Deployment(BaseDeployment):
     def _teardown(self) -> None:
         """Stop and remove every pod and the network. Idempotent, label-based."""
         self.stop_healing()
+        self.stop_watching()
+        starting, self._starting = self._starting, None
+        if starting is not None:  # closed before wait_start_success: let the start end
+            starting.join()
+            self._lock.release()
+        self._release_port()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -678,6 +829,8 @@ class Deployment(BaseDeployment):
                 revision = history.begin_revision(self._history(), self.state, wanted, cause) \
                     if replace_all else None
                 return wanted, revision
+                self.state.set_gpus(engine_gpus(self.engine, wanted))
+                return wanted
             except BaseException:
                 self._lock.release()
                 raise
@@ -868,6 +1021,37 @@ def same_tls(current: DeploymentSpec, target: DeploymentSpec) -> None:
             raise SpecError("the head's TLS cannot change on a running deployment (an update "
                             "replaces workers, not the head); stop it and start it again",
                             field=name)
+
+
+class _Starting:
+    """A `noblock_on_start` start running in a thread: `created` is set once `expected`
+    containers exist (or the start ended), `error` is what it raised."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.created = threading.Event()
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def one_created(self, _plan: PodPlan) -> None:
+        with self._lock:
+            self.count += 1
+            if self.count >= self.expected:
+                self.created.set()
+
+    def run(self, bring_up: Callable[[Callable[[PodPlan], None]], None]) -> None:
+        try:
+            bring_up(self.one_created)
+        except BaseException as exc:  # handed to wait_start_success
+            self.error = exc
+        finally:
+            self.created.set()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
 
 
 def running_deployments(engine: ContainerEngine) -> list[str]:

@@ -172,9 +172,10 @@ JINA_OPTIONS: Mapping[str, To | Refuse | Joined] = {
                                accepts=(False, True)),
     "install_requirements": Refuse("executors run in a runtime image built ahead of time; "
                                    "put requirements into the image", accepts=(False,)),
-    "reload": Refuse("no live reload yet: run `orchestrator rollout restart`",
-                     accepts=(False,)),
+    "reload": To("reload", note="a changed executor file replaces the workers by a "
+                               "zero-downtime rolling update (see docs/jina-parity.md)"),
     "force_update": Refuse("there is no Hub to update from", accepts=(False,)),
+    "prefer_platform": Refuse("there is no Hub to pull from: images are built locally"),
     # -- containers ---------------------------------------------------------------------------
     "entrypoint": Refuse("the runtime image's entrypoint starts the worker; use a "
                          "docker:// executor for an image of your own"),
@@ -199,10 +200,17 @@ JINA_OPTIONS: Mapping[str, To | Refuse | Joined] = {
     "grpc_metadata": Refuse("requests carry no extra gRPC metadata"),
     "tls": Refuse("Jina's tls flag carries no certificate: set tls_cert and tls_key "
                   "(docs/security.md)", accepts=(False,)),
+    "grpc_channel_options": Refuse("the head's channels to its workers use the runtime's "
+                                   "own options"),
+    "grpc_server_kwargs": Refuse("the gRPC server options of the pods are the runtime's own"),
+    "proxy": Refuse("the orchestrator talks to the engine and the head directly; proxy "
+                    "variables are not read", accepts=(False,)),
+    "expose_graphql_endpoint": Refuse(_HTTP, accepts=(False,)),
     "include_gateway": Refuse("the head is the one entry point: there is no separate "
                               "gateway", accepts=(True, False)),
-    "noblock_on_start": Refuse("start() blocks until every pod is ready",
-                               accepts=(False,)),
+    "noblock_on_start": To("noblock_on_start",
+                           note="start() returns once the pods are created; "
+                                "wait_start_success() waits"),
     "floating": Refuse("a Flow notion: there is no chaining of Deployments here",
                        accepts=(False,)),
     "when": Refuse("a Flow notion: every request reaches the executor"),

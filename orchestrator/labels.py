@@ -20,6 +20,7 @@ GENERATION = PREFIX + "generation"
 OWNER = PREFIX + "owner"
 SPEC = PREFIX + "spec"
 CONTROL = PREFIX + "control"
+GPUS = PREFIX + "gpus"  # the GPU devices a pod was given ("0,1", "all"), for `ps`
 """On the head: host:port of its control service on the deployment network."""
 REVISION = PREFIX + "revision"
 """On a rollout history record (a volume): the revision's number."""

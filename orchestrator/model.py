@@ -69,6 +69,7 @@ class ContainerSpec:
     cpus: float | None = None
     memory_bytes: int | None = None
     gpus: int | None = None  # None: none; -1: all
+    gpu_ids: tuple[str, ...] = ()  # these devices (then `gpus` is their count)
     cpu_shares: int | None = None  # relative CPU weight under contention (default 1024)
     cap_drop: tuple[str, ...] = ("ALL",)
     security_opt: tuple[str, ...] = ("no-new-privileges",)

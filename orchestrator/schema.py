@@ -245,6 +245,8 @@ def _kind(schema: Mapping[str, Any]) -> str:
         return _json(schema["const"])
     if "enum" in schema:
         return " / ".join(f"`{_json(v)}`" for v in schema["enum"])
+    if isinstance(schema.get("type"), list):  # {"type": ["string", "integer"]}
+        return " or ".join(_kind({"type": t}) for t in schema["type"])
     kind = {"integer": "integer", "number": "number", "string": "string", "boolean": "boolean",
             "object": "map", "array": "list", "null": "null"}.get(schema.get("type", ""), "")
     if kind in ("integer", "number"):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.errors import SpecError
+from orchestrator.planning.gpus import GpuRequest, parse_gpus
 from orchestrator.tls import TLS_FIELDS, ClientTLS, own_server_name, tls_fields
 
 DEFAULT_RUNTIME_IMAGE = "orchestrator-runtime:latest"
@@ -331,8 +332,16 @@ class DeploymentSpec:
     cpus: float | None = _field(None, "CPU limit per pod", exclusiveMinimum=0, maximum=1024)
     memory: int | None = _field(None, "memory limit per pod: '512m', '1g' or bytes "
                                 "(at least 6 MiB)", schema=_size(6 * 1024**2))
-    gpus: int | None = _field(None, "GPUs per pod: a count or 'all'", schema={
-        "anyOf": [{"type": "integer", "minimum": 0}, {"const": "all"}]})
+    gpus: GpuRequest | None = _field(  # noqa: RUF009
+        None, "GPUs per replica: 'all', a count (each replica its own devices), device "
+        "ids ('device=0,1' or a list), or one id list per replica slot; "
+        "env CUDA_VISIBLE_DEVICES=RR assigns them round robin, as Jina does",
+        schema={"anyOf": [{"type": "integer", "minimum": 0}, {"const": "all"},
+                          {"type": "string", "pattern": r"^\s*(device=)?[^=]+$"},
+                          {"type": "array", "minItems": 1, "items": {"anyOf": [
+                              {"type": ["string", "integer"]},
+                              {"type": "array", "minItems": 1,
+                               "items": {"type": ["string", "integer"]}}]}}]})
     restart_policy: str = _field("on-failure", "applied once a pod is ready",
                                  enum=list(RESTART_POLICIES))
     health_interval: float = _field(0.5, "seconds between the head's probes of a worker",
@@ -375,6 +384,14 @@ class DeploymentSpec:
             _TIMEOUT_MS, {"type": "null"},
             {"type": "object", "additionalProperties": {"anyOf": [_TIMEOUT_MS,
                                                                   {"type": "null"}]}}]})
+    noblock_on_start: bool = _field(
+        False, "start() returns once the pods are created; wait_start_success() waits "
+        "until they serve (Jina's noblock_on_start)")
+    reload: bool = _field(False, "live reload: a change to the executor's file (or a "
+                          "watched path) replaces the workers by a zero-downtime rollout")
+    watch: tuple[str, ...] = _field(
+        (), "live reload: more files or directories to watch (relative to the YAML file)",
+        schema={"type": "array", "items": {"type": "string", "minLength": 1}})
 
     @classmethod
     def from_fields(cls, *, base_dir: Path | None = None, **raw: Any) -> DeploymentSpec:
@@ -397,6 +414,7 @@ class DeploymentSpec:
         if uses_raw is None and external:
             uses_raw = "docker://external"
         uses = UsesRef.parse(uses_raw, field_name="uses", base_dir=base_dir)
+        env = _str_map(raw.get("env"), "env")
         spec = cls(
             name=name,
             uses=uses,
@@ -408,7 +426,7 @@ class DeploymentSpec:
             uses_after=_optional_uses(raw.get("uses_after"), "uses_after", base_dir),
             port=_port(raw.get("port"), "port"),
             host=_host(raw.get("host", "127.0.0.1")),
-            env=_str_map(raw.get("env"), "env"),
+            env=env,
             volumes=tuple(
                 VolumeSpec.parse(v, field_name=f"volumes[{i}]")
                 for i, v in enumerate(_list(raw.get("volumes"), "volumes"))
@@ -419,7 +437,7 @@ class DeploymentSpec:
             image=_image(raw.get("image", DEFAULT_RUNTIME_IMAGE)),
             cpus=_cpus(raw.get("cpus")),
             memory=parse_memory(raw.get("memory")),
-            gpus=_gpus(raw.get("gpus")),
+            gpus=_gpus(raw.get("gpus"), env),
             restart_policy=_restart(raw.get("restart_policy", "on-failure")),
             health_interval=_seconds(raw.get("health_interval", 0.5), "health_interval"),
             stop_grace=_seconds(raw.get("stop_grace", 10.0), "stop_grace", zero_ok=True),
@@ -434,7 +452,16 @@ class DeploymentSpec:
             heal_after=_heal_after(raw.get("heal_after", DEFAULT_HEAL_AFTER)),
             **tls_fields(raw, base_dir),
             timeout_send=_timeout_send(raw.get("timeout_send")),
+            noblock_on_start=_flag(raw.get("noblock_on_start", False), "noblock_on_start"),
+            reload=_flag(raw.get("reload", False), "reload"),
+            watch=_watch(raw.get("watch"), base_dir),
         )
+        if spec.reload and not spec.watch and "file" not in {
+                u.kind for u in (spec.uses, spec.uses_before, spec.uses_after) if u}:
+            raise SpecError("live reload needs a local executor file (uses: file.py:Class) "
+                            "or paths to watch (watch: [...]): an executor installed in "
+                            "the image or a docker:// image has nothing here to watch",
+                            field="reload")
         if external and spec.port is None:
             raise SpecError("an external deployment needs the port of the running service",
                             field="port")
@@ -482,7 +509,7 @@ class DeploymentSpec:
             "policy": asdict(self.policy),
         }
         out["heal_after"] = self.heal_after
-        for key in ("port", "cpus", "memory", "gpus", "max_starting", *TLS_FIELDS):
+        for key in ("port", "cpus", "memory", "max_starting", *TLS_FIELDS):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if isinstance(self.protocol, tuple):
@@ -490,6 +517,13 @@ class DeploymentSpec:
         if self.timeout_send is not None:
             out["timeout_send"] = (self.timeout_send if isinstance(self.timeout_send, int)
                                    else dict(self.timeout_send))
+        if self.gpus is not None and self.gpus.to_field() is not None:
+            out["gpus"] = self.gpus.to_field()
+        for key in ("noblock_on_start", "reload"):
+            if getattr(self, key):
+                out[key] = True
+        if self.watch:
+            out["watch"] = list(self.watch)
         if self.uses_before:
             out["uses_before"] = str(self.uses_before)
         if self.uses_after:
@@ -616,14 +650,28 @@ def _cpus(value: object) -> float | None:
     return float(value)
 
 
-def _gpus(value: object) -> int | None:
-    if value is None or value == 0:
-        return None
-    if value == "all":
-        return -1
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SpecError(f"must be a GPU count or 'all', got {value!r}", field="gpus")
+def _gpus(value: object, env: Mapping[str, str]) -> GpuRequest | None:
+    if value == -1:  # the fixed form of "all" (to_fields before GPU ids existed)
+        raise SpecError("must be 'all', a GPU count or device ids, got -1", field="gpus")
+    return parse_gpus(value, env)
+
+
+def _flag(value: object, field_name: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"must be true or false, got {value!r}", field=field_name)
     return value
+
+
+def _watch(value: object, base_dir: Path | None) -> tuple[str, ...]:
+    out: list[str] = []
+    for i, item in enumerate(_list(value, "watch")):
+        if not isinstance(item, str) or not item.strip():
+            raise SpecError("must be a file or directory path", field=f"watch[{i}]")
+        # not required to exist: the spec travels in labels to other processes and hosts
+        path = Path(item).expanduser()
+        path = path if path.is_absolute() else (base_dir or Path.cwd()) / path
+        out.append(str(path.resolve()))
+    return tuple(out)
 
 
 def _restart(value: object) -> str:

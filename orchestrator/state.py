@@ -154,6 +154,11 @@ class DeploymentState:
             self.spec = spec
             self.ctx = replace(self.ctx, generation=generation)
 
+    def set_gpus(self, devices: tuple[str, ...]) -> None:
+        """The engine's GPU devices: replica slots get theirs from this list."""
+        with self._lock:
+            self.ctx = replace(self.ctx, gpus=devices)
+
     def set_generation(self, generation: int) -> None:
         with self._lock:
             self.ctx = replace(self.ctx, generation=generation)

@@ -79,6 +79,7 @@ class PodStatus:
     replaced: int = 0
     """How many times the healer replaced the pod in this slot (from its labels)."""
     replaced_reason: str = ""
+    gpus: str | None = None  # the GPU devices it was given ("0,1", "all"); None: none
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object `orchestrator ps --json` prints for the pod."""
@@ -93,6 +94,7 @@ class PodStatus:
             "failed": seen.failed if seen else None,
             "in_flight": seen.in_flight if seen else None,
             "replaced": self.replaced, "replaced_reason": self.replaced_reason or None,
+            "gpus": self.gpus,
         }
 
     @property
@@ -171,7 +173,8 @@ def pod_status(info: ContainerInfo, health: str, now: datetime,
                     for port, (ip, host_port) in sorted(info.ports.items())),
         image=info.image, exit_code=info.exit_code, routing=seen,
         replaced=_number(labels, L.REPLACED) or 0,
-        replaced_reason=labels.get(L.REPLACED_REASON, ""))
+        replaced_reason=labels.get(L.REPLACED_REASON, ""),
+        gpus=labels.get(L.GPUS))
 
 
 def _number(labels: Mapping[str, str], key: str) -> int | None:

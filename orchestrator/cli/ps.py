@@ -44,12 +44,17 @@ def format_table(rows: Sequence[Mapping[str, Any]], *, with_deployment: bool) ->
                "ROUTING", "UPTIME", "PORTS", "IMAGE"]
     if with_deployment:
         headers.insert(0, "DEPLOYMENT")
+    gpus = any(r.get("gpus") for r in rows)  # the column shows only where GPUs are used
+    if gpus:
+        headers.insert(-1, "GPUS")
     table = [headers]
     for r in rows:
         cells = [r["pod"], r["role"], dash(r["shard"]), dash(r["replica"]), r["state"],
                  str(r["restarts"]), str(r.get("replaced", 0)), r["health"],
                  dash(r["routing"]),
                  format_uptime(r["uptime_seconds"]), ",".join(r["ports"]) or "-", r["image"]]
+        if gpus:
+            cells.insert(-1, dash(r.get("gpus")))
         table.append([r["deployment"], *cells] if with_deployment else cells)
     return align(table)
 

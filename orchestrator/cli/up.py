@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+from collections.abc import Callable
 
 from rich.console import Console
 
@@ -16,7 +17,7 @@ from orchestrator.apply import (
     tear_down,
     with_heal_after,
 )
-from orchestrator.cli.base import EXIT_OK, env_flags, json_flag
+from orchestrator.cli.base import EXIT_OK, UsageError, env_flags, json_flag
 from orchestrator.cli.plumbing import (
     ConsoleReporter,
     Stop,
@@ -30,7 +31,9 @@ from orchestrator.cli.plumbing import (
 )
 from orchestrator.cli.supervise import ensure_supervisor
 from orchestrator.config import DeploymentConfig, load_file
+from orchestrator.errors import SpecError
 from orchestrator.healing import keep_healthy
+from orchestrator.reload import ReloadReport
 from orchestrator.ui import ok
 
 
@@ -45,11 +48,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "says otherwise; 0 turns it off). With --detach it is stored with the "
                    "deployment, and the supervisor heals it")
     env_flags(p)
+    p.add_argument("--watch", action="store_true",
+                   help="live reload: when an executor's file or folder (or a path of the "
+                   "file's watch:) changes, replace the workers by a zero-downtime rolling "
+                   "update; code that does not compile or start is kept out")
     json_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    """`up -f FILE [--detach]`: start what is not running, roll out what changed."""
+    """`up -f FILE [--detach] [--watch]`: start what is not running, roll out what changed."""
+    if getattr(args, "watch", False) and args.detach:
+        raise UsageError("--watch runs in the foreground; it cannot be used with --detach",
+                         field="watch")
     configs = load_file(args.file, env=args.env, env_files=args.env_files)
     console = console_for(args)
     if args.detach:
@@ -86,6 +96,7 @@ def _foreground(configs: list[DeploymentConfig], args: argparse.Namespace,
                 for item in apply_each(configs, engine, reporter):
                     done.append(item)  # kept as they come: all are removed on the way out
                 _report(done, args, console)
+                _watch(done, getattr(args, "watch", False), console)
                 console.print("press Ctrl-C to stop and remove everything", markup=False)
                 keep_healthy([item.deployment for item in done], args.heal_after, stop,
                              heal_printer(console))
@@ -115,3 +126,33 @@ def _report(done: list[Applied], args: argparse.Namespace, console: Console) -> 
                     f"({s['shards']} shard(s) x {s['replicas']} replica(s))")
         for note in item.notes:
             console.print(f"  note: {note}", markup=False)
+
+
+def _watch(done: list[Applied], wanted: bool, console: Console) -> None:
+    """Live reload of every deployment (`--watch`), or of those whose file says
+    `reload: true` (which their handle started already; here it reports to the console)."""
+    for item in done:
+        dep = item.deployment
+        if not (wanted or dep.spec.reload):
+            continue
+        try:
+            dep.watch(on_report=_reload_printer(console))
+        except SpecError as exc:
+            console.print(f"  note: {dep.name}: not watched: {exc}", markup=False)
+
+
+def _reload_printer(console: Console) -> Callable[[ReloadReport], None]:
+    def show(report: ReloadReport) -> None:
+        head = f"[reload] {report.deployment}: "
+        if report.kind == "watching":
+            console.print(head + "watching " + ", ".join(report.files), markup=False)
+        elif report.kind == "changed":
+            console.print(head + "changed " + ", ".join(report.files), markup=False)
+        elif report.kind == "reloaded":
+            ok(console, head + "every worker runs the new code")
+        else:
+            what = "not reloaded: the code does not compile" if report.kind == "refused" \
+                else "reload failed and was undone"
+            console.print(f"{head}{what}; the old replicas keep serving\n{report.message}",
+                          markup=False, style="red")
+    return show

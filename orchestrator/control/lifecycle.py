@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from orchestrator import labels as L
 from orchestrator.actuator import Actuator
 from orchestrator.control.link import HeadLink
 from orchestrator.control.lock import DeploymentLock
-from orchestrator.engine.base import ContainerEngine, VolumeEngine
+from orchestrator.engine.base import ContainerEngine, VolumeEngine, gpu_devices
 from orchestrator.errors import (
     OrchestratorError,
     ResourceConflict,
@@ -27,8 +28,10 @@ from orchestrator.errors import (
 from orchestrator.health import wait_ready
 from orchestrator.model import ContainerInfo
 from orchestrator.placement import own_container
+from orchestrator.planning.gpus import check_available
 from orchestrator.planning.pods import PodPlan
 from orchestrator.reaper import ReaperHandle
+from orchestrator.spec import DeploymentSpec
 from orchestrator.state import DeploymentState
 from orchestrator.tls import exposure_warning
 
@@ -65,6 +68,7 @@ class Lifecycle:
                 f"a deployment named {name!r} is already running "
                 f"({len(existing)} containers); pick another name or remove it with "
                 f"`orchestrator down {name}`", field="name")
+        self.state.set_gpus(engine_gpus(engine, self.state.spec))
         self.lock.acquire(SpecError(f"another process is starting or updating a deployment "
                                     f"named {name!r}", field="name"))
         self.act.check_images(self._images())
@@ -88,15 +92,17 @@ class Lifecycle:
                 images.append((field_name, uses.image))
         return images
 
-    def bring_up(self) -> None:
+    def bring_up(self, on_created: Callable[[PodPlan], None] | None = None) -> None:
         """Start every planned pod, register the workers, wait for the head to serve.
+        `on_created`: called as each pod's container is created (noblock_on_start).
 
         Raises:
             PodStartError, HealthCheckTimeout, SpecError (port or name taken), EngineError.
         """
         spec = self.state.spec
         infos = self.act.start(self.state.planned(), self.pod_ready,
-                               timeout=spec.timeout_ready, max_starting=spec.max_starting)
+                               timeout=spec.timeout_ready, max_starting=spec.max_starting,
+                               on_created=on_created)
         self.state.started_pods(infos)
         self.activate()
         wait_ready(self.act.engine, self.state.head_name, self.act.serving,
@@ -197,3 +203,16 @@ def remove_network(engine: ContainerEngine, network: str, patience: float = 5.0)
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
+
+
+def engine_gpus(engine: ContainerEngine, spec: DeploymentSpec) -> tuple[str, ...]:
+    """The engine's GPU devices when `spec` asks for GPUs (else none asked: empty).
+
+    Raises:
+        SpecError: naming `gpus`: the engine has no GPU, too few, or not the ids given.
+    """
+    if spec.gpus is None:
+        return ()
+    available = gpu_devices(engine)
+    check_available(spec.gpus, available, str(getattr(engine, "where", "this engine")))
+    return tuple(available)

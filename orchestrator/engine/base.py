@@ -36,6 +36,7 @@ __all__ = [
     "ContainerSpec",
     "ContainerStatus",
     "EngineEvent",
+    "GpuInventory",
     "HealthStatus",
     "LogLine",
     "Mount",
@@ -91,7 +92,6 @@ class ContainerEngine(Protocol):
 
     def image_tags(self, labels: Mapping[str, str]) -> list[str]:
         """`repository:tag` of every local image whose labels match."""
-
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         """Remove a local image or one of its tags. Missing images are ignored."""
@@ -211,6 +211,20 @@ class VolumeEngine(Protocol):
 
     def remove_volume(self, name: str) -> None:
         """Remove a managed volume; a missing one is ignored. Raises `NotManaged`."""
+
+
+@runtime_checkable
+class GpuInventory(Protocol):
+    """An engine that can list its GPUs (the Docker adapter, the memory fake). Kept out of
+    `ContainerEngine`: an engine without it has no GPU to give."""
+
+    def gpu_devices(self) -> list[str]:
+        """The device ids of the engine's GPUs, in order (empty: none)."""
+
+
+def gpu_devices(engine: object) -> list[str]:
+    """The engine's GPUs, or none when it cannot say."""
+    return engine.gpu_devices() if isinstance(engine, GpuInventory) else []
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,21 @@ class DockerEngine:
     def close(self) -> None:
         self._client.close()
 
+    def gpu_devices(self) -> list[str]:
+        """The engine's NVIDIA GPUs, as device ids ("0", "1", ...): `ORCHESTRATOR_GPUS`
+        (comma-separated ids) when set, for an engine on another host; else, for an engine
+        on this host (a unix socket), the /dev/nvidia<N> device files. Empty: no GPU (no
+        machine of this project has one).
+
+        Why not `docker info`: its Runtimes list `nvidia` only with the legacy runtime, and
+        `--gpus` works without it; the device files are what the NVIDIA hook hands over."""
+        override = os.environ.get("ORCHESTRATOR_GPUS", "").strip()
+        if override:
+            return [d.strip() for d in override.split(",") if d.strip()]
+        if self._socket is None:
+            return []
+        return _nvidia_devices(Path("/dev"))
+
     @contextmanager
     def _call(self, subject: _Subject, name: str) -> Iterator[None]:
         # docker-py leaks the socket of a failed unix connect (a ResourceWarning),
@@ -785,7 +800,11 @@ def _host_config(spec: ContainerSpec) -> dict[str, Any]:
         config["mem_limit"] = spec.memory_bytes
     if spec.cpu_shares is not None:
         config["cpu_shares"] = spec.cpu_shares
-    if spec.gpus is not None:
+    if spec.gpu_ids:  # these devices only (a replica's own, see planning.gpus)
+        config["device_requests"] = [
+            docker.types.DeviceRequest(device_ids=list(spec.gpu_ids), capabilities=[["gpu"]])
+        ]
+    elif spec.gpus is not None:
         config["device_requests"] = [
             docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])
         ]
@@ -961,3 +980,9 @@ def _import_error(out: Any) -> str:
         if isinstance(msg, dict) and "error" in msg:
             return str(msg["error"])
     return ""
+
+
+def _nvidia_devices(dev: Path) -> list[str]:
+    """'/dev/nvidia0', '/dev/nvidia1' -> ['0', '1'] (not nvidiactl, nvidia-uvm, ...)."""
+    found = [p.name.removeprefix("nvidia") for p in dev.glob("nvidia*")]
+    return sorted((n for n in found if n.isdigit()), key=int)

@@ -283,6 +283,7 @@ class MemoryEngine:
         self._events: list[EngineEvent] = []
         self._serial = 0
         self._engine_id = f"memory-engine-{uuid.uuid4().hex[:12]}"  # one engine, one id
+        self.gpus: list[str] = []  # fake GPU device ids (`gpu_devices`)
         for ref, labels in (images or {}).items():
             self.add_image(ref, labels)
 
@@ -316,6 +317,16 @@ class MemoryEngine:
     def ping(self) -> None:
         """Raises `EngineUnavailable` when `faults.engine_down` is set."""
         self._up()
+
+    def container_spec(self, name_or_id: str) -> ContainerSpec:
+        """The spec a container was created with (what a test checks: GPU requests, env)."""
+        with self._lock:
+            return self._get(name_or_id).spec
+
+    def gpu_devices(self) -> list[str]:
+        """The fake GPUs set in `self.gpus`."""
+        self._up()
+        return list(self.gpus)
 
     def engine_id(self) -> str:
         self._up()

@@ -16,6 +16,7 @@ from typing import Any
 from orchestrator.model import ContainerSpec, Mount, PortBinding, RestartPolicy
 from orchestrator.planning import labels as L
 from orchestrator.planning import names
+from orchestrator.planning.gpus import container_env, slot_devices
 from orchestrator.planning.hosts import DOCKER_HOST
 from orchestrator.planning.tls import head_tls_args, head_tls_env, head_tls_mounts
 from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UsesRef
@@ -38,6 +39,7 @@ class PodContext:
     generation: int = 1
     supervised: bool = False
     """Started by `up --detach`: the supervisor heals it (label `orchestrator.supervised`)."""
+    gpus: tuple[str, ...] = ()  # the engine's GPU devices, when the spec asks for GPUs
 
     def extra_labels(self) -> dict[str, str]:
         return {L.SUPERVISED: "true"} if self.supervised else {}
@@ -159,23 +161,39 @@ def executor_pod(
         "--grace", str(spec.stop_grace),
     )
     volume_mounts = tuple(Mount(v.source, v.target, v.read_only) for v in spec.volumes)
+    gpus, gpu_ids = _gpus(spec, ctx, replica or 0)
+    extra = {L.SPEC: spec_label(spec), **ctx.extra_labels()}
+    if gpus is not None:
+        extra[L.GPUS] = "all" if gpus < 0 else ",".join(gpu_ids) or str(gpus)
     labels = L.pod_labels(
         deployment=spec.name, role=role, owner=ctx.owner, spec_hash=spec_hash,
-        generation=gen, shard=shard, replica=replica,
-        extra={L.SPEC: spec_label(spec), **ctx.extra_labels()},
+        generation=gen, shard=shard, replica=replica, extra=extra,
     )
     container = _base_container(
-        spec, name, _image_for(spec, uses), command, labels, dict(spec.env),
-        mounts + volume_mounts,
+        spec, name, _image_for(spec, uses), command, labels,
+        container_env(spec.env, spec.gpus), mounts + volume_mounts,
     )
-    container = _with_limits(container, spec)
+    container = replace(_with_limits(container, spec), gpus=gpus, gpu_ids=gpu_ids)
     if role == "worker":  # the head checks its workers: no exec'd probe per replica
         container = replace(container, image_healthcheck=False)
     return PodPlan(name, role, shard, replica, gen, spec_hash, str(uses), container)
 
 
 def _with_limits(container: ContainerSpec, spec: DeploymentSpec) -> ContainerSpec:
-    return replace(container, cpus=spec.cpus, memory_bytes=spec.memory, gpus=spec.gpus)
+    return replace(container, cpus=spec.cpus, memory_bytes=spec.memory)
+
+
+def _gpus(spec: DeploymentSpec, ctx: PodContext, slot: int
+          ) -> tuple[int | None, tuple[str, ...]]:
+    """(device count or -1 for all, device ids) of one replica slot: see planning.gpus.
+    Without the engine's device list (an export), a count stays a count."""
+    request = spec.gpus
+    if request is None:
+        return None, ()
+    ids = slot_devices(request, slot, ctx.gpus)
+    if ids is None:
+        return -1, ()
+    return (len(ids), ids) if ids else (request.count, ())
 
 
 def head_pod(spec: DeploymentSpec, ctx: PodContext) -> PodPlan:

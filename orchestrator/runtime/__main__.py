@@ -132,6 +132,8 @@ def _worker(args: argparse.Namespace) -> int:
         _fail(f"worker: cannot load executor: {exc}")
         return EXIT_LOAD
     except SpecError as exc:
+        if exc.__cause__ is not None:  # the import raised: its file and line matter
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         _fail(f"worker: cannot load executor: {exc}")
         return EXIT_LOAD
     server = WorkerServer(executor, host=cfg.host, port=cfg.port,

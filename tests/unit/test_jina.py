@@ -67,7 +67,8 @@ def test_a_namespace_from_jinas_parser_with_only_uses_gives_the_same_deployment(
     fields = fields_from_jina(ns)
     assert fields == {"name": "enc", "uses": f"{ECHO}:Echo", "polling": "ANY",
                       "host": "0.0.0.0", "timeout_ready": 600.0, "port": 53211,
-                      "external": False, "shards": 1, "replicas": 1}
+                      "external": False, "shards": 1, "replicas": 1,
+                      "noblock_on_start": False, "reload": False}
     spec = DeploymentSpec.from_fields(**fields)
     assert (spec.port, spec.timeout_ready, spec.host) == (53211, 600.0, "0.0.0.0")
 
@@ -89,7 +90,8 @@ def test_a_jina_style_dict_maps_every_supported_field() -> None:
     assert spec.polling == {"/index": "ALL", "*": "ANY"} and spec.timeout_ready == 1.5
     assert [(v.source, v.target) for v in spec.volumes] == [("/data", "/data"),
                                                             ("/src", "/dst")]
-    assert (spec.gpus, spec.protocol, spec.needs) == (2, "grpc", frozenset({"other"}))
+    assert spec.gpus is not None and spec.gpus.count == 2
+    assert (spec.protocol, spec.needs) == ("grpc", frozenset({"other"}))
     assert (spec.cpus, spec.policy.max_surge, spec.uses_with) == (0.5, 2, {"tag": "v2"})
 
 

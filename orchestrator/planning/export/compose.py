@@ -65,7 +65,10 @@ def _compose_service(pod: PodPlan, network: str) -> dict[str, Any]:
         service["mem_limit"] = c.memory_bytes
     if c.gpus:
         count = "all" if c.gpus < 0 else c.gpus
-        service["device_requests"] = [{"capabilities": [["gpu"]], "count": count}]
+        request: dict[str, Any] = {"capabilities": [["gpu"]], "count": count}
+        if c.gpu_ids:
+            request = {"capabilities": [["gpu"]], "device_ids": list(c.gpu_ids)}
+        service["device_requests"] = [request]
     return service
 
 

@@ -53,9 +53,9 @@ def to_kubernetes(spec: DeploymentSpec, ctx: PodContext,
         raise SpecError("host bind mounts do not carry over to a cluster; bake the files "
                         "into an image (uses: docker://...) or mount a volume of the "
                         "cluster's own", field="volumes")
-    if spec.gpus is not None and spec.gpus < 0:
-        raise SpecError("'all' has no Kubernetes equivalent; give a number of GPUs",
-                        field="gpus")
+    if spec.gpus is not None and (spec.gpus.everything or spec.gpus.groups):
+        raise SpecError("'all' and device ids have no Kubernetes equivalent; give a number "
+                        "of GPUs", field="gpus")
     pods = initial_pods(spec, ctx)
     pods = with_static_workers(pods, {p.name: _k8s_worker_address(spec, p) for p in pods
                                        if p.role == "worker"})
