@@ -283,6 +283,9 @@ class Deployment(BaseDeployment):
         inside = self._head_inside()
         if inside is not None:
             return inside
+        head = self.state.head_info()
+        if head is not None and head.node and CONTAINER_PORT in head.ports:
+            return head.ports[CONTAINER_PORT][0]  # Swarm: the node the head publishes on
         host = self.spec.host
         return "127.0.0.1" if host in ("0.0.0.0", "") else host
 

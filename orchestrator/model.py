@@ -81,6 +81,9 @@ class ContainerSpec:
     # bytes, keep this many files; None: the engine's own settings
     log_max_bytes: int | None = None
     log_max_files: int = 1
+    # where the pod may run, on an engine of several nodes (Swarm placement constraints such
+    # as "node.labels.zone==a"); an engine of one host ignores them
+    constraints: tuple[str, ...] = ()
 
 
 ContainerStatus = Literal[
@@ -107,6 +110,7 @@ class ContainerInfo:
     restart_count: int = 0
     oom_killed: bool = False
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+    node: str = ""  # the node it runs on, on an engine of several nodes (Swarm); "" on one host
 
     @property
     def running(self) -> bool:
