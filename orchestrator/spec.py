@@ -96,6 +96,10 @@ def _any_case(words: tuple[str, ...]) -> str:
     return "^(" + "|".join(chars(w) for w in words) + ")$"
 
 
+_CONSTRAINT = r"^node\.[A-Za-z0-9_.-]+\s*(==|!=)\s*\S+$"
+"""A Swarm placement constraint: node.ATTRIBUTE==VALUE or !=VALUE."""
+
+
 def _size(minimum: int) -> dict[str, Any]:
     """'512m', '1g', '1GiB' or a byte count (the text form's minimum is checked by the
     loader alone)."""
@@ -341,6 +345,11 @@ class DeploymentSpec:
                                                              "items": _NAME}]})
     policy: UpdatePolicy = _field(  # noqa: RUF009
         UpdatePolicy, "rolling update and scale policy", schema={"$ref": "#/$defs/policy"})
+    constraints: tuple[str, ...] = _field(
+        (), "on a Swarm (target swarm): the nodes the worker pods may run on, as Swarm "
+        "placement constraints ('node.labels.zone==a', 'node.hostname!=n1'); one host "
+        "ignores them", schema={"type": "array", "items": {
+            "type": "string", "pattern": _CONSTRAINT}})
 
     @classmethod
     def from_fields(cls, *, base_dir: Path | None = None, **raw: Any) -> DeploymentSpec:
@@ -397,6 +406,7 @@ class DeploymentSpec:
             else _positive_int(raw.get("max_starting"), "max_starting"),
             needs=_needs(raw.get("needs")),
             policy=_policy(raw.get("policy")),
+            constraints=_constraints(raw.get("constraints")),
         )
         if external and spec.port is None:
             raise SpecError("an external deployment needs the port of the running service",
@@ -405,7 +415,7 @@ class DeploymentSpec:
 
     def worker_hash(self) -> str:
         """A short hash of everything that makes a worker what it is."""
-        material = {
+        material: dict[str, Any] = {
             "uses": str(self.uses),
             "uses_with": self.uses_with,
             "env": dict(self.env),
@@ -415,6 +425,8 @@ class DeploymentSpec:
             "memory": self.memory,
             "gpus": self.gpus,
         }
+        if self.constraints:  # only when set: older specs keep their hash
+            material["constraints"] = list(self.constraints)
         blob = json.dumps(material, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -447,6 +459,8 @@ class DeploymentSpec:
         for key in ("port", "cpus", "memory", "gpus", "max_starting"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.constraints:
+            out["constraints"] = list(self.constraints)
         if self.uses_before:
             out["uses_before"] = str(self.uses_before)
         if self.uses_after:
@@ -520,6 +534,17 @@ def _cpus(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1024:
         raise SpecError(f"must be a positive number of CPUs, got {value!r}", field="cpus")
     return float(value)
+
+
+def _constraints(value: object) -> tuple[str, ...]:
+    """Swarm placement constraints: 'node.ATTRIBUTE==VALUE' or '!='."""
+    items = _list(value, "constraints")
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not re.match(_CONSTRAINT, item):
+            raise SpecError(f"must be a Swarm placement constraint such as "
+                            f"'node.labels.zone==a' or 'node.hostname!=n1', got {item!r}",
+                            field=f"constraints[{i}]")
+    return tuple(str(item).strip() for item in items)
 
 
 def _gpus(value: object) -> int | None:

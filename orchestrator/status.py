@@ -74,6 +74,7 @@ class PodStatus:
     image: str
     exit_code: int | None
     routing: HeadView | None = None
+    node: str = ""  # the node it runs on (Swarm); "" on one host
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object `orchestrator ps --json` prints for the pod."""
@@ -85,7 +86,7 @@ class PodStatus:
             "uptime_seconds": self.uptime_seconds, "ports": [str(p) for p in self.ports],
             "image": self.image, "exit_code": self.exit_code,
             "routing": seen.state if seen else None, "served": seen.served if seen else None,
-            "failed": seen.failed if seen else None,
+            "failed": seen.failed if seen else None, "node": self.node,
             "in_flight": seen.in_flight if seen else None,
         }
 
@@ -163,7 +164,7 @@ def pod_status(info: ContainerInfo, health: str, now: datetime,
         uptime_seconds=round(uptime, 1) if uptime is not None else None,
         ports=tuple(PublishedPort(ip, host_port, port)
                     for port, (ip, host_port) in sorted(info.ports.items())),
-        image=info.image, exit_code=info.exit_code, routing=seen)
+        image=info.image, exit_code=info.exit_code, routing=seen, node=info.node)
 
 
 def _number(labels: Mapping[str, str], key: str) -> int | None:

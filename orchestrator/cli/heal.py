@@ -16,11 +16,13 @@ from orchestrator.cli.plumbing import (
     install_stop_handlers,
     open_engine,
     restore_signals,
+    target_flag,
 )
 from orchestrator.healing import keep_healthy
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    target_flag(p)
     p.set_defaults(handler=run)
     p.add_argument("name", metavar="NAME", help="deployment name")
     p.add_argument("--after", type=float, default=30.0, metavar="SECONDS",
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = install_stop_handlers(stop)
     try:
-        with open_engine() as engine:
+        with open_engine(target=getattr(args, "target", None)) as engine:
             dep = attach(args.name, engine)
             try:
                 console.print(f"{dep.name}: replacing worker replicas unhealthy or gone for "

@@ -10,11 +10,12 @@ from typing import Any
 import yaml
 
 from orchestrator.cli.base import EXIT_OK, UsageError, json_flag
-from orchestrator.cli.plumbing import attach, console_for, emit_json, open_engine
+from orchestrator.cli.plumbing import attach, console_for, emit_json, open_engine, target_flag
 from orchestrator.ui import ProgressUI, ok
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    target_flag(p)
     p.set_defaults(handler=run)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--image", metavar="IMG", help="new runtime image for the workers")
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if not sets and args.image is None:
         raise UsageError("nothing to roll out: give --image IMG and/or --set KEY=VALUE")
     console = console_for(args)
-    with open_engine() as engine:
+    with open_engine(target=getattr(args, "target", None)) as engine:
         dep = attach(args.name, engine)
         try:
             changes: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from orchestrator.cli.plumbing import (
     install_stop_handlers,
     open_engine,
     restore_signals,
+    target_flag,
 )
 from orchestrator.config import DeploymentConfig, load_file
 from orchestrator.healing import keep_healthy
@@ -27,6 +28,7 @@ from orchestrator.ui import ok
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    target_flag(p)
     p.set_defaults(handler=run)
     p.add_argument("-f", "--file", required=True, help="deployment YAML file")
     p.add_argument("-d", "--detach", action="store_true",
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 def _detached(configs: list[DeploymentConfig], args: argparse.Namespace,
               console: Console) -> int:
     done: list[Applied] = []
-    with open_engine() as engine:
+    with open_engine(target=getattr(args, "target", None)) as engine:
         try:
             for item in apply_each(configs, engine, ConsoleReporter(console)):
                 done.append(item)  # kept as they come: a later failure still leaves them
@@ -66,7 +68,7 @@ def _foreground(configs: list[DeploymentConfig], args: argparse.Namespace,
     previous = install_stop_handlers(stop)
     reporter = ConsoleReporter(console)
     try:
-        with open_engine() as engine:
+        with open_engine(target=getattr(args, "target", None)) as engine:
             try:
                 for item in apply_each(configs, engine, reporter):
                     done.append(item)  # kept as they come: all are removed on the way out

@@ -159,6 +159,8 @@ def executor_pod(
         mounts + volume_mounts,
     )
     container = _with_limits(container, spec)
+    if spec.constraints:  # where executor pods may run on a Swarm (the head is pinned)
+        container = replace(container, constraints=spec.constraints)
     return PodPlan(name, role, shard, replica, gen, spec_hash, str(uses), container)
 
 

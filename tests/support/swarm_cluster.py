@@ -193,26 +193,32 @@ def load_images(cluster: Cluster, images: Sequence[str]) -> None:
     """Put every image on every node, flattened to one layer, under the same tags."""
     for ref in images:
         started = time.monotonic()
-        config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", ref))
-        tarball = state_dir(cluster.name) / "image.tar"
-        cid = docker("create", ref).strip()
-        try:
-            docker("export", "-o", str(tarball), cid)
-        finally:
-            docker("rm", cid, check=False)
-        changes = _changes(config)
-        tags = [ref, *(t for t in json.loads(docker("image", "inspect", "--format",
-                                                    "{{json .RepoTags}}", ref)) if t != ref)]
+        _load_image(cluster, ref)
+        log(f"{ref} loaded on {len(cluster.nodes)} nodes in {time.monotonic() - started:.1f}s")
 
-        def load(node: Node) -> None:
-            docker("import", *changes, str(tarball), tags[0], host=node.docker_host)
-            for tag in tags[1:]:
-                docker("tag", tags[0], tag, host=node.docker_host)
 
+def _load_image(cluster: Cluster, ref: str) -> None:
+    config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", ref))
+    tags = [ref, *(t for t in json.loads(docker("image", "inspect", "--format",
+                                                "{{json .RepoTags}}", ref)) if t != ref)]
+    tarball = state_dir(cluster.name) / "image.tar"
+    cid = docker("create", ref).strip()
+    try:
+        docker("export", "-o", str(tarball), cid)
+    finally:
+        docker("rm", cid, check=False)
+    changes = _changes(config)
+
+    def load(node: Node) -> None:
+        docker("import", *changes, str(tarball), tags[0], host=node.docker_host)
+        for tag in tags[1:]:
+            docker("tag", tags[0], tag, host=node.docker_host)
+
+    try:
         with ThreadPoolExecutor(len(cluster.nodes)) as pool:
             list(pool.map(load, cluster.nodes))
-        tarball.unlink()
-        log(f"{ref} loaded on {len(cluster.nodes)} nodes in {time.monotonic() - started:.1f}s")
+    finally:
+        tarball.unlink(missing_ok=True)
 
 
 def _changes(config: dict[str, object]) -> list[str]:
@@ -237,9 +243,16 @@ def _changes(config: dict[str, object]) -> list[str]:
 
 def down(name: str) -> None:
     """Remove the nodes (and with them everything that ran on them) and the network."""
-    ids = docker("ps", "-aq", "--filter", f"label={CLUSTER_LABEL}={name}").split()
-    if ids:
-        docker("rm", "-f", "-v", *ids)
+    deadline = time.monotonic() + 120
+    while ids := docker("ps", "-aq", "--filter", f"label={CLUSTER_LABEL}={name}").split():
+        # A node's dockerd killed as PID 1 stays a zombie until the kernel has killed
+        # everything under it: the engine says so and refuses, so try again.
+        try:
+            docker("rm", "-f", "-v", *ids)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     nets = docker("network", "ls", "-q", "--filter", f"label={CLUSTER_LABEL}={name}").split()
     if nets:
         docker("network", "rm", *nets)
