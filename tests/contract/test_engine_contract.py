@@ -471,3 +471,14 @@ def test_stats_of_a_running_and_a_stopped_container(engine: ContainerEngine, our
     assert (stopped.cpu_percent, stopped.memory_bytes) == (0.0, 0)
     with pytest.raises(ResourceNotFound):
         engine.container_stats(ours.name("gone"))
+
+
+def test_one_host_reports_no_node_and_ignores_placement_constraints(
+    engine: ContainerEngine, ours: Ours
+) -> None:
+    # Swarm's engine (orchestrator.engine.docker_engine_swarm) places by constraints and
+    # names each pod's node; an engine of one host has one place for everything.
+    info = engine.run_container(ours.spec("placed", constraints=("node.hostname==elsewhere",)))
+    assert info.node == ""
+    assert engine.inspect_container(info.id).node == ""
+    assert [c.node for c in engine.list_containers(ours.labels())] == [""]
