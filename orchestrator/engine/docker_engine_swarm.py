@@ -82,6 +82,8 @@ ROLE_LABEL = "orchestrator.role"
 _RESTART_DELAY_NS = 1_000_000_000
 _STOP_SLACK = 30.0  # beyond the stop grace, how long a stopping task may take
 _NETWORK_GONE_WAIT = 60.0  # tasks leave the overlay a moment after their service goes
+_MANAGER_RETRIES = 8
+_PASSING = ("context deadline exceeded", "code = Unavailable", "rpc error: code = Canceled")
 _RUNNING = "running"
 _FAILED = ("failed", "rejected")
 _ENDED = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
@@ -110,7 +112,7 @@ class SwarmEngine(DockerEngine):
                  head_node: str | None = None) -> None:
         super().__init__(client, where=where)
         # The SDK's services, tasks and configs calls are untyped: plain dicts in and out.
-        self._sapi: Any = client.api
+        self._sapi: Any = _Retrying(client.api)
         self._head_node = head_node
         self._nodes: dict[str, _Node] = {}
 
@@ -570,6 +572,35 @@ class SwarmEngine(DockerEngine):
         """Not available through a manager. Raises `EngineError`."""
         raise EngineError("exec into a Swarm task needs its node's engine "
                           "(`docker -H NODE exec`)")
+
+
+class _Retrying:
+    """The SDK's API client, with the manager's passing refusals retried: a manager that is
+    busy (raft, a node just lost or back) answers 500 'context deadline exceeded' or
+    'Unavailable' for a moment. Anything else goes through at once."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._api, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for attempt in range(_MANAGER_RETRIES):
+                try:
+                    return method(*args, **kwargs)
+                except docker.errors.APIError as exc:
+                    text = str(exc.explanation or exc)
+                    passing = exc.status_code in (500, 503) and any(
+                        mark in text for mark in _PASSING)
+                    if not passing or attempt == _MANAGER_RETRIES - 1:
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
+            raise AssertionError("unreachable")
+
+        return call
 
 
 def _state(task: Mapping[str, Any]) -> str:

@@ -118,6 +118,15 @@ def test_a_deployment_through_its_life_on_three_nodes(
         logs = capsys.readouterr().out
         assert f"{name}-s0-r0-g1" in logs and f"{name}-head" in logs
 
+        # attach from another handle, as another process would: the labels on the swarm
+        # are the whole truth (DOCKER_HOST names the manager)
+        other = Deployment.attach(name, target="swarm")
+        try:
+            assert other.address == dep.address
+            assert other.post("/echo", docs=[{"text": "again"}])[0]["text"] == "again"
+        finally:
+            other.close()  # a detached handle: the deployment goes on
+
         # rolling update under load: no failed request
         with Load(dep.head_host, dep.head_port) as load:
             asyncio.run(dep.rolling_update(uses_with={"tag": "v2"}))
@@ -206,7 +215,8 @@ def test_losing_a_worker_node_under_load(
             print(f"\nnode failure: {victim.hostname} held {len(lost)} of 3 replicas; "
                   f"{len(failed)} of {len(load.results)} requests failed "
                   f"({len([r for r in during if not r.ok])} of {len(during)} while "
-                  f"recovering); full capacity back after {recovered - stopped:.1f}s")
+                  f"recovering); full capacity back after {recovered - stopped:.1f}s",
+                  flush=True)
             assert lost and recovered > stopped
             assert load.after(recovered) and all(r.ok for r in load.after(recovered))
             assert len(failed) <= len(during) // 2, failed[:3]  # degraded, never down

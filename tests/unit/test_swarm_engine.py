@@ -174,3 +174,32 @@ def test_target(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SpecError) as info:
         chosen_target("k8s")
     assert info.value.field == "target"
+
+
+class Flaky:
+    """A manager that refuses `fails` times, as a busy one does, then answers."""
+
+    def __init__(self, fails: int, text: str, status: int = 500) -> None:
+        self.fails, self.text, self.status, self.calls = fails, text, status, 0
+
+    def services(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        self.calls += 1
+        if self.calls <= self.fails:
+            import docker.errors
+            import requests
+
+            response = requests.Response()
+            response.status_code = self.status
+            raise docker.errors.APIError("refused", response=response, explanation=self.text)
+        return []
+
+
+def test_a_busy_manager_is_asked_again_and_other_refusals_go_through() -> None:
+    busy = Flaky(2, "rpc error: code = DeadlineExceeded desc = context deadline exceeded")
+    engine = SwarmEngine(Client(busy), where="tcp://manager:2375")  # type: ignore[arg-type]
+    assert engine.list_containers(MANAGED) == [] and busy.calls == 3
+    refused = Flaky(1, "invalid filter", status=400)
+    engine = SwarmEngine(Client(refused), where="tcp://manager:2375")  # type: ignore[arg-type]
+    with pytest.raises(EngineError):
+        engine.list_containers(MANAGED)
+    assert refused.calls == 1
