@@ -86,9 +86,11 @@ def complete(script: str, folder: Path, *words: str) -> list[str]:
 
 @pytest.mark.parametrize(("words", "offered"), [
     ((""), {c.name for c in COMMANDS}),
-    (("up", "--"), {"--file", "--detach", "--heal-after", "--json", "--quiet", "--help"}),
+    (("up", "--"), {"--file", "--detach", "--heal-after", "--json", "--quiet", "--help",
+                    "--target"}),
     (("down", "-"), {"-h", "--help", "-f", "--file", "--all", "--grace", "--json", "-q",
-                     "--quiet"}),
+                     "--quiet", "--target"}),
+    (("up", "--target", ""), {"docker", "swarm"}),
     (("export", "--to", ""), {"compose", "swarm", "kubernetes"}),
     (("export", "-f", "app.yml", "--to", "k"), {"kubernetes"}),
     (("images", ""), {"build"}),
