@@ -243,6 +243,7 @@ def _changes(config: dict[str, object]) -> list[str]:
 
 def down(name: str) -> None:
     """Remove the nodes (and with them everything that ran on them) and the network."""
+    _report_dead_nodes(name)
     deadline = time.monotonic() + 120
     while ids := docker("ps", "-aq", "--filter", f"label={CLUSTER_LABEL}={name}").split():
         # A node's dockerd killed as PID 1 stays a zombie until the kernel has killed
@@ -257,6 +258,20 @@ def down(name: str) -> None:
     if nets:
         docker("network", "rm", *nets)
     shutil.rmtree(state_dir(name), ignore_errors=True)
+
+
+def _report_dead_nodes(name: str) -> None:
+    """A node that stopped by itself says why (its state and log tail), before it goes."""
+    for cid in docker("ps", "-aq", "--filter", f"label={CLUSTER_LABEL}={name}",
+                      "--filter", "status=exited").split():
+        state = docker("inspect", "--format", "{{.Name}} {{json .State}}", cid, check=False)
+        out = subprocess.run(["docker", "logs", cid], capture_output=True, text=True,
+                             timeout=60, check=False)
+        lines = (out.stdout + out.stderr).splitlines()
+        first = next((i for i, line in enumerate(lines)
+                      if line.startswith(("panic:", "fatal error:"))), max(0, len(lines) - 15))
+        tail_text = "\n".join(lines[first:first + 40])
+        log(f"node stopped: {state.strip()}\n{tail_text}")
 
 
 def stop_node(cluster: Cluster, role: str) -> None:
