@@ -10,7 +10,8 @@ vocabulary; here a "container" is that service and its current task:
 - `run_container`: create the service (Swarm schedules it; the caller polls readiness);
 - `stop_container`: scale the service to 0 and wait until its task has stopped (Swarm sends
   SIGTERM, waits the stop grace the service was created with, then SIGKILL);
-- `remove_container`: remove the service, and the configs only it used;
+- `remove_container`: wait until Swarm has deleted the service's tasks (removing a service
+  meanwhile crashes a Docker 20.10 manager), remove the service and the configs only it used;
 - logs: the service's logs, gathered by the manager from whichever node ran the task.
 
 What differs from one host, and why:
@@ -432,6 +433,30 @@ class SwarmEngine(DockerEngine):
                 return
             time.sleep(0.2)
 
+    def _wait_tasks_gone(self, service: Mapping[str, Any]) -> None:
+        """Scale to 0 and wait until Swarm's task reaper has deleted the service's tasks.
+
+        Removing a service while the reaper deletes its tasks crashes the manager of Docker
+        20.10 (swarmkit's SetServiceTasksRemove dereferences a task deleted meanwhile: a nil
+        pointer panic, seen here during rollouts under load). A service with no task left
+        is removed safely. Bounded: past the deadline it is removed anyway.
+        """
+        replicas = ((service["Spec"].get("Mode") or {}).get("Replicated") or {}).get(
+            "Replicas", 1)
+        if replicas:
+            self._scale(service, 0)
+        grace = (service["Spec"]["TaskTemplate"].get("ContainerSpec") or {}).get(
+            "StopGracePeriod", 10 * 10**9) / 1e9
+        deadline = time.monotonic() + grace + _STOP_SLACK
+        while time.monotonic() < deadline:
+            with self._call("container", str(service["Spec"]["Name"])):
+                try:
+                    if not self._sapi.tasks(filters={"service": service["ID"]}):
+                        return
+                except docker.errors.NotFound:
+                    return
+            time.sleep(0.2)
+
     def _scale(self, service: Mapping[str, Any], replicas: int) -> None:
         for _ in range(5):  # another writer may bump the version between read and write
             spec = service["Spec"]
@@ -469,6 +494,7 @@ class SwarmEngine(DockerEngine):
         service = self._managed_service(name_or_id)
         if service is None:
             return
+        self._wait_tasks_gone(service)
         with self._call("container", name_or_id):
             try:
                 self._sapi.remove_service(service["ID"])
