@@ -83,6 +83,10 @@ def docker(*args: str, host: str | None = None, check: bool = True,
     env = dict(os.environ)
     if host is not None:
         env["DOCKER_HOST"] = host
+    elif f"{STATE_ROOT}/orch-swarm-" in env.get("DOCKER_HOST", ""):
+        # DOCKER_HOST names a node of ours (as `up` tells users to export): the nodes
+        # themselves are containers of the engine outside, this machine's own
+        env.pop("DOCKER_HOST")
     proc = subprocess.run(["docker", *args], input=stdin, capture_output=True,
                           timeout=_TIMEOUT, check=False, env=env)
     if check and proc.returncode != 0:
