@@ -6,5 +6,8 @@
 set -e
 mkdir -p /run/node
 rm -f /run/node/docker.sock
+# A node stopped hard (a lost machine, in the node-failure test) and started again must not
+# trip over the pid files of its previous engine.
+rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
 exec dockerd --storage-driver="${STORAGE_DRIVER:-overlay2}" \
     -H unix:///run/node/docker.sock -H unix:///var/run/docker.sock "$@"
