@@ -189,7 +189,9 @@ class Deployment(BaseDeployment):
 
     `engine`: a ContainerEngine (default: Docker from the environment); `probe`: the
     readiness probe (default: gRPC health); `connect`: how to reach the head's control
-    service, (address, token) -> client (default: gRPC; tests pass a fake).
+    service, (address, token) -> client (default: gRPC; tests pass a fake); `target`:
+    "docker" (one host) or "swarm" (a Docker Swarm whose manager DOCKER_HOST names; see
+    orchestrator.engine.docker_engine_swarm), when no `engine` is given.
 
     Raises (construction): SpecError naming the field at fault.
     """
@@ -205,9 +207,11 @@ class Deployment(BaseDeployment):
         reaper: bool | None = None,
         connect: Connect | None = None,
         supervised: bool = False,
+        target: str | None = None,
         **kwargs: Any,
     ) -> None:
         raw = _raw_fields(args, kwargs)
+        self._target: str | None = target
         if needs is not None:
             raw["needs"] = sorted(needs) if not isinstance(needs, str) else needs
         spec = DeploymentSpec.from_fields(base_dir=base_dir, **raw)
@@ -230,6 +234,12 @@ class Deployment(BaseDeployment):
         self.state = state
         self._engine = engine
         self._owns_engine = engine is None  # an engine we opened is ours to close
+        self._target = getattr(self, "_target", None)
+        if engine is None and self._target is not None:
+            from orchestrator.engine.targets import chosen_target
+
+            if chosen_target(self._target) == "swarm" and reaper is None:
+                reaper = False  # the reaper watches one host's engine (see docs)
         # Crash safety: by default when the engine comes from the environment, a reaper
         # process removes the deployment if this process dies without closing it.
         self._want_reaper = engine is None if reaper is None else reaper
@@ -255,9 +265,9 @@ class Deployment(BaseDeployment):
     @property
     def engine(self) -> ContainerEngine:
         if self._engine is None:
-            from orchestrator.engine.docker_engine import DockerEngine
+            from orchestrator.engine.targets import engine_for
 
-            self._engine = DockerEngine.from_env()
+            self._engine = engine_for(self._target)
         return self._engine
 
     def _parts(self) -> _Parts:
@@ -338,6 +348,9 @@ class Deployment(BaseDeployment):
         inside = self._head_inside()
         if inside is not None:
             return inside
+        head = self.state.head_info()
+        if head is not None and head.node and CONTAINER_PORT in head.ports:
+            return head.ports[CONTAINER_PORT][0]  # Swarm: the node the head publishes on
         host = self.spec.host
         return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
@@ -641,8 +654,8 @@ class Deployment(BaseDeployment):
 
     @classmethod
     def attach(cls, name: str, *, engine: ContainerEngine | None = None,
-               probe: HealthProbe | None = None, connect: Connect | None = None
-               ) -> Deployment:
+               probe: HealthProbe | None = None, connect: Connect | None = None,
+               target: str | None = None) -> Deployment:
         """A handle on a running deployment, rebuilt from the labels on the engine.
 
         Works from any process, also after the one that started it was killed. The
@@ -654,9 +667,9 @@ class Deployment(BaseDeployment):
         """
         owns = engine is None
         if engine is None:
-            from orchestrator.engine.docker_engine import DockerEngine
+            from orchestrator.engine.targets import engine_for
 
-            engine = DockerEngine.from_env()
+            engine = engine_for(target)
         try:
             try:
                 state = DeploymentState.from_labels(

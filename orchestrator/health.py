@@ -184,6 +184,11 @@ def _inspect(engine: ContainerEngine, name: str) -> ContainerInfo:
 
 
 def container_address(info: ContainerInfo, network: str, port: int) -> str | None:
-    """host:port of a container on `network`, reachable from this host on Linux."""
+    """host:port of a container on `network`, reachable from this host on Linux; on an
+    engine of several nodes (Swarm), whose overlay this process is not on, the port the pod
+    publishes on its node."""
     ip = info.ip_addresses.get(network)
-    return f"{ip}:{port}" if ip else None
+    if ip:
+        return f"{ip}:{port}"
+    published = info.ports.get(port) if info.node else None
+    return f"{published[0]}:{published[1]}" if published else None

@@ -86,6 +86,9 @@ class ContainerSpec:
     # head checks them over gRPC; an exec'd probe per replica costs ~0.4% of a core at rest
     # and piles up under load, see docs/scale.md)
     image_healthcheck: bool = True
+    # where the pod may run, on an engine of several nodes (Swarm placement constraints such
+    # as "node.labels.zone==a"); an engine of one host ignores them
+    constraints: tuple[str, ...] = ()
 
 
 ContainerStatus = Literal[
@@ -112,6 +115,7 @@ class ContainerInfo:
     restart_count: int = 0
     oom_killed: bool = False
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+    node: str = ""  # the node it runs on, on an engine of several nodes (Swarm); "" on one host
 
     @property
     def running(self) -> bool:

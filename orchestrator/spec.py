@@ -100,6 +100,10 @@ def _any_case(words: tuple[str, ...]) -> str:
     return "^(" + "|".join(chars(w) for w in words) + ")$"
 
 
+_CONSTRAINT = r"^node\.[A-Za-z0-9_.-]+\s*(==|!=)\s*\S+$"
+"""A Swarm placement constraint: node.ATTRIBUTE==VALUE or !=VALUE."""
+
+
 def _size(minimum: int) -> dict[str, Any]:
     """'512m', '1g', '1GiB' or a byte count (the text form's minimum is checked by the
     loader alone)."""
@@ -392,6 +396,11 @@ class DeploymentSpec:
     watch: tuple[str, ...] = _field(
         (), "live reload: more files or directories to watch (relative to the YAML file)",
         schema={"type": "array", "items": {"type": "string", "minLength": 1}})
+    constraints: tuple[str, ...] = _field(
+        (), "on a Swarm (target swarm): the nodes the worker pods may run on, as Swarm "
+        "placement constraints ('node.labels.zone==a', 'node.hostname!=n1'); one host "
+        "ignores them", schema={"type": "array", "items": {
+            "type": "string", "pattern": _CONSTRAINT}})
 
     @classmethod
     def from_fields(cls, *, base_dir: Path | None = None, **raw: Any) -> DeploymentSpec:
@@ -455,6 +464,7 @@ class DeploymentSpec:
             noblock_on_start=_flag(raw.get("noblock_on_start", False), "noblock_on_start"),
             reload=_flag(raw.get("reload", False), "reload"),
             watch=_watch(raw.get("watch"), base_dir),
+            constraints=_constraints(raw.get("constraints")),
         )
         if spec.reload and not spec.watch and "file" not in {
                 u.kind for u in (spec.uses, spec.uses_before, spec.uses_after) if u}:
@@ -469,7 +479,7 @@ class DeploymentSpec:
 
     def worker_hash(self) -> str:
         """A short hash of everything that makes a worker what it is."""
-        material = {
+        material: dict[str, Any] = {
             "uses": str(self.uses),
             "uses_with": self.uses_with,
             "env": dict(self.env),
@@ -479,6 +489,8 @@ class DeploymentSpec:
             "memory": self.memory,
             "gpus": self.gpus,
         }
+        if self.constraints:  # only when set: older specs keep their hash
+            material["constraints"] = list(self.constraints)
         blob = json.dumps(material, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -524,6 +536,8 @@ class DeploymentSpec:
                 out[key] = True
         if self.watch:
             out["watch"] = list(self.watch)
+        if self.constraints:
+            out["constraints"] = list(self.constraints)
         if self.uses_before:
             out["uses_before"] = str(self.uses_before)
         if self.uses_after:
@@ -660,6 +674,17 @@ def _flag(value: object, field_name: str) -> bool:
     if not isinstance(value, bool):
         raise SpecError(f"must be true or false, got {value!r}", field=field_name)
     return value
+
+
+def _constraints(value: object) -> tuple[str, ...]:
+    """Swarm placement constraints: 'node.ATTRIBUTE==VALUE' or '!='."""
+    items = _list(value, "constraints")
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not re.match(_CONSTRAINT, item):
+            raise SpecError(f"must be a Swarm placement constraint such as "
+                            f"'node.labels.zone==a' or 'node.hostname!=n1', got {item!r}",
+                            field=f"constraints[{i}]")
+    return tuple(str(item).strip() for item in items)
 
 
 def _watch(value: object, base_dir: Path | None) -> tuple[str, ...]:

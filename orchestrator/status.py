@@ -80,6 +80,7 @@ class PodStatus:
     """How many times the healer replaced the pod in this slot (from its labels)."""
     replaced_reason: str = ""
     gpus: str | None = None  # the GPU devices it was given ("0,1", "all"); None: none
+    node: str = ""  # the node it runs on (Swarm); "" on one host
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object `orchestrator ps --json` prints for the pod."""
@@ -91,7 +92,7 @@ class PodStatus:
             "uptime_seconds": self.uptime_seconds, "ports": [str(p) for p in self.ports],
             "image": self.image, "exit_code": self.exit_code,
             "routing": seen.state if seen else None, "served": seen.served if seen else None,
-            "failed": seen.failed if seen else None,
+            "failed": seen.failed if seen else None, "node": self.node,
             "in_flight": seen.in_flight if seen else None,
             "replaced": self.replaced, "replaced_reason": self.replaced_reason or None,
             "gpus": self.gpus,
@@ -174,7 +175,7 @@ def pod_status(info: ContainerInfo, health: str, now: datetime,
         image=info.image, exit_code=info.exit_code, routing=seen,
         replaced=_number(labels, L.REPLACED) or 0,
         replaced_reason=labels.get(L.REPLACED_REASON, ""),
-        gpus=labels.get(L.GPUS))
+        gpus=labels.get(L.GPUS), node=info.node)
 
 
 def _number(labels: Mapping[str, str], key: str) -> int | None:

@@ -7,7 +7,13 @@ import argparse
 
 from orchestrator.apply import held_locks, remove
 from orchestrator.cli.base import EXIT_OK, UsageError, json_flag
-from orchestrator.cli.plumbing import ConsoleReporter, console_for, emit_json, open_engine
+from orchestrator.cli.plumbing import (
+    ConsoleReporter,
+    console_for,
+    emit_json,
+    open_engine,
+    target_flag,
+)
 from orchestrator.cli.supervise import stop_if_idle
 from orchestrator.config import load_file
 from orchestrator.deployment import running_deployments
@@ -15,6 +21,7 @@ from orchestrator.ui import ok
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    target_flag(p)
     p.set_defaults(handler=run)
     p.add_argument("name", nargs="?", metavar="NAME", help="deployment name")
     p.add_argument("--all", action="store_true", help="every deployment on this engine")
@@ -31,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give exactly one of NAME, --all or -f FILE")
     names = _targets(args)
     console = console_for(args)
-    with open_engine() as engine:
+    with open_engine(target=getattr(args, "target", None)) as engine:
         with held_locks(names if names is not None else running_deployments(engine)):
             gone = remove(engine, names, grace=args.grace, reporter=ConsoleReporter(console),
                           missing_ok=args.file is not None)

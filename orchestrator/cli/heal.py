@@ -16,12 +16,14 @@ from orchestrator.cli.plumbing import (
     install_stop_handlers,
     open_engine,
     restore_signals,
+    target_flag,
 )
 from orchestrator.healing import keep_healthy
 from orchestrator.spec import DEFAULT_HEAL_AFTER
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    target_flag(p)
     p.set_defaults(handler=run)
     p.add_argument("name", metavar="NAME", help="deployment name")
     p.add_argument("--after", type=float, default=None, metavar="SECONDS",
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = install_stop_handlers(stop)
     try:
-        with open_engine() as engine:
+        with open_engine(target=getattr(args, "target", None)) as engine:
             dep = attach(args.name, engine)
             after = args.after or dep.spec.heal_after or DEFAULT_HEAL_AFTER
             try:

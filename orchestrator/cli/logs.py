@@ -12,13 +12,14 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from orchestrator.cli.base import EXIT_OK, UsageError
-from orchestrator.cli.plumbing import open_engine
+from orchestrator.cli.plumbing import open_engine, target_flag
 from orchestrator.engine.base import ContainerEngine, ContainerInfo, LogLine
 from orchestrator.errors import OrchestratorError
 from orchestrator.status import list_pods, select_pods
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    target_flag(p)
     p.set_defaults(handler=run)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--pod", metavar="POD", help="one pod: its container name or the part "
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tail is not None and args.tail < 0:
         raise UsageError("--tail must be >= 0")
     since = None if args.since is None else parse_since(args.since, datetime.now(UTC))
-    with open_engine() as engine:
+    with open_engine(target=getattr(args, "target", None)) as engine:
         pods = select_pods(list_pods(engine, args.name), args.name, args.pod)
         width = max(len(p.name) for p in pods)
         colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ

@@ -18,20 +18,30 @@ from orchestrator.apply import StepKind
 from orchestrator.deployment import Deployment
 from orchestrator.engine.base import ContainerEngine
 from orchestrator.engine.docker_engine import DockerEngine
+from orchestrator.engine.targets import TARGETS, chosen_target, engine_for
 from orchestrator.healing import HealReport
 from orchestrator.progress import ProgressCallback, ProgressEvent
 from orchestrator.ui import ProgressUI, make_console, status
 
 
 @contextmanager
-def open_engine(timeout: int = 60) -> Iterator[ContainerEngine]:
-    """The Docker engine, closed on the way out. Raises EngineUnavailable."""
-    engine = DockerEngine.from_env(timeout=timeout)
+def open_engine(timeout: int = 60, target: str | None = None) -> Iterator[ContainerEngine]:
+    """The engine of `target` (default: $ORCHESTRATOR_TARGET, else Docker), closed on the
+    way out. Raises EngineUnavailable, SpecError (an unknown target)."""
+    engine = DockerEngine.from_env(timeout=timeout) if chosen_target(target) == "docker" \
+        else engine_for(target, timeout=timeout)
     try:
         engine.ping()
         yield engine
     finally:
         engine.close()
+
+
+def target_flag(p: argparse.ArgumentParser) -> None:
+    """`--target docker|swarm`: which engine the command talks to."""
+    p.add_argument("--target", choices=TARGETS, default=None,
+                   help="docker: this host's engine (default); swarm: a Docker Swarm, "
+                   "through the manager DOCKER_HOST names (default: $ORCHESTRATOR_TARGET)")
 
 
 def console_for(args: argparse.Namespace) -> Console:

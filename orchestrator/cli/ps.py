@@ -9,13 +9,14 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.cli.base import EXIT_OK
-from orchestrator.cli.plumbing import emit_json, open_engine
+from orchestrator.cli.plumbing import emit_json, open_engine, target_flag
 from orchestrator.cli.supervise import ensure_supervisor, supervisor_line
 from orchestrator.engine.base import ContainerInfo
 from orchestrator.status import deployment_status, pod_statuses
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    target_flag(p)
     p.set_defaults(handler=run)
     p.add_argument("name", nargs="?", metavar="NAME", help="only this deployment")
     p.add_argument("--json", action="store_true", help="a JSON array, one object per pod")
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`ps [NAME] [--json | -q]`."""
-    with open_engine() as engine:
+    with open_engine(target=getattr(args, "target", None)) as engine:
         rows = [pod.to_dict() for pod in deployment_status(engine, args.name)]
         ensure_supervisor(engine, expected=True)  # a killed one is noticed and restarted
         line = supervisor_line(engine)
@@ -47,6 +48,9 @@ def format_table(rows: Sequence[Mapping[str, Any]], *, with_deployment: bool) ->
     gpus = any(r.get("gpus") for r in rows)  # the column shows only where GPUs are used
     if gpus:
         headers.insert(-1, "GPUS")
+    nodes = any(r.get("node") for r in rows)  # a Swarm: where each pod runs
+    if nodes:
+        headers.insert(headers.index("STATE"), "NODE")
     table = [headers]
     for r in rows:
         cells = [r["pod"], r["role"], dash(r["shard"]), dash(r["replica"]), r["state"],
@@ -55,6 +59,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], *, with_deployment: bool) ->
                  format_uptime(r["uptime_seconds"]), ",".join(r["ports"]) or "-", r["image"]]
         if gpus:
             cells.insert(-1, dash(r.get("gpus")))
+        if nodes:
+            cells.insert(4, r.get("node") or "-")
         table.append([r["deployment"], *cells] if with_deployment else cells)
     return align(table)
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from orchestrator.cli.base import EXIT_OK, UsageError, json_flag
-from orchestrator.cli.plumbing import attach, console_for, emit_json, open_engine
+from orchestrator.cli.plumbing import attach, console_for, emit_json, open_engine, target_flag
 from orchestrator.ui import ProgressUI, ok
 
 ACTIONS = ("history", "undo", "restart")
@@ -28,6 +28,7 @@ USAGE = """orchestrator rollout NAME [--image IMG] [--set KEY=VALUE ...] [--json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    target_flag(p)
     p.set_defaults(handler=run)
     p.usage = USAGE
     p.add_argument("name", metavar="NAME|ACTION",
@@ -78,7 +79,7 @@ def _update(args: argparse.Namespace) -> int:
     if not sets and args.image is None:
         raise UsageError("nothing to roll out: give --image IMG and/or --set KEY=VALUE")
     console = console_for(args)
-    with open_engine() as engine:
+    with open_engine(target=getattr(args, "target", None)) as engine:
         dep = attach(args.name, engine)
         try:
             changes: dict[str, Any] = {}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from orchestrator.cli.base import EXIT_OK, json_flag
-from orchestrator.cli.plumbing import attach, console_for, emit_json, open_engine
+from orchestrator.cli.plumbing import attach, console_for, emit_json, open_engine, target_flag
 from orchestrator.cli.supervise import ensure_supervisor
 from orchestrator.ui import ProgressUI, ok
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    target_flag(p)
     p.set_defaults(handler=run)
     p.add_argument("name", metavar="NAME")
     p.add_argument("replicas", type=int, metavar="N", help="replicas per shard (>= 1)")
@@ -20,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """`scale NAME N`."""
     console = console_for(args)
-    with open_engine() as engine:
+    with open_engine(target=getattr(args, "target", None)) as engine:
         dep = attach(args.name, engine)
         try:
             dep.spec.with_replicas(args.replicas)  # validate before any progress output

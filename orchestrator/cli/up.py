@@ -28,6 +28,7 @@ from orchestrator.cli.plumbing import (
     install_stop_handlers,
     open_engine,
     restore_signals,
+    target_flag,
 )
 from orchestrator.cli.supervise import ensure_supervisor
 from orchestrator.config import DeploymentConfig, load_file
@@ -38,6 +39,7 @@ from orchestrator.ui import ok
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    target_flag(p)
     p.set_defaults(handler=run)
     p.add_argument("-f", "--file", required=True, help="deployment YAML file")
     p.add_argument("-d", "--detach", action="store_true",
@@ -72,7 +74,7 @@ def _detached(configs: list[DeploymentConfig], args: argparse.Namespace,
     if args.heal_after is not None:
         configs = [with_heal_after(cfg, args.heal_after) for cfg in configs]
     done: list[Applied] = []
-    with open_engine() as engine:
+    with open_engine(target=getattr(args, "target", None)) as engine:
         try:
             for item in apply_each(configs, engine, ConsoleReporter(console),
                                    opener=open_supervised):
@@ -91,7 +93,7 @@ def _foreground(configs: list[DeploymentConfig], args: argparse.Namespace,
     previous = install_stop_handlers(stop)
     reporter = ConsoleReporter(console)
     try:
-        with open_engine() as engine:
+        with open_engine(target=getattr(args, "target", None)) as engine:
             try:
                 for item in apply_each(configs, engine, reporter):
                     done.append(item)  # kept as they come: all are removed on the way out

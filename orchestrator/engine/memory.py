@@ -56,6 +56,7 @@ from orchestrator.errors import (
     PortAllocated,
     ResourceConflict,
     ResourceNotFound,
+    SpecError,
 )
 
 SIGNALS = {"SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGKILL": 9, "SIGUSR1": 10, "SIGTERM": 15}
@@ -247,6 +248,7 @@ class _Container:
     status: ContainerStatus = "running"
     exit_code: int | None = None
     ended: float | None = None
+    node: str = ""
     extra_logs: list[tuple[float, str]] = field(default_factory=list)
 
 
@@ -262,6 +264,11 @@ class MemoryEngine:
     Health: a running container reports `healthy` (after a `slow_start`
     delay, or never with `never_healthy`); set `default_health=None` to mimic
     an image without HEALTHCHECK. Restart policies are recorded, not enacted.
+
+    `nodes`: pretend to be an engine of several nodes (as Swarm is): each container goes to
+    the node with the fewest running containers among those its `constraints` allow
+    (`node.hostname==NAME` or `!=NAME`), and reports it in `ContainerInfo.node`. Without
+    nodes, constraints are ignored, as on one Docker host.
     """
 
     def __init__(
@@ -270,7 +277,9 @@ class MemoryEngine:
         clock: Clock | None = None,
         default_health: HealthStatus | None = "healthy",
         images: Mapping[str, Mapping[str, str]] | None = None,
+        nodes: Sequence[str] = (),
     ) -> None:
+        self.nodes = tuple(nodes)
         self.clock: Clock = clock or RealClock()
         self.faults = Faults()
         self.default_health = default_health
@@ -524,10 +533,26 @@ class MemoryEngine:
                 health_override=self.faults.unhealthy_for(spec),
                 healthy_after=now + self.faults.slow_for(spec), started=now,
                 ip=self._assign_ip(spec), ports=self._assign_ports(spec),
+                node=self._place(spec),
             )
             self._containers[cid] = container
             self._emit("container", "start", cid, spec.name, spec.labels)
             return self._info(container)
+
+    def _place(self, spec: ContainerSpec) -> str:
+        """The allowed node with the fewest running containers ("" without nodes).
+
+        Raises:
+            EngineError: no node satisfies the constraints (Swarm would leave the task
+                pending).
+        """
+        if not self.nodes:
+            return ""
+        allowed = [n for n in self.nodes if all(_satisfies(n, c) for c in spec.constraints)]
+        if not allowed:
+            raise EngineError(f"no node satisfies {list(spec.constraints)} for {spec.name}")
+        load = {n: sum(1 for c in self._live() if c.node == n) for n in allowed}
+        return min(allowed, key=lambda n: (load[n], self.nodes.index(n)))
 
     def _check_runnable(self, spec: ContainerSpec) -> None:
         error = self.faults.create_error_for(spec)
@@ -617,7 +642,7 @@ class MemoryEngine:
             status=c.status, exit_code=c.exit_code, health=self._health(c),
             ip_addresses=dict(c.ip), ports=dict(c.ports),
             started_at=datetime.fromtimestamp(c.started, UTC),
-            hostname=c.spec.hostname or c.id[:12], env=dict(c.spec.env),
+            hostname=c.spec.hostname or c.id[:12], env=dict(c.spec.env), node=c.node,
         )
 
     def _health(self, c: _Container) -> HealthStatus | None:
@@ -930,3 +955,17 @@ def _after(timed: list[tuple[float, str]], since: datetime | None) -> list[tuple
     if since is None:
         return timed
     return [(at, line) for at, line in timed if datetime.fromtimestamp(at, UTC) >= since]
+
+
+def _satisfies(node: str, constraint: str) -> bool:
+    """`node.hostname==NAME` / `!=NAME` (the fake knows nodes by name only).
+
+    Raises:
+        SpecError: any other constraint.
+    """
+    for op, wanted in (("==", True), ("!=", False)):
+        key, found, value = constraint.partition(op)
+        if found and key.strip() == "node.hostname":
+            return (node == value.strip()) is wanted
+    raise SpecError(f"the in-memory engine understands only node.hostname==/!= "
+                    f"constraints, not {constraint!r}", field="constraints")

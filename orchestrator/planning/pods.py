@@ -176,6 +176,8 @@ def executor_pod(
     container = replace(_with_limits(container, spec), gpus=gpus, gpu_ids=gpu_ids)
     if role == "worker":  # the head checks its workers: no exec'd probe per replica
         container = replace(container, image_healthcheck=False)
+    if spec.constraints:  # where executor pods may run on a Swarm (the head is pinned)
+        container = replace(container, constraints=spec.constraints)
     return PodPlan(name, role, shard, replica, gen, spec_hash, str(uses), container)
 
 

@@ -496,3 +496,12 @@ def test_volumes_are_created_listed_by_label_and_removed(engine: ContainerEngine
     gone = remove_owned(engine, ours.deployment, grace=0)
     assert [v.name for v in gone.volumes] == [ours.name("rev2")]
     assert engine.list_volumes(ours.labels()) == []
+def test_one_host_reports_no_node_and_ignores_placement_constraints(
+    engine: ContainerEngine, ours: Ours
+) -> None:
+    # Swarm's engine (orchestrator.engine.docker_engine_swarm) places by constraints and
+    # names each pod's node; an engine of one host has one place for everything.
+    info = engine.run_container(ours.spec("placed", constraints=("node.hostname==elsewhere",)))
+    assert info.node == ""
+    assert engine.inspect_container(info.id).node == ""
+    assert [c.node for c in engine.list_containers(ours.labels())] == [""]

@@ -89,7 +89,7 @@ def complete(script: str, folder: Path, *words: str) -> list[str]:
     (("up", "--"), {o for a in dict(EVERY)[("up",)]._actions for o in a.option_strings
                     if o.startswith("--")}),
     (("down", "-"), {"-h", "--help", "-f", "--file", "--all", "--grace", "--json", "-q",
-                     "--quiet"}),
+                     "--quiet", "--target"}),
     (("export", "--to", ""), {"compose", "swarm", "kubernetes"}),
     (("export", "-f", "app.yml", "--to", "k"), {"kubernetes"}),
     (("images", ""), {"build"}),

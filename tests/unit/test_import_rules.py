@@ -148,7 +148,8 @@ def test_runtime_imports_nothing_host_side(module: str) -> None:
 
 def test_only_the_docker_adapter_imports_docker() -> None:
     importers = sorted(m for m in MODULES if "docker" in external(m))
-    assert importers == ["orchestrator.engine.docker_engine"]
+    assert importers == ["orchestrator.engine.docker_engine",
+                         "orchestrator.engine.docker_engine_swarm"]  # the Swarm adapter
 
 
 def test_the_engine_package_does_not_load_the_fake_nor_docker() -> None:

@@ -103,7 +103,7 @@ def test_to_dict_is_the_ps_json_object() -> None:
         "generation": 2, "state": "running", "restarts": 1, "health": "serving",
         "uptime_seconds": 5.0, "ports": ["127.0.0.1:9->50051/tcp"], "image": "img",
         "exit_code": None, "routing": "ready", "served": 10, "failed": 2, "in_flight": 1,
-        "replaced": 0, "replaced_reason": None, "gpus": None}
+        "replaced": 0, "replaced_reason": None, "gpus": None, "node": ""}
     bare = PodStatus(**{**status.__dict__, "routing": None}).to_dict()
     assert (bare["routing"], bare["served"], bare["failed"], bare["in_flight"]) == (
         None, None, None, None)
