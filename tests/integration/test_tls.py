@@ -10,11 +10,13 @@ in no environment variable; an exported Compose file carries it as a secret and 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,3 +205,27 @@ def test_an_exported_compose_file_serves_tls_from_its_secrets(
     finally:
         compose("down", "-v", "-t", "1")
         remove_owned(docker_engine, dep_name, grace=0)
+
+
+def test_https_on_the_head_port_with_the_http_protocol(
+    runtime_image: str, dep_name: str, pki: Pki
+) -> None:
+    """protocol [grpc, http] with the head's TLS: Jina's HTTP interface is HTTPS on the same
+    port, verified against the test's CA (and refused by a client that trusts another)."""
+    with Deployment(name=dep_name, uses=f"{ECHO}:Echo", uses_with={"tag": "tls"},
+                    image=runtime_image, protocol=["grpc", "http"], tls_cert=pki.cert,
+                    tls_key=pki.key, tls_ca=pki.ca) as dep:
+        assert dep.tls_enabled and dep.protocol == ["grpcs", "https"]
+        body = json.dumps({"data": [{"text": "over https"}], "exec_endpoint": "/echo"})
+        req = urllib.request.Request(f"https://localhost:{dep.head_port}/post",
+                                     data=body.encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        good = ssl.create_default_context(cafile=pki.ca)
+        with urllib.request.urlopen(req, context=good, timeout=30) as reply:
+            answer = json.loads(reply.read())
+        assert reply.status == 200
+        assert [(d["text"], d["tag"]) for d in answer["data"]] == [("over https", "tls")]
+        wrong = ssl.create_default_context(cafile=pki.other_ca)
+        with pytest.raises(urllib.error.URLError) as refused:
+            urllib.request.urlopen(req, context=wrong, timeout=30)
+        assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
