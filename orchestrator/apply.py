@@ -175,8 +175,9 @@ def open_new(cfg: DeploymentConfig, engine: ContainerEngine) -> Deployment:
 def open_supervised(cfg: DeploymentConfig, engine: ContainerEngine) -> Deployment:
     """`open_new` for `up --detach`: when it heals (`heal_after`), its labels ask the
     supervisor to heal it once this process has gone (orchestrator/supervisor.py)."""
-    return Deployment(dict(cfg.fields), engine=engine, base_dir=cfg.base_dir, reaper=True,
-                      supervised=bool(cfg.spec.heal_after))
+    # our own field names as keyword arguments (`args` would read Jina's names and units)
+    return Deployment(engine=engine, base_dir=cfg.base_dir, reaper=True,
+                      supervised=bool(cfg.spec.heal_after), **cfg.fields)
 
 
 def with_heal_after(cfg: DeploymentConfig, seconds: float) -> DeploymentConfig:

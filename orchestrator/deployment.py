@@ -1008,8 +1008,10 @@ class Deployment(BaseDeployment):
         """Stop the background healer (if any); a replacement under way is aborted and its
         new pod removed. Waits only for the step under way (an engine or head call)."""
         healer, self._healer = self._healer, None
-        if healer is not None:
-            healer.stop()
+        if healer is not None and healer.stop() and self._parts_ is not None:
+            # its step has ended: later starts of this handle (a foreground heal loop, an
+            # update, a healer started again) must not find the abort still raised
+            self._parts_.act.abort.clear()
 
     @property
     def healer(self) -> BackgroundHealer | None:

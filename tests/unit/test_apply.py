@@ -20,6 +20,8 @@ from orchestrator.apply import (
     apply_each,
     decide,
     leave_running,
+    open_new,
+    open_supervised,
     pod_count,
     remove,
     spec_changes,
@@ -337,3 +339,14 @@ def test_remove_by_name_all_and_missing(engine: MemoryEngine) -> None:
     rest = remove(engine, None, grace=0, reporter=recorder)
     assert rest.containers == ("c-head",)
     assert recorder.steps[-1] == ("remove", "", "removing every deployment")
+
+
+@pytest.mark.parametrize("opener", [open_new, open_supervised])
+def test_a_file_s_fields_are_our_own_names_and_units_on_every_open(
+        opener: Any, engine: MemoryEngine) -> None:
+    # A file's fields are ours (seconds), not Jina's (ms): `up` and `up --detach` alike.
+    dep = opener(config(timeout_ready=60, stop_grace=2, heal_after=5), engine)
+    try:
+        assert (dep.spec.timeout_ready, dep.spec.stop_grace, dep.spec.heal_after) == (60, 2, 5)
+    finally:
+        dep.close()

@@ -295,3 +295,16 @@ def test_the_heads_replacement_counter_is_bounded_and_rendered() -> None:
     assert 'orchestrator_replacements_total{head="d-head",reason="stopped",role="worker"} 2.0' \
         in text
     assert 'orchestrator_replacements_total{head="d-head",reason="gone",role="head"} 1.0' in text
+
+
+def test_after_stop_healing_the_handle_still_replaces_pods(
+        dep: Deployment, engine: MemoryEngine) -> None:
+    # A foreground heal loop (`up --heal-after`) stops the background healer and heals
+    # with the same handle: the healer's abort must not outlive it.
+    dep.stop_healing()
+    assert dep.healer is None
+    gone = workers(engine, dep)[0]
+    engine.remove_container(gone, force=True)
+    replaced = dep.heal(0)
+    assert replaced == [gone]
+    assert gone not in workers(engine, dep) and len(workers(engine, dep)) == 2
