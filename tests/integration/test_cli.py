@@ -501,7 +501,7 @@ def test_foreground_up_replaces_a_worker_that_is_gone(
     with running_up(path, "--heal-after", "1") as fg:
         (gone, *_) = [w["pod"] for w in workers(unique_name)]
         docker_engine.remove_container(gone, force=True)  # behind the CLI's back
-        fg.wait_for(f"replaced unhealthy {gone}")
+        fg.wait_for(f"replaced worker {gone}")
         now = [w["pod"] for w in workers(unique_name)]
         assert len(now) == 2 and gone not in now
         with Client(*head_address(unique_name)) as client:
@@ -522,7 +522,7 @@ def test_heal_keeps_a_detached_deployment_whole_until_it_is_removed(
         with running(["heal", unique_name, "--after", "1"], "replacing") as fg:
             (gone, *_) = [w["pod"] for w in workers(unique_name)]
             docker_engine.remove_container(gone, force=True)  # behind everyone's back
-            fg.wait_for(f"replaced unhealthy {gone}")
+            fg.wait_for(f"replaced worker {gone}")
             now = [w["pod"] for w in workers(unique_name)]
             assert len(now) == 2 and gone not in now
             with Client(*head_address(unique_name)) as client:
@@ -692,7 +692,10 @@ def test_a_rollout_killed_midway_is_finished_by_the_next_command(
     update, with the replica count unchanged; a client posts without pause throughout."""
     from orchestrator.load import Load
 
+    # heal_after 0: no supervisor, which would itself converge what the killed rollout
+    # left (see test_supervisor); here the next command must find it and finish it
     path = write_yaml(tmp_path, unique_name, image=runtime_image, replicas=3)
+    path.write_text(path.read_text() + "heal_after: 0\n")
     assert orch("up", "-f", str(path), "-d").returncode == EXIT_OK
     with Load(*head_address(unique_name)) as load:
         load.wait_for(20)
@@ -704,6 +707,7 @@ def test_a_rollout_killed_midway_is_finished_by_the_next_command(
         load.wait_for(20)
         if then == ["up"]:
             write_yaml(tmp_path, unique_name, image=runtime_image, replicas=3, tag="v2")
+            path.write_text(path.read_text() + "heal_after: 0\n")
             done = orch("up", "-f", str(path), "-d")
         else:
             done = orch(*(arg.format(name=unique_name) for arg in then))
