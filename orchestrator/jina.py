@@ -375,3 +375,19 @@ def _inline_executor(role: str, config: Mapping[str, Any], modules: list[str],
         outer = uses_with if isinstance(uses_with, Mapping) else {}
         out["uses_with"] = {**inner, **outer}  # as in Jina: uses_with overrides `with`
     return out
+
+
+def spec_fields(args: argparse.Namespace | Mapping[str, Any] | None,
+                kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of `Deployment(args, **kwargs)`: `args` speaks Jina's option names and
+    units (a Namespace from Jina's parser, or a dict with its names); keyword arguments are
+    our own fields and win over `args`."""
+    if args is None:
+        raw: dict[str, Any] = {}
+    elif isinstance(args, argparse.Namespace | Mapping):
+        raw = fields_from_jina(args)
+    else:
+        raise SpecError(f"must be an argparse.Namespace or a dict, not {type(args).__name__}",
+                        field="args")
+    raw.update(kwargs)
+    return raw

@@ -207,6 +207,19 @@ def test_no_gpu_is_a_clear_error_before_anything_starts(
     dep.close()
 
 
+def test_an_update_asking_for_more_than_the_engine_has_changes_nothing(
+        engine: MemoryEngine) -> None:
+    with make(engine, replicas=2, gpus=1) as dep:
+        before = {c.name for c in worker_specs(engine, dep).values()}
+        with pytest.raises(SpecError) as info:
+            dep.rolling_update_sync(gpus="device=7")
+        assert info.value.field == "gpus" and "device(s) 7 not found" in str(info.value)
+        assert {c.name for c in worker_specs(engine, dep).values()} == before
+        assert dep.spec.gpus is not None and dep.spec.gpus.count == 1
+        dep.rolling_update_sync(gpus="device=2")  # one the engine has: rolled out
+        assert {c.gpu_ids for c in worker_specs(engine, dep).values()} == {("2",)}
+
+
 def test_the_docker_adapter_requests_exactly_the_slot_devices(tmp_path: Path) -> None:
     from orchestrator.engine.docker_engine import _host_config, _nvidia_devices
 
