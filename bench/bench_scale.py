@@ -13,10 +13,10 @@ start + teardown (every N of --sizes, alternating reference and ours in each rou
   Ratios ours/ref for start (target <= 1.2, growing no faster than the reference) and
   teardown (target <= 1.1).
 While the deployment of the first round runs (ours, at the sizes asked):
-  idle (--idle-at)   CPU over a quiet window and over a window in which `heal()` runs every
-        second as `orchestrator up` does: this process (the heal loop), dockerd,
-        containerd, the head's container and the workers' containers (cgroup cpuacct: it
-        includes the image's HEALTHCHECK execs). Target: heal loop + head < 2% of one core.
+  idle (--idle-at)   CPU at rest without, then with, the deployment's background healer
+        at its own cadence (as `orchestrator up` runs it): this process (the heal loop),
+        dockerd, containerd, the head's container and the workers' containers (cgroup
+        cpuacct). Target: heal loop + head < 2% of one core.
   route (--route-at)  p50 of sequential calls and req/s with 16 calls in flight, /work (about
         1 ms of Python CPU per call), through the head, against the same calls made
         directly to the same N workers in turn (client-side round robin, no head).
@@ -56,6 +56,7 @@ import docker  # noqa: E402  (the reference is raw docker, on purpose)
 from bench.loadproc import ProcessLoad  # noqa: E402
 from orchestrator import AsyncClient  # noqa: E402
 from orchestrator import labels as L  # noqa: E402
+from orchestrator.control.background import heal_poll  # noqa: E402
 from orchestrator.deployment import Deployment  # noqa: E402
 from orchestrator.engine.docker_engine import DockerEngine  # noqa: E402
 from orchestrator.health import GrpcHealthProbe  # noqa: E402
@@ -209,36 +210,51 @@ def snapshot(head_id: str, worker_ids: list[str]) -> dict[str, float]:
 
 def idle_cpu(dep: Deployment, client: docker.DockerClient, seconds: float,
              ticks: int = 20) -> None:
-    """The head's (and the workers') CPU over a quiet window; then `ticks` heal ticks back
-    to back, whose CPU (this process, and dockerd above its quiet rate: the machine is
-    shared) is divided by `ticks`: `orchestrator up` runs one tick a second."""
+    """CPU at rest, over two windows of `seconds`: A with the deployment's background
+    healer stopped (the head's health checks, the workers answering them, dockerd's quiet
+    rate), then B with it running at its own cadence (`heal_poll(heal_after)`: a look every
+    3 s at the default 30 s). The heal loop costs B - A of this process, dockerd +
+    containerd and the head (the call it answers). Then `ticks` looks back to back give
+    one look's cost (what `heal()` every second would cost)."""
     containers = client.containers.list(filters={"label": f"{L.DEPLOYMENT}={dep.name}"})
     head = next(c for c in containers if c.labels.get(L.ROLE) == "head")
     workers = [c.id for c in containers if c.labels.get(L.ROLE) == "worker"]
     n = len(workers)
-    quiet0, t0 = snapshot(head.id, workers), time.monotonic()
-    time.sleep(seconds)
+    after = dep.spec.heal_after or 30.0
+
+    def window() -> dict[str, float]:
+        before, t0 = snapshot(head.id, workers), time.monotonic()
+        time.sleep(seconds)
+        end, t1 = snapshot(head.id, workers), time.monotonic()
+        return {k: (end[k] - before[k]) / (t1 - t0) for k in before}
+
+    dep.stop_healing()
+    rest = window()
+    dep.start_healing(after)
+    healing = window()
+    dep.stop_healing()
     quiet1, t1 = snapshot(head.id, workers), time.monotonic()
     for _ in range(ticks):
-        dep.heal(30.0)
+        dep.heal(after)
     burst, t2 = snapshot(head.id, workers), time.monotonic()
-    rate = {k: (quiet1[k] - quiet0[k]) / (t1 - t0) for k in quiet0}
-    per_tick = {k: (burst[k] - quiet1[k] - rate[k] * (t2 - t1)) / ticks for k in quiet0}
-    print(f"  idle CPU with {n} replicas, % of one core over {t1 - t0:.0f}s at rest:")
-    for key in quiet0:
-        print(f"    {key:26} {rate[key] * 100:6.2f}")
-    tick = per_tick["heal loop (this process)"] \
-        + max(0.0, per_tick["dockerd"] + per_tick["containerd"])
-    head_pct = rate["head container"] * 100
-    engine_ms = (per_tick["dockerd"] + per_tick["containerd"]) * 1000
-    workers_pct = rate["worker containers"] * 100
-    print(f"    one heal tick ({ticks} back to back, {(t2 - t1) / ticks * 1000:.0f} ms each): "
-          f"this process {per_tick['heal loop (this process)'] * 1000:.1f} ms CPU, dockerd + "
-          f"containerd above their quiet rate {engine_ms:.1f} ms")
-    print(f"    => heal loop at 1 tick/s {tick * 100:.2f}% + head {head_pct:.2f}% = "
-          f"{tick * 100 + head_pct:.2f}% of one core (target < 2%); the workers (answering "
-          f"the head's checks, and the image's HEALTHCHECK): {workers_pct:.2f}% "
-          f"({workers_pct / n:.3f}% per replica)", flush=True)
+    per_tick = {k: (burst[k] - quiet1[k] - rest[k] * (t2 - t1)) / ticks for k in rest}
+    print(f"  idle CPU with {n} replicas, % of one core over {seconds:.0f} s windows "
+          f"(A: at rest, healer off; B: healer on, a look every "
+          f"{heal_poll(after):.0f} s):")
+    for key in rest:
+        print(f"    {key:26} A {rest[key] * 100:6.2f}   B {healing[key] * 100:6.2f}")
+    heal_keys = ("heal loop (this process)", "dockerd", "containerd", "head container")
+    loop_pct = sum(healing[k] - rest[k] for k in heal_keys) * 100
+    head_pct = rest["head container"] * 100
+    tick_ms = {k: per_tick[k] * 1000 for k in heal_keys}
+    workers_pct = rest["worker containers"] * 100
+    print(f"    one look ({ticks} back to back, {(t2 - t1) / ticks * 1000:.0f} ms each): "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in tick_ms.items())
+          + f" (at 1 look/s: {sum(per_tick[k] for k in heal_keys) * 100:.2f}%)")
+    print(f"    => heal loop {loop_pct:.2f}% (B - A) + head at rest {head_pct:.2f}% = "
+          f"{loop_pct + head_pct:.2f}% of one core (target < 2%); the workers (answering "
+          f"the head's checks): {workers_pct:.2f}% ({workers_pct / n:.3f}% per replica)",
+          flush=True)
 
 
 # -- routing ----------------------------------------------------------------------------

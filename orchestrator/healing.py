@@ -15,16 +15,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from orchestrator.control.background import HEAL_POLL, HealReport, ReportKind, heal_once
+from orchestrator.control.background import (
+    HEAL_POLL,
+    HealReport,
+    ReportKind,
+    heal_once,
+    heal_poll,
+)
 from orchestrator.deployment import Deployment, running_deployments
 
-__all__ = ["HEAL_POLL", "HealReport", "ReportKind", "heal_once", "keep_healthy"]
+__all__ = ["HEAL_POLL", "HealReport", "ReportKind", "heal_once", "heal_poll", "keep_healthy"]
 
 
 def keep_healthy(deps: Sequence[Deployment], heal_after: float | None, stop: threading.Event,
                  on_report: Callable[[HealReport], None] | None = None, *,
                  poll: float = HEAL_POLL) -> None:
-    """Heal `deps` every `poll` seconds until `stop` is set or none of them runs any more.
+    """Heal `deps` until `stop` is set or none of them runs any more: a look every
+    `heal_poll(heal_after, poll)` seconds (the shortest of the deployments').
 
     `heal_after`: seconds for every deployment; None: each one's own `spec.heal_after`.
     0 (or a spec's None) turns replacing off: the loop only waits.
@@ -35,7 +42,8 @@ def keep_healthy(deps: Sequence[Deployment], heal_after: float | None, stop: thr
         stop_own = getattr(dep, "stop_healing", None)
         if stop_own is not None:
             stop_own()  # one healer per deployment in this process: this loop
-    while watched and not stop.wait(poll):
+    afters = {dep.name: _after(dep, heal_after) for dep in watched}
+    while watched and not stop.wait(min(heal_poll(a, poll) for a in afters.values())):
         afters = {dep.name: _after(dep, heal_after) for dep in watched}
         if not any(afters.values()):
             continue

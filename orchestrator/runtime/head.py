@@ -43,10 +43,12 @@ STREAM_PREFETCH = 32  # batches of one stream routed concurrently
 CHECK_TIMEOUT = 1.0
 MISSES_TO_FAIL = 3  # consecutive health-check timeouts before a replica leaves routing
 DNS_REFRESH_MS = 500  # least time between two DNS lookups of one worker's name
-# READY replicas health-checked per second at most, beyond 8 per round (see
+# READY replicas health-checked per second at most, beyond 2 per round (see
 # pool.due_for_check and docs/scale.md): checking 64 idle replicas every 0.5 s would cost
-# the head and the workers 128 gRPC calls a second at rest.
-CHECKS_PER_SECOND = 16.0
+# the head and the workers 128 gRPC calls a second at rest. A replica whose connection
+# drops (its process exited) is checked at once (HeadServer._watch_connection); the poll
+# is for replicas that hang with their connection open.
+CHECKS_PER_SECOND = 4.0
 
 
 class Unroutable(Exception):
@@ -226,6 +228,7 @@ class HeadServer:
                                        response_deserializer=wire.identity)
             replica = Replica(shard, address, worker_id, channel, call)
             self.pool.add(replica)
+            self._spawn(self._watch_connection(replica))
         elif worker_id:
             replica.worker_id = worker_id
         if self._relay is not None:
@@ -327,10 +330,31 @@ class HeadServer:
             return None if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED else False
         return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
 
+    async def _watch_connection(self, replica: Replica) -> None:
+        """Check a READY replica at once when its connection drops (its process exited,
+        its container was stopped or removed), not at its next turn of the health poll:
+        at rest each READY replica is polled only every few seconds (CHECKS_PER_SECOND),
+        and watching a channel's state costs nothing while it does not change."""
+        channel = replica.channel
+        state = channel.get_state(try_to_connect=True)
+        while True:
+            await channel.wait_for_state_change(state)
+            was, state = state, channel.get_state()
+            if state is grpc.ChannelConnectivity.SHUTDOWN or \
+                    self.pool.get(replica.shard, replica.address) is not replica:
+                return  # removed: its channel was closed
+            if was is not grpc.ChannelConnectivity.READY or replica.state is not State.READY:
+                continue
+            # the connection it had is gone: no answer now is evidence enough (a timeout
+            # here is not a busy worker, whose connection would have stayed up)
+            if await self._probe(replica) is not True and replica.state is State.READY:
+                replica.state = State.UNHEALTHY
+                await self._refresh_health()
+
     async def _poll_health(self) -> None:
         """Keep routing in step with each worker's own health, continuously."""
         turn = 0
-        share = max(8, round(CHECKS_PER_SECOND * self.config.health_interval))
+        share = max(2, round(CHECKS_PER_SECOND * self.config.health_interval))
         while True:
             await asyncio.sleep(self.config.health_interval)
             replicas, turn = due_for_check(list(self.pool), turn, share)

@@ -19,7 +19,7 @@ import pytest
 from orchestrator import labels as L
 from orchestrator import supervisor as sv
 from orchestrator.cli.supervise import systemd_unit
-from orchestrator.control.background import HealReport
+from orchestrator.control.background import HealReport, heal_poll
 from orchestrator.control.lock import DeploymentLock
 from orchestrator.deployment import Deployment
 from orchestrator.engine.base import ContainerSpec
@@ -308,3 +308,15 @@ def test_after_stop_healing_the_handle_still_replaces_pods(
     replaced = dep.heal(0)
     assert replaced == [gone]
     assert gone not in workers(engine, dep) and len(workers(engine, dep)) == 2
+
+
+@pytest.mark.parametrize(("heal_after", "poll", "expected"), [
+    (30.0, 1.0, 3.0),    # the default: a look every 3 s
+    (2.0, 1.0, 1.0),     # never more often than `poll`
+    (0.5, 0.1, 0.1),
+    (600.0, 1.0, 5.0),   # never less often than SLOWEST_POLL
+    (0.0, 1.0, 1.0),     # healing off: the loop only waits, at `poll`
+])
+def test_a_look_every_tenth_of_heal_after_within_bounds(heal_after: float, poll: float,
+                                                         expected: float) -> None:
+    assert heal_poll(heal_after, poll) == pytest.approx(expected)

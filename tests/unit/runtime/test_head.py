@@ -170,6 +170,23 @@ def test_head_health_follows_its_workers(cluster: Cluster) -> None:
         assert [w.worker_id for w in ctl.list_workers()] == ["w1"]
 
 
+def test_a_dropped_connection_takes_a_replica_out_without_waiting_for_the_poll(
+        cluster: Cluster) -> None:
+    # the health poll is as good as off (once an hour): only the connection watch can see it
+    w0, w1 = cluster.worker(), cluster.worker()
+    head = cluster.head(1, [(0, w0), (0, w1)], health_interval=3600)
+    with control(head) as ctl:
+        assert [s.state for s in ctl.list_workers()] == ["ready", "ready"]
+        cluster.stop(w1)
+        wait_until(lambda: [s.state for s in ctl.list_workers()] == ["ready", "unhealthy"],
+                   what="the stopped replica out of routing")
+        cluster.stop(w0)
+        wait_until(lambda: [s.state for s in ctl.list_workers()] == ["unhealthy"] * 2,
+                   what="both out of routing")
+    with Client(addr(head)) as c:
+        assert not c.is_ready()  # the head's own health follows
+
+
 def test_wrong_or_missing_token_is_rejected(cluster: Cluster) -> None:
     w = cluster.worker()
     head = cluster.head(1, [(0, w)])
