@@ -32,9 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Every second, replace (start-first) the worker replicas that have been unhealthy or
-    gone for S seconds, until Ctrl-C / SIGTERM or until the deployment is removed. Run it
-    under a service manager next to a detached `up`."""
+    """Every `--after / 10` seconds (1 to 5), replace (start-first) the worker replicas
+    that have been unhealthy or gone for S seconds, until Ctrl-C / SIGTERM or until the
+    deployment is removed. Run it under a service manager next to a detached `up`."""
     if args.after is not None and args.after <= 0:
         raise UsageError("must be a number of seconds > 0", field="--after")
     console = console_for(args)

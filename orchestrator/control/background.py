@@ -1,4 +1,4 @@
-"""The background healer: one deployment healed from a daemon thread, every second.
+"""The background healer: one deployment healed from a daemon thread (see `heal_poll`).
 
 A started `Deployment` runs one (its spec's `heal_after` > 0), and so does every
 deployment the supervisor watches: each tick calls the same `Deployment.heal` that a user

@@ -28,9 +28,10 @@ class BackgroundApi(Handle):
         start-first, like a rolling update of just those replicas.
 
         One call looks once and remembers since when each replica has been sick;
-        `orchestrator up` in the foreground calls it every second. It holds the same lock as
-        an update or scale, and first takes over what another process changed (its spec and
-        pods, from the labels), so it never replaces replicas another process retired.
+        `orchestrator up` in the foreground calls it every `heal_after / 10` seconds (1 to
+        5). It holds the same lock as an update or scale, and first takes over what another
+        process changed (its spec and pods, from the labels), so it never replaces replicas
+        another process retired.
         Returns the names of the replaced pods (none while another update or scale runs).
         Like an update or scale, it first finishes what an interrupted one left behind
         (see `converge`). A head whose container has stayed stopped or gone for
