@@ -6,9 +6,10 @@ reference measured in the same run.
         [--rollout 32 --surges 1 4] [--parts start rollout]
 
 start + teardown (every N of --sizes, alternating reference and ours in each round):
-  ref   N+1 raw containers (same image, command and security options as a pod) created and
-        started in parallel with the Docker SDK, each polled until gRPC SERVING; then all of
-        them stopped (same grace) and removed in parallel, and their network removed;
+  ref   a network, then N+1 raw containers on it (same image, command and security options
+        as a pod) created and started in parallel with the Docker SDK, each polled until
+        gRPC SERVING; then all of them stopped (same grace) and removed in parallel, and
+        their network removed;
   ours  `Deployment(replicas=N).start()` until ready, then `close()`.
   Ratios ours/ref for start (target <= 1.2, growing no faster than the reference) and
   teardown (target <= 1.1).
@@ -129,9 +130,9 @@ def retire(c: Any) -> None:
 def raw_cycle(client: docker.DockerClient, image: str, count: int) -> tuple[float, float]:
     """(start, teardown) seconds of `count` raw containers, all in parallel."""
     probe = GrpcHealthProbe(timeout=0.5)
+    started = time.monotonic()  # the network is part of the work, as it is of ours
     net = client.networks.create(f"{REF}-{uuid.uuid4().hex[:6]}", labels=LABELS)
     try:
-        started = time.monotonic()
         containers = parallel(lambda _i: raw_worker(client, image, net.name, probe),
                               list(range(count)))
         start = time.monotonic() - started

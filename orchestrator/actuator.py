@@ -180,7 +180,10 @@ class Actuator:
         self.engine.remove_container(name, force=True)
 
     def remove(self, names: Sequence[str], *, grace: float) -> None:
-        """Stop and remove several containers concurrently."""
+        """Stop and remove several containers concurrently, `max_parallel` at a time: more
+        concurrent removals on one network make Docker 20.10 lose count of its endpoints
+        now and then (the network then refuses removal, "has active endpoints", until
+        dockerd restarts), and buy no time on an engine that serializes them anyway."""
         if not names:
             return
         with ThreadPoolExecutor(min(self.max_parallel, len(names)),

@@ -22,6 +22,7 @@ from orchestrator.control.background import (
     heal_once,
     heal_poll,
 )
+from orchestrator.control.healer import FULL_LOOK_EVERY
 from orchestrator.deployment import Deployment, running_deployments
 
 __all__ = ["HEAL_POLL", "HealReport", "ReportKind", "heal_once", "heal_poll", "keep_healthy"]
@@ -31,7 +32,8 @@ def keep_healthy(deps: Sequence[Deployment], heal_after: float | None, stop: thr
                  on_report: Callable[[HealReport], None] | None = None, *,
                  poll: float = HEAL_POLL) -> None:
     """Heal `deps` until `stop` is set or none of them runs any more: a look every
-    `heal_poll(heal_after, poll)` seconds (the shortest of the deployments').
+    `heal_poll(heal_after, poll)` seconds (the shortest of the deployments'). One removed
+    by another process is reported ("removed") and dropped within FULL_LOOK_EVERY looks.
 
     `heal_after`: seconds for every deployment; None: each one's own `spec.heal_after`.
     0 (or a spec's None) turns replacing off: the loop only waits.
@@ -43,13 +45,18 @@ def keep_healthy(deps: Sequence[Deployment], heal_after: float | None, stop: thr
         if stop_own is not None:
             stop_own()  # one healer per deployment in this process: this loop
     afters = {dep.name: _after(dep, heal_after) for dep in watched}
+    looks = 0
     while watched and not stop.wait(min(heal_poll(a, poll) for a in afters.values())):
         afters = {dep.name: _after(dep, heal_after) for dep in watched}
         if not any(afters.values()):
             continue
-        running = running_deployments(watched[0].engine)
+        # which ones another process removed: a listing of every managed container, so
+        # only every FULL_LOOK_EVERY-th look (a heal of a removed deployment does nothing)
+        running = running_deployments(watched[0].engine) \
+            if looks % FULL_LOOK_EVERY == 0 else None
+        looks += 1
         for dep in list(watched):
-            if dep.name not in running:
+            if running is not None and dep.name not in running:
                 report(HealReport(dep.name, "removed"))
                 watched.remove(dep)
                 continue

@@ -72,6 +72,11 @@ def busy(name: str) -> RolloutInProgress:
         failed="refused: another rollout is running")
 
 
+FULL_LOOK_EVERY = 10
+"""Of the looks at a healthy deployment, every this-many-th lists its containers; the
+others only ask the head (see `Healer._looks_well`)."""
+
+
 class Healer:
     """Heal and converge one deployment. Keeps the since-when tables between ticks."""
 
@@ -87,6 +92,7 @@ class Healer:
         self.sick_since: dict[str, float] = {}  # worker pod -> first seen sick
         self.down_since: dict[str, float] = {}  # head / uses pod -> first seen down
         self.replaced: list[Replacement] = []  # what the heal under way replaced
+        self.quick_looks = FULL_LOOK_EVERY  # since the last full look (the first is full)
 
     # -- converge ---------------------------------------------------------------------
     def converge(self, on_progress: ProgressCallback | None = None) -> list[str]:
@@ -199,8 +205,14 @@ class Healer:
         return due
 
     def _looks_well(self) -> bool:
-        """The lock-free first look: is everything plainly well? (planning.heal.all_well,
-        plus a probe of each running uses pod, which the head does not check)."""
+        """The lock-free first look: is everything plainly well? Most looks only ask the
+        head (`_quick_look`); every FULL_LOOK_EVERY-th one lists the containers too
+        (planning.heal.all_well, plus a probe of each running uses pod, which the head
+        does not check)."""
+        if self.quick_looks < FULL_LOOK_EVERY - 1 and self._quick_look():
+            self.quick_looks += 1
+            return True
+        self.quick_looks = 0
         try:
             containers = self._listing()
             head = next((c for c in containers if c.name == self.state.head_name), None)
@@ -216,6 +228,22 @@ class Healer:
             return False
         by_name = {c.name: c for c in containers}
         return all(self.act.serving(by_name[name]) for name in uses)
+
+    def _quick_look(self) -> bool:
+        """Well by the head's word alone (planning.heal.well_at_head), and every uses pod
+        serving: no engine call. A worker whose container stops, exits or is removed drops
+        its connection, and the head routes around it at once, so what the head says is
+        current; what it cannot see (a leftover container of a cut-short update) waits for
+        the next full look. Anything not plainly well: False, and a full look follows."""
+        uses = [self.state.infos.get(name) for name in self._uses_names()]
+        if any(info is None for info in uses):
+            return False
+        try:
+            at_head = {w.worker_id: w.state for w in self.head.get().list_workers()}
+        except OrchestratorError:
+            return False
+        return plan.well_at_head(self.state.worker_names(), at_head) and \
+            all(info is not None and self.act.serving(info) for info in uses)
 
     def _tell_head(self, event: Replacement) -> None:
         """Count the replacement in the head's metrics (a head that does not answer, or

@@ -132,16 +132,29 @@ class Lifecycle:
 
     # -- end ------------------------------------------------------------------------
     def teardown(self) -> None:
-        """Stop and remove what this owner created: workers first, the head last (a heal
-        in another process must never see a head gone while workers run), then the
-        network. Only this owner's: a second Deployment refused the same name must never
-        tear down the one that runs."""
+        """Stop and remove what this owner created, then the network. Only this owner's: a
+        second Deployment refused the same name must never tear down the one that runs.
+
+        Every pod at once (`Actuator.max_parallel` at a time), under the deployment's lock
+        (a heal in any process is refused meanwhile, and afterwards finds nothing to heal).
+        When another process holds the lock (its heal or update is under way), workers
+        first and the head last: a heal must never see a head gone while workers run, or
+        it would bring it back."""
         self.head.close()
         mine = {**L.for_deployment(self.state.name), L.OWNER: self.state.owner}
         live = self.act.engine.list_containers(mine, brief=True)  # names and labels only
         heads = [c.name for c in live if c.labels.get(L.ROLE) == "head"]
-        self.act.remove_in_order([c.name for c in live if c.name not in heads], heads,
-                                 grace=self.state.spec.stop_grace)
+        grace = self.state.spec.stop_grace
+        took = self._try_lock()
+        try:
+            if self.lock.held:
+                self.act.remove([c.name for c in live], grace=grace)
+            else:
+                self.act.remove_in_order([c.name for c in live if c.name not in heads], heads,
+                                         grace=grace)
+        finally:
+            if took:
+                self.lock.release()
         for net in self.act.engine.list_networks(mine):
             remove_network(self.act.engine, net.id)
         if isinstance(self.act.engine, VolumeEngine):  # the rollout history's records
@@ -149,6 +162,15 @@ class Lifecycle:
                 self.act.engine.remove_volume(volume.name)
         self.stop_reaper("done")
         self.state.clear()
+
+    def _try_lock(self) -> bool:
+        """Take the lock if it is free; True when this call took it."""
+        if self.lock.held:
+            return False
+        with contextlib.suppress(_Busy):
+            self.lock.acquire(_Busy())
+            return True
+        return False
 
     # -- crash safety ---------------------------------------------------------------
     def _start_reaper(self) -> None:
@@ -184,6 +206,10 @@ class Lifecycle:
             return None
         head = self.state.head_info()
         return None if head is None else head.ip_addresses.get(self.state.network)
+
+
+class _Busy(OrchestratorError):
+    """The lock is held elsewhere (never raised out of this module)."""
 
 
 def remove_network(engine: ContainerEngine, network: str, patience: float = 5.0) -> None:

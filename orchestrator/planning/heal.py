@@ -187,6 +187,12 @@ def all_well(workers: Collection[str], containers: Sequence[ContainerInfo],
             and all(state == "ready" for state in at_head.values()))
 
 
+def well_at_head(workers: Collection[str], at_head: Mapping[str, str]) -> bool:
+    """The head routes exactly the deployment's workers (`workers`), every one as ready:
+    what a look that asks only the head calls well."""
+    return set(workers) == set(at_head) and all(s == "ready" for s in at_head.values())
+
+
 def reason_kind(reason: str) -> str:
     """The few values of the head's replacement counter's `reason` label: 'gone',
     'stopped' or 'unhealthy' (the full reason goes to the log and the labels)."""

@@ -20,6 +20,7 @@ from orchestrator import labels as L
 from orchestrator import supervisor as sv
 from orchestrator.cli.supervise import systemd_unit
 from orchestrator.control.background import HealReport, heal_poll
+from orchestrator.control.healer import FULL_LOOK_EVERY
 from orchestrator.control.lock import DeploymentLock
 from orchestrator.deployment import Deployment
 from orchestrator.engine.base import ContainerSpec
@@ -153,7 +154,7 @@ def test_listeners_get_reports(dep: Deployment, engine: MemoryEngine) -> None:
 
 
 # -- cost and locking ---------------------------------------------------------------------
-def test_a_healthy_tick_costs_one_listing_and_takes_no_lock(
+def test_healthy_looks_list_once_in_ten_and_take_no_lock(
         heads: FakeHeads, monkeypatch: pytest.MonkeyPatch) -> None:
     recording = RecordingEngine(heads.engine)
     with make(recording, heads, heal_after=None) as dep:
@@ -166,12 +167,14 @@ def test_a_healthy_tick_costs_one_listing_and_takes_no_lock(
 
         monkeypatch.setattr(DeploymentLock, "acquire", counting)
         recording.threads.clear()
-        for _ in range(3):
-            assert dep.heal(0) == []
-        assert [name for name, _ in recording.threads] == ["list_containers"] * 3
-        assert taken == []
         book = heads.current(dep.name)
-        assert [c for c in book.calls if c[0] == "list"]  # one head call per look
+        lists_before = sum(1 for c in book.calls if c[0] == "list")
+        for _ in range(FULL_LOOK_EVERY):
+            assert dep.heal(0) == []
+        # the first look lists (a full one); the next ones ask only the head
+        assert [name for name, _ in recording.threads] == ["list_containers"]
+        assert taken == []
+        assert sum(1 for c in book.calls if c[0] == "list") - lists_before == FULL_LOOK_EVERY
 
 
 def test_an_update_is_never_refused_because_its_own_healer_holds_the_lock(

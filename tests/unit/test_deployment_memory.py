@@ -304,3 +304,53 @@ def dataclass_replace(obj: Any, **changes: Any) -> Any:
     from dataclasses import replace
 
     return replace(obj, **changes)
+
+
+# -- close ----------------------------------------------------------------------------------
+class _StopWatcher:
+    """An engine proxy: a worker's stop waits (at most `patience` s) for the head's stop to
+    begin, and records whether it did, i.e. whether the head and the workers were stopped
+    at the same time."""
+
+    def __init__(self, inner: MemoryEngine, patience: float = 1.0) -> None:
+        self.inner = inner
+        self.patience = patience
+        self.head_stopping = threading.Event()
+        self.overlapped: list[bool] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def stop_container(self, name: str, **kwargs: Any) -> None:
+        if name.endswith("-head"):
+            self.head_stopping.set()
+        else:
+            self.overlapped.append(self.head_stopping.wait(self.patience))
+        self.inner.stop_container(name, **kwargs)
+
+
+def test_close_stops_every_pod_at_once_under_the_lock(
+        engine: MemoryEngine, heads: FakeHeads) -> None:
+    watcher = _StopWatcher(engine)
+    dep = make(watcher, heads).start()
+    dep.close()
+    assert watcher.overlapped == [True, True]  # the head did not wait for the workers
+    assert engine.list_containers(L.for_deployment(dep.name)) == []
+    assert not dep._lock.held  # taken for the teardown, and given back
+
+
+def test_close_stops_the_head_last_while_another_process_holds_the_lock(
+        engine: MemoryEngine, heads: FakeHeads) -> None:
+    from orchestrator.control.lock import DeploymentLock
+
+    watcher = _StopWatcher(engine, patience=0.3)
+    dep = make(watcher, heads).start()
+    other = DeploymentLock(dep.name)  # another process's heal or update, under way
+    other.acquire(RolloutInProgress("the other process"))
+    try:
+        dep.close()
+    finally:
+        other.release()
+    # a heal there must never see the head gone while workers run: workers first
+    assert watcher.overlapped == [False, False]
+    assert engine.list_containers(L.for_deployment(dep.name)) == []

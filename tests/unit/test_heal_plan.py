@@ -158,3 +158,15 @@ def test_sick_workers_invariants(rows: list[tuple[str, Any, Any]], first: float,
     for name in report.since:
         row = next(r for r in rows if r[0] == name)
         assert row[1] != "running" or row[2] == "unhealthy"
+
+
+@pytest.mark.parametrize(("workers", "at_head", "well"), [
+    (["w1", "w2"], {"w1": "ready", "w2": "ready"}, True),
+    (["w1", "w2"], {"w1": "ready", "w2": "unhealthy"}, False),   # routed around
+    (["w1", "w2"], {"w1": "ready", "w2": "draining"}, False),    # an update under way
+    (["w1", "w2"], {"w1": "ready"}, False),                      # the head lost one
+    (["w1"], {"w1": "ready", "w3": "ready"}, False),             # another process's worker
+    ([], {}, True),
+])
+def test_well_at_head(workers: list[str], at_head: dict[str, str], well: bool) -> None:
+    assert heal.well_at_head(workers, at_head) is well
