@@ -32,6 +32,7 @@ from orchestrator.proto import orchestrator_pb2_grpc as pb_grpc
 from orchestrator.runtime import membership, metrics, wire
 from orchestrator.runtime.config import HeadConfig, Polling
 from orchestrator.runtime.h2.limits import Limits
+from orchestrator.runtime.memory import trim_when_idle
 from orchestrator.runtime.metrics import RequestStats
 from orchestrator.runtime.pool import Pool, Replica, ReplicaKey, State, due_for_check
 from orchestrator.runtime.relay import Relay
@@ -142,6 +143,7 @@ class HeadServer:
         self._persist()
         await self._refresh_health()
         self._spawn(self._poll_health())
+        self._spawn(trim_when_idle(lambda: self.stats.count))
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:

@@ -27,6 +27,7 @@ from orchestrator.runtime.executor import (
     Executor,
     collect_handlers,
 )
+from orchestrator.runtime.memory import trim_when_idle
 from orchestrator.runtime.serve import bind, data_plane_handler
 
 _Job = tuple[concurrent.futures.Future[Any], Callable[[], Any]]
@@ -86,6 +87,8 @@ class WorkerServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self.port = port
+        self.served = 0  # requests answered (what memory.trim_when_idle watches)
+        self._trimmer: asyncio.Future[None] | None = None
 
     async def start(self) -> int:
         """Listen, then report SERVING; returns the bound port.
@@ -101,11 +104,14 @@ class WorkerServer:
         self._server = server
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(wire.SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self._trimmer = asyncio.ensure_future(trim_when_idle(lambda: self.served))
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, refuse new RPCs, let in-flight ones finish within `grace`."""
         await self._health.enter_graceful_shutdown()
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         if self._server is not None:
             await self._server.stop(grace)
         self._runner.shutdown(wait=False)
@@ -126,6 +132,7 @@ class WorkerServer:
 
     async def process(self, raw: bytes) -> bytes:
         """Serve one serialized DataRequest; every failure becomes an in-band Status."""
+        self.served += 1
         name = self.executor.name
         try:
             req = wire.parse_request(raw)
