@@ -127,7 +127,12 @@ class Actuator:
                 if on_created is not None:
                     on_created(plan)
                 try:
-                    return wait_ready(self.engine, plan.name, check, timeout=timeout)
+                    info = wait_ready(self.engine, plan.name, check, timeout=timeout)
+                    if plan.container.restart_policy != "no":  # ready: restarts from now on
+                        self.engine.update_container(
+                            plan.name, restart_policy=plan.container.restart_policy,
+                            max_retries=plan.container.restart_max_retries)
+                    return info
                 except BaseException as exc:
                     abort.set()
                     return exc
@@ -144,12 +149,6 @@ class Actuator:
             self.remove([p.name for p in plans], grace=0)
             first = next((f for f in failures if not isinstance(f, _Aborted)), failures[0])
             raise first
-        for plan in plans:
-            if plan.container.restart_policy != "no":
-                self.engine.update_container(
-                    plan.name, restart_policy=plan.container.restart_policy,
-                    max_retries=plan.container.restart_max_retries,
-                )
         return {plan.name: info for plan, info in zip(plans, results, strict=True)
                 if isinstance(info, ContainerInfo)}
 

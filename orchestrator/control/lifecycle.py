@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from orchestrator import labels as L
 from orchestrator.actuator import Actuator
@@ -123,12 +124,16 @@ class Lifecycle:
         return True
 
     def activate(self) -> None:
-        """Register every worker with the head (idempotent)."""
+        """Register every worker with the head (idempotent), up to 8 calls at once: each
+        waits for the head's first health check of that worker."""
         control = self.head.get()
         known = {(w.shard, w.address) for w in control.list_workers()}
-        for plan in self.state.workers():
-            if plan.shard is not None and (plan.shard, plan.address) not in known:
-                control.add_worker(plan.shard, plan.address, plan.name)
+        todo = [p for p in self.state.workers()
+                if p.shard is not None and (p.shard, p.address) not in known]
+        if not todo:
+            return
+        with ThreadPoolExecutor(min(8, len(todo)), thread_name_prefix="register") as pool:
+            list(pool.map(lambda p: control.add_worker(p.shard, p.address, p.name), todo))
 
     # -- end ------------------------------------------------------------------------
     def teardown(self) -> None:

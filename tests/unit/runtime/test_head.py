@@ -176,13 +176,15 @@ def test_a_dropped_connection_takes_a_replica_out_without_waiting_for_the_poll(
     w0, w1 = cluster.worker(), cluster.worker()
     head = cluster.head(1, [(0, w0), (0, w1)], health_interval=3600)
     with control(head) as ctl:
-        assert [s.state for s in ctl.list_workers()] == ["ready", "ready"]
+        def states() -> dict[str, str]:
+            return {s.address: s.state for s in ctl.list_workers()}
+
+        assert states() == {addr(w0): "ready", addr(w1): "ready"}
         cluster.stop(w1)
-        wait_until(lambda: [s.state for s in ctl.list_workers()] == ["ready", "unhealthy"],
+        wait_until(lambda: states() == {addr(w0): "ready", addr(w1): "unhealthy"},
                    what="the stopped replica out of routing")
         cluster.stop(w0)
-        wait_until(lambda: [s.state for s in ctl.list_workers()] == ["unhealthy"] * 2,
-                   what="both out of routing")
+        wait_until(lambda: set(states().values()) == {"unhealthy"}, what="both out")
     with Client(addr(head)) as c:
         assert not c.is_ready()  # the head's own health follows
 
