@@ -47,10 +47,12 @@ class BackgroundApi(Handle):
             RolloutError: a replacement failed (it was undone; the sick replica remains).
             EngineUnavailable, RequestError: the engine or the head does not answer.
         """
-        if self._lock.held or not self.state.started or self.spec.external:
+        if not self.state.started or self.spec.external:
             return []
         try:
             with self._healer_paused():  # one heal at a time in this process
+                if self._lock.held:  # an update or scale of this process is under way
+                    return []
                 return self._parts().healer.heal(unhealthy_for, on_progress, on_replaced)
         finally:
             self.update_pod_args()

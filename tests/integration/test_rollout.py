@@ -633,16 +633,17 @@ def test_heal_recreates_a_uses_before_pod_that_stops_answering(
         wait_until(served, timeout=30, what=f"requests through the new {pod}")
 
 
-def test_a_heal_tick_with_nothing_to_do_makes_one_engine_call(
+def test_heal_looks_with_nothing_to_do_make_one_engine_call_in_ten(
         runtime_image: str, dep_name: str, docker_engine: DockerEngine,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """`up` and `orchestrator heal` call heal every second for as long as a server runs:
-    while all is well, a tick lists the deployment once (brief: no inspect per container)
-    and asks the head once, instead of an inspect, two listings and two asks."""
+    """`up`, `orchestrator heal` and the background healer look at a deployment for as
+    long as a server runs: while all is well, a look asks the head once, and every
+    FULL_LOOK_EVERY-th look also lists the deployment (brief: no inspect per container)."""
+    from orchestrator.control.healer import FULL_LOOK_EVERY
     from orchestrator.engine.docker_engine import DockerEngine as Adapter
 
     with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=2, image=runtime_image,
-                    uses_before=f"{ECHO}:Stamp", stop_grace=1) as dep:
+                    uses_before=f"{ECHO}:Stamp", stop_grace=1, heal_after=0) as dep:
         calls: list[str] = []
         real = Adapter._call
 
@@ -650,8 +651,8 @@ def test_a_heal_tick_with_nothing_to_do_makes_one_engine_call(
             calls.append(f"{subject} {name}")
             return real(self, subject, name)
 
-        dep.heal(unhealthy_for=30)  # the first tick may open the control channel
+        dep.heal(unhealthy_for=30)  # the first look lists, and opens the control channel
         monkeypatch.setattr(Adapter, "_call", counted)
-        for _ in range(5):
+        for _ in range(2 * FULL_LOOK_EVERY):
             assert dep.heal(unhealthy_for=30) == []
-        assert calls == ["container *"] * 5
+        assert calls == ["container *"] * 2
