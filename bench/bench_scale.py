@@ -71,6 +71,9 @@ REF = "bench-scale-ref"
 LABELS = {"orchestrator.managed": "true", "orchestrator.deployment": REF}
 OWNED: dict[str, str | list[str] | bool] = {"label": f"orchestrator.deployment={REF}"}
 WORK = {"n": 20_000}
+REST = 3.0
+"""Seconds after a load before a memory reading: the pods give freed memory back after
+2 s without a request (orchestrator/runtime/memory.py); the bare server has no load."""
 
 BARE_HEALTH = """
 import asyncio, grpc
@@ -352,6 +355,7 @@ def memory(dep: Deployment, client: docker.DockerClient, n: int, bare: int,
     engine = dep.engine
     mib = 1024 * 1024
     head_name = dep.state.head_name
+    time.sleep(REST)  # at rest: after the routing load, past the pods' idle trim
     head = engine.container_stats(head_name).memory_bytes
     line = f"  memory with {n} replicas: head {head / mib:.1f} MiB, RSS " \
            f"{rss_mib(client, head_name):.1f} (x{head / bare:.2f} of the bare grpcio health " \
@@ -363,6 +367,7 @@ def memory(dep: Deployment, client: docker.DockerClient, n: int, bare: int,
         started = time.monotonic()
         asyncio.run(_load(dep.address, requests))
         took = time.monotonic() - started
+        time.sleep(REST)
         after = engine.container_stats(worker).memory_bytes
         head_after = engine.container_stats(head_name).memory_bytes
         line += (f"; worker {before / mib:.1f} MiB at rest, RSS {before_rss:.1f} "

@@ -17,6 +17,7 @@ error of type COMPRESSION_ERROR (RFC 7540 section 4.3).
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Iterable
 
@@ -208,15 +209,20 @@ _HUFFMAN_CODES: tuple[tuple[int, int], ...] = (
 _EOS = 256
 
 
-def _build_huffman_decoder() -> tuple[list[int], list[bytes], dict[int, int]]:
+def _build_huffman_decoder() -> tuple[array[int], array[int], dict[int, int]]:
     """Build the byte-at-a-time Huffman decoding automaton from `_HUFFMAN_CODES`.
 
     States are the 256 internal nodes of the code tree (0 is the root) plus a sink
     (256) entered when EOS is decoded; the sink never leaves. For state `s` and input
-    byte `b`, entry `s * 256 + b` of the two returned lists gives the next state
-    (pre-multiplied by 256) and the symbols completed while reading the byte. The dict
-    maps each (pre-multiplied) node on the all-ones path to its depth: a string may
+    byte `b`, entry `s * 256 + b` of the two returned arrays gives the next state
+    (pre-multiplied by 256) and the symbols completed while reading the byte, packed in
+    one int: 0 for none, `0x100 | sym` for one, `0x20000 | sym2 << 8 | sym1` for two. The
+    dict maps each (pre-multiplied) node on the all-ones path to its depth: a string may
     only end at depth 0..7 of that path (its padding is a short prefix of EOS).
+
+    Arrays of machine ints, not lists of int and bytes objects: the head keeps these
+    65,792-entry tables for its whole life, and as lists they cost it 4.3 MB, as
+    arrays 0.5 MB (docs/scale.md).
 
     Raises:
         RuntimeError: the code table is not a complete prefix code (a typo in it).
@@ -263,22 +269,16 @@ def _build_huffman_decoder() -> tuple[list[int], list[bytes], dict[int, int]]:
             nib_next.append(node)
             nib_out.append(bytes(out))
 
-    # Bytes as two nibbles. Entries are shared: next states are pre-multiplied ints
-    # from one list, and equal outputs are one interned bytes object.
-    scaled = [s * 256 for s in range(sink + 1)]
-    nib_next_scaled = [scaled[s] for s in nib_next]
-    interned: dict[bytes, bytes] = {}
-    byte_next: list[int] = []
-    byte_out: list[bytes] = []
+    # Bytes as two nibbles (each nibble completes at most one symbol).
+    byte_next = array("I")
+    byte_out = array("I")
     for key, first in enumerate(nib_out):  # key = state * 16 + high nibble
         mid = nib_next[key] * 16
-        byte_next.extend(nib_next_scaled[mid : mid + 16])
-        if not first:
-            byte_out.extend(nib_out[mid : mid + 16])
-            continue
+        byte_next.extend(s * 256 for s in nib_next[mid : mid + 16])
         for second in nib_out[mid : mid + 16]:
             both = first + second
-            byte_out.append(interned.setdefault(both, both))
+            byte_out.append(0 if not both else 0x100 | both[0] if len(both) == 1
+                            else 0x20000 | both[1] << 8 | both[0])
 
     ones_depth: dict[int, int] = {}
     node, depth = 0, 0
@@ -302,11 +302,15 @@ def huffman_decode(data: bytes) -> bytes:
     nxt = _HUFF_NEXT
     outs = _HUFF_OUT
     state = 0
-    parts: list[bytes] = []
-    append = parts.append
+    out = bytearray()
+    append = out.append
     for byte in data:
         i = state + byte
-        append(outs[i])
+        packed = outs[i]
+        if packed:
+            append(packed & 0xFF)
+            if packed >= 0x20000:
+                append(packed >> 8 & 0xFF)
         state = nxt[i]
     depth = _HUFF_ONES_DEPTH.get(state)
     if depth is None or depth > 7:
@@ -315,7 +319,7 @@ def huffman_decode(data: bytes) -> bytes:
         if depth is None:
             raise HpackError("Huffman string padding is not all ones")
         raise HpackError("Huffman string padding is longer than 7 bits")
-    return b"".join(parts)
+    return bytes(out)
 
 
 def huffman_encode(data: bytes) -> bytes:
