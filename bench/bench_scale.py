@@ -7,9 +7,9 @@ reference measured in the same run.
 
 start + teardown (every N of --sizes, alternating reference and ours in each round):
   ref   a network, then N+1 raw containers on it (same image, command and security options
-        as a pod) created and started in parallel with the Docker SDK, each polled until
-        gRPC SERVING; then all of them stopped (same grace) and removed in parallel, and
-        their network removed;
+        as a pod; one publishes its port on 127.0.0.1, as the head does) created and
+        started in parallel with the Docker SDK, each polled until gRPC SERVING; then all
+        of them stopped (same grace) and removed in parallel, and their network removed;
   ours  `Deployment(replicas=N).start()` until ready, then `close()`.
   Ratios ours/ref for start (target <= 1.2, growing no faster than the reference) and
   teardown (target <= 1.1).
@@ -92,14 +92,19 @@ asyncio.run(main())
 
 # -- raw Docker: the references ---------------------------------------------------------
 def raw_worker(client: docker.DockerClient, image: str, network: str, probe: GrpcHealthProbe,
-               uses: str = "scale", command: list[str] | None = None) -> Any:
+               uses: str = "scale", command: list[str] | None = None,
+               publish: bool = False) -> Any:
     """One raw container (same image, command and options as a worker pod, its image
-    HEALTHCHECK off as theirs), returned once it reports SERVING."""
+    HEALTHCHECK off as theirs), returned once it reports SERVING. `publish`: its port on
+    a free port of 127.0.0.1, as a head's is (Docker runs a proxy process per published
+    port, started and stopped with the container)."""
     volume, path = (BENCH_DIR, "/opt/uses/scale_executor.py:Work") if uses == "scale" \
         else (ECHO_DIR, "/opt/uses/echo.py:Echo")
     kwargs: dict[str, Any] = {}
     if command is not None:
         kwargs["entrypoint"] = command
+    if publish:
+        kwargs["ports"] = {"50051/tcp": ("127.0.0.1", None)}
     c = client.containers.run(
         image, None if command else ["worker", "--uses", path, "--port", "50051"],
         detach=True, labels=LABELS, network=network, user="10001:10001",
@@ -136,7 +141,8 @@ def raw_cycle(client: docker.DockerClient, image: str, count: int) -> tuple[floa
     started = time.monotonic()  # the network is part of the work, as it is of ours
     net = client.networks.create(f"{REF}-{uuid.uuid4().hex[:6]}", labels=LABELS)
     try:
-        containers = parallel(lambda _i: raw_worker(client, image, net.name, probe),
+        containers = parallel(lambda i: raw_worker(client, image, net.name, probe,
+                                                   publish=i == 0),
                               list(range(count)))
         start = time.monotonic() - started
         probe.close()

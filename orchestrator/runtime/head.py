@@ -17,7 +17,6 @@ import asyncio
 import functools
 import hashlib
 import hmac
-import importlib.metadata
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -574,6 +573,8 @@ def _no_replica(shard: int | None, last: grpc.aio.AioRpcError | None,
 
 @functools.cache
 def _version() -> str:
+    import importlib.metadata  # on first use: it imports email, zipfile, csv (startup, memory)
+
     try:
         return importlib.metadata.version("orchestrator")
     except importlib.metadata.PackageNotFoundError:
