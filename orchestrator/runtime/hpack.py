@@ -249,12 +249,14 @@ def _build_huffman_decoder() -> tuple[array[int], array[int], dict[int, int]]:
         raise RuntimeError("the Huffman code table is not a complete prefix code")
 
     # One nibble at a time first: a nibble completes at most one symbol (codes are >= 5
-    # bits long, and a nibble ends at most 4 bits into the next code).
+    # bits long, and a nibble ends at most 4 bits into the next code). Outputs packed as
+    # above (0 or 0x100 | sym), so that no bytes object is made (the tables are built at
+    # import, and every temporary object would leave the head's heap fragmented).
     nib_next: list[int] = []
-    nib_out: list[bytes] = []
+    nib_out: list[int] = []
     for state in range(sink + 1):
         for nibble in range(16):
-            node, out = state, bytearray()
+            node, out = state, 0
             for shift in (3, 2, 1, 0):
                 if node == sink:
                     break
@@ -264,21 +266,21 @@ def _build_huffman_decoder() -> tuple[array[int], array[int], dict[int, int]]:
                 elif child - 512 == _EOS:
                     node = sink
                 else:
-                    out.append(child - 512)
+                    out = 0x100 | (child - 512)
                     node = 0
             nib_next.append(node)
-            nib_out.append(bytes(out))
+            nib_out.append(out)
 
     # Bytes as two nibbles (each nibble completes at most one symbol).
     byte_next = array("I")
     byte_out = array("I")
     for key, first in enumerate(nib_out):  # key = state * 16 + high nibble
         mid = nib_next[key] * 16
-        byte_next.extend(s * 256 for s in nib_next[mid : mid + 16])
-        for second in nib_out[mid : mid + 16]:
-            both = first + second
-            byte_out.append(0 if not both else 0x100 | both[0] if len(both) == 1
-                            else 0x20000 | both[1] << 8 | both[0])
+        for second_key in range(mid, mid + 16):
+            second = nib_out[second_key]
+            byte_next.append(nib_next[second_key] * 256)
+            byte_out.append(0x20000 | (second & 0xFF) << 8 | (first & 0xFF)
+                            if first and second else first or second)
 
     ones_depth: dict[int, int] = {}
     node, depth = 0, 0
