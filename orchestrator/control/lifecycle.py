@@ -150,7 +150,7 @@ class Lifecycle:
         live = self.act.engine.list_containers(mine, brief=True)  # names and labels only
         heads = [c.name for c in live if c.labels.get(L.ROLE) == "head"]
         grace = self.state.spec.stop_grace
-        took = self._try_lock()
+        took = not self.lock.held and self.lock.try_acquire()
         try:
             if self.lock.held:
                 self.act.remove([c.name for c in live], grace=grace)
@@ -167,15 +167,6 @@ class Lifecycle:
                 self.act.engine.remove_volume(volume.name)
         self.stop_reaper("done")
         self.state.clear()
-
-    def _try_lock(self) -> bool:
-        """Take the lock if it is free; True when this call took it."""
-        if self.lock.held:
-            return False
-        with contextlib.suppress(_Busy):
-            self.lock.acquire(_Busy())
-            return True
-        return False
 
     # -- crash safety ---------------------------------------------------------------
     def _start_reaper(self) -> None:
@@ -211,10 +202,6 @@ class Lifecycle:
             return None
         head = self.state.head_info()
         return None if head is None else head.ip_addresses.get(self.state.network)
-
-
-class _Busy(OrchestratorError):
-    """The lock is held elsewhere (never raised out of this module)."""
 
 
 def remove_network(engine: ContainerEngine, network: str, patience: float = 5.0) -> None:

@@ -34,15 +34,21 @@ class DeploymentLock:
         Blocking: a file open and a non-blocking flock; callers on an event loop run it in
         a thread with the rest of the operation.
         """
-        if self._handle is not None:
+        if not self.try_acquire():
             raise busy
+
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody (this object included) holds it; True when taken."""
+        if self._handle is not None:
+            return False
         handle = open(self.path, "a")  # noqa: SIM115 - held until release
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise busy from None
+            return False
         self._handle = handle
+        return True
 
     def release(self) -> None:
         """Let the next taker in (a no-op when not held)."""
