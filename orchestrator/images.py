@@ -630,7 +630,8 @@ def prepare_runtime_image(
         cached = not force and _has_hash(engine, hash_ref, content_hash)
         if not cached:
             project_wheel = build_project_wheel(sources, wheelhouse, log=log)
-            context = _build_context(Path(tmp) / "context", sources, deps, project_wheel)
+            context = _build_context(Path(tmp) / "context", sources, deps, project_wheel,
+                                     log)
             log(f"docker build {hash_ref} FROM {base_ref}")
             engine.build_image(
                 context,
@@ -661,12 +662,48 @@ def snapshot_sources(project_dir: Path, dest: Path) -> Path:
     return dest
 
 
+PROBE_SOURCE = Path("orchestrator", "runtime", "probe.c")
+PROBE_FALLBACK = '#!/bin/sh\nexec /opt/venv/bin/python -m orchestrator.runtime probe "$@"\n'
+"""The HEALTHCHECK program when no C compiler is at hand: the same check, in Python."""
+
+
+def build_probe(source: Path, out: Path, *, log: Log = _stderr_log) -> bool:
+    """Compile the image's HEALTHCHECK program (`orchestrator/runtime/probe.c`, libc only)
+    statically to `out`, so it runs on any Linux base; True when it did. Without a working
+    C compiler (``CC``, else cc or gcc), `out` becomes a shell script that runs the Python
+    probe instead (the same check, at ~0.15 s of CPU and ~8 MB of activated page cache
+    per run) and this returns False."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler:
+        cmd = [compiler, "-static", "-Os", "-s", "-o", str(out), str(source)]
+        try:
+            done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, check=False)
+        except OSError as exc:
+            log(f"cannot compile the probe: {exc}")
+        else:
+            if done.returncode == 0:
+                return True
+            log(f"cannot compile the probe ({' '.join(cmd)}): {_tail(done.stdout, 3)}")
+    else:
+        log("no C compiler (cc, gcc or $CC)")
+    log("the image's HEALTHCHECK runs the Python probe (apt-get install gcc libc6-dev "
+        "for the compiled one)")
+    out.write_text(PROBE_FALLBACK)
+    out.chmod(0o755)
+    return False
+
+
 def _build_context(
-    context: Path, sources: Path, deps: Sequence[Path], project_wheel: Path
+    context: Path, sources: Path, deps: Sequence[Path], project_wheel: Path,
+    log: Log = _stderr_log,
 ) -> Path:
-    """A build context holding only the Dockerfile and the wheelhouse (small upload)."""
+    """A build context holding only the Dockerfile, the probe and the wheelhouse (small
+    upload)."""
     context.mkdir(parents=True)
     shutil.copy2(sources / "docker" / "Dockerfile", context / "Dockerfile")
+    build_probe(sources / PROBE_SOURCE, context / "probe" / "orchestrator-probe", log=log)
     for folder, wheels in (("deps", deps), ("project", [project_wheel])):
         target = context / "wheelhouse" / folder
         target.mkdir(parents=True)

@@ -7,15 +7,14 @@ HEALTHCHECK) imports no grpc at all (see probe.py).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import traceback
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    import argparse
     import ssl
 
 TOKEN_ENV = "ORCHESTRATOR_TOKEN"
@@ -26,67 +25,144 @@ EXIT_USAGE = 2
 EXIT_LOAD = 3
 
 
+REQUIRED = object()
+"""Default of an option that must be given."""
+
+
+class Option(NamedTuple):
+    """One command-line option: `kind` is int, float or str (a value), bool (a switch) or
+    list (repeatable, values collected)."""
+
+    flag: str
+    kind: type
+    default: Any = None
+    help: str | None = None
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+def _common(name: str) -> list[Option]:
+    return [
+        Option("--port", int, 50051),
+        Option("--host", str, "0.0.0.0"),
+        Option("--name", str, name),
+        Option("--grace", float, 10.0, "how long in-flight requests may run after SIGTERM",
+               "SECONDS"),
+        Option("--max-message-bytes", int, 64 * 1024 * 1024),
+    ]
+
+
+ROLES: dict[str, tuple[str, list[Option]]] = {
+    "worker": ("serve one executor", [
+        Option("--uses", str, None, "pkg.module:Class or path/file.py:Class "
+               "(default: env ORCHESTRATOR_USES)"),
+        Option("--uses-with", str, None, "JSON object of __init__ kwargs "
+               "(default: env ORCHESTRATOR_USES_WITH)"),
+        Option("--shard-id", int, 0),
+        Option("--replica-id", int, 0),
+        Option("--workspace", str),
+        *_common("executor"),
+    ]),
+    "head": ("route requests to worker replicas (control token: env ORCHESTRATOR_TOKEN, or "
+             "read from the file named by ORCHESTRATOR_TOKEN_FILE, e.g. a Swarm secret)", [
+        Option("--shards", int, REQUIRED),
+        Option("--polling", str, "ANY",
+               'ANY, ALL or a JSON map like \'{"/index":"ALL","*":"ANY"}\''),
+        Option("--uses-before", str, None, None, "HOST:PORT"),
+        Option("--uses-after", str, None, None, "HOST:PORT"),
+        Option("--worker", list, None, "initial worker (repeatable)", "SHARD=HOST:PORT"),
+        Option("--state", str, None, "keep the worker list in FILE, rewritten on every "
+               "change; a head restarted in its container restores it (it replaces "
+               "--worker)", "FILE"),
+        Option("--health-interval", float, 0.5, None, "SECONDS"),
+        Option("--tls-cert", str, None, "serve TLS (ALPN h2) with this PEM certificate "
+               "chain; needs --tls-key", "FILE"),
+        Option("--tls-key", str, None, "the certificate's PEM private key", "FILE"),
+        Option("--tls-client-ca", str, None,
+               "require client certificates signed by this CA (mutual TLS)", "FILE"),
+        Option("--http", bool, False,
+               "also serve Jina's HTTP interface (POST /post, ...) on the port"),
+        Option("--timeout-send", str, None, "timeout_send: milliseconds to wait for one "
+               "worker before trying another replica, or a JSON map like "
+               '\'{"/slow":60000,"*":1000}\'', "MS"),
+        *_common("head"),
+    ]),
+    "probe": ("one gRPC health check on 127.0.0.1: exit 0 if SERVING", [
+        Option("--port", int, 50051),
+        Option("--timeout", float, 2.0),
+        Option("--tls", bool, False, "the head serves TLS"),
+        Option("--tls-cert", str, None, "client certificate (mutual TLS)", "FILE"),
+        Option("--tls-key", str, None, None, "FILE"),
+    ]),
+}
+"""Every role's options: what `parse` reads, and what the argparse parser is built from."""
+
+
+def parse(argv: Sequence[str]) -> SimpleNamespace | None:
+    """argv parsed without argparse, or None for anything but plain valid options (help,
+    an error, an abbreviation, an unusual form), which `_parser()` then handles as argparse
+    does. Every pod starts through here: argparse would cost each of them 0.4 MB."""
+    if not argv or argv[0] not in ROLES:
+        return None
+    options = {o.flag: o for o in ROLES[argv[0]][1]}
+    values: dict[str, Any] = {o.dest: [] if o.kind is list else o.default
+                              for o in options.values()}
+    rest = iter(argv[1:])
+    for arg in rest:
+        flag, eq, value = arg.partition("=")
+        option = options.get(flag)
+        if option is None or (option.kind is bool and eq):
+            return None
+        if option.kind is bool:
+            values[option.dest] = True
+            continue
+        if not eq:
+            value = next(rest, "-")
+            if value.startswith("-"):  # missing, or an option or a negative number
+                return None
+        try:
+            if option.kind is list:
+                values[option.dest].append(value)
+            else:
+                values[option.dest] = option.kind(value)
+        except ValueError:
+            return None
+    if any(v is REQUIRED for v in values.values()):
+        return None
+    return SimpleNamespace(role=argv[0], **values)
+
+
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="python -m orchestrator.runtime",
                                      description="Run a pod of an orchestrator Deployment.")
     sub = parser.add_subparsers(dest="role", required=True)
-    worker = sub.add_parser("worker", help="serve one executor")
-    worker.add_argument("--uses", help="pkg.module:Class or path/file.py:Class "
-                        "(default: env ORCHESTRATOR_USES)")
-    worker.add_argument("--uses-with", help="JSON object of __init__ kwargs "
-                        "(default: env ORCHESTRATOR_USES_WITH)")
-    worker.add_argument("--shard-id", type=int, default=0)
-    worker.add_argument("--replica-id", type=int, default=0)
-    worker.add_argument("--workspace")
-    _common(worker, "executor")
-
-    head = sub.add_parser("head", help="route requests to worker replicas (control token: "
-                          "env ORCHESTRATOR_TOKEN, or read from the file named by "
-                          "ORCHESTRATOR_TOKEN_FILE, e.g. a Swarm secret)")
-    head.add_argument("--shards", type=int, required=True)
-    head.add_argument("--polling", default="ANY",
-                      help='ANY, ALL or a JSON map like \'{"/index":"ALL","*":"ANY"}\'')
-    head.add_argument("--uses-before", metavar="HOST:PORT")
-    head.add_argument("--uses-after", metavar="HOST:PORT")
-    head.add_argument("--worker", action="append", default=[], metavar="SHARD=HOST:PORT",
-                      help="initial worker (repeatable)")
-    head.add_argument("--state", metavar="FILE",
-                      help="keep the worker list in FILE, rewritten on every change; a head "
-                      "restarted in its container restores it (it replaces --worker)")
-    head.add_argument("--health-interval", type=float, default=0.5, metavar="SECONDS")
-    head.add_argument("--tls-cert", metavar="FILE", help="serve TLS (ALPN h2) with this PEM "
-                      "certificate chain; needs --tls-key")
-    head.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
-    head.add_argument("--tls-client-ca", metavar="FILE",
-                      help="require client certificates signed by this CA (mutual TLS)")
-    head.add_argument("--http", action="store_true",
-                      help="also serve Jina's HTTP interface (POST /post, ...) on the port")
-    head.add_argument("--timeout-send", metavar="MS",
-                      help="timeout_send: milliseconds to wait for one worker before "
-                      'trying another replica, or a JSON map like \'{"/slow":60000,"*":1000}\'')
-    _common(head, "head")
-
-    probe = sub.add_parser("probe", help="one gRPC health check on 127.0.0.1: exit 0 if SERVING")
-    probe.add_argument("--port", type=int, default=50051)
-    probe.add_argument("--timeout", type=float, default=2.0)
-    probe.add_argument("--tls", action="store_true", help="the head serves TLS")
-    probe.add_argument("--tls-cert", metavar="FILE", help="client certificate (mutual TLS)")
-    probe.add_argument("--tls-key", metavar="FILE")
+    for role, (text, options) in ROLES.items():
+        p = sub.add_parser(role, help=text)
+        for o in options:
+            kwargs: dict[str, Any] = {"help": o.help}
+            if o.metavar:
+                kwargs["metavar"] = o.metavar
+            if o.kind is bool:
+                kwargs["action"] = "store_true"
+            elif o.kind is list:
+                kwargs.update(action="append", default=[])
+            elif o.default is REQUIRED:
+                kwargs.update(type=o.kind, required=True)
+            else:
+                kwargs.update(type=o.kind, default=o.default)
+            p.add_argument(o.flag, **kwargs)
     return parser
-
-
-def _common(p: argparse.ArgumentParser, name: str) -> None:
-    p.add_argument("--port", type=int, default=50051)
-    p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--name", default=name)
-    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
-                   help="how long in-flight requests may run after SIGTERM")
-    p.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse argv and run the chosen role; returns the exit code."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse(argv) or _parser().parse_args(argv)
     if args.role == "probe":
         return _probe(args.port, args.timeout, args)
     from orchestrator.errors import OrchestratorError, SpecError
@@ -105,15 +181,16 @@ def _fail(line: str) -> None:
     print(f"orchestrator.runtime: {line}", file=sys.stderr, flush=True)
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace | SimpleNamespace) -> int:
     import asyncio
+    import traceback
 
     from orchestrator.errors import SpecError
-    from orchestrator.runtime.config import WorkerConfig
     from orchestrator.runtime.executor import RuntimeArgs
     from orchestrator.runtime.loader import ExecutorInitError, load_executor, parse_uses_with
     from orchestrator.runtime.serve import serve_until_signalled
     from orchestrator.runtime.worker import WorkerServer
+    from orchestrator.runtime.worker_config import WorkerConfig
 
     uses = args.uses or os.environ.get("ORCHESTRATOR_USES")
     if not uses:
@@ -123,7 +200,7 @@ def _worker(args: argparse.Namespace) -> int:
     cfg = WorkerConfig(uses=uses, uses_with=uses_with, host=args.host, port=args.port,
                        name=args.name, shard_id=args.shard_id, replica_id=args.replica_id,
                        workspace=args.workspace, grace=args.grace,
-                       max_message_bytes=args.max_message_bytes)
+                       max_message_bytes=args.max_message_bytes).check()
     runtime_args = RuntimeArgs(cfg.name, cfg.shard_id, cfg.replica_id, cfg.workspace)
     try:
         executor = load_executor(cfg.uses, dict(cfg.uses_with), runtime_args)
@@ -142,7 +219,7 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _head(args: argparse.Namespace) -> int:
+def _head(args: argparse.Namespace | SimpleNamespace) -> int:
     import asyncio
 
     from orchestrator.runtime.config import (
@@ -186,7 +263,8 @@ def _token(env: Mapping[str, str]) -> str | None:
     if env.get(TOKEN_ENV):
         raise SpecError(f"set {TOKEN_ENV} or {TOKEN_FILE_ENV}, not both", field=TOKEN_FILE_ENV)
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
                         field=TOKEN_FILE_ENV) from exc
@@ -195,7 +273,7 @@ def _token(env: Mapping[str, str]) -> str | None:
     return token
 
 
-def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+def _tls(args: argparse.Namespace | SimpleNamespace) -> ssl.SSLContext | None:
     """The head's TLS context from --tls-cert/--tls-key/--tls-client-ca (None: no TLS)."""
     from orchestrator.errors import SpecError
 
@@ -210,7 +288,7 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
-def _probe(port: int, timeout: float, args: argparse.Namespace) -> int:
+def _probe(port: int, timeout: float, args: argparse.Namespace | SimpleNamespace) -> int:
     from orchestrator.runtime.probe import check
 
     tls = None

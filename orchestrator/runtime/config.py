@@ -11,6 +11,11 @@ from typing import Any
 
 from orchestrator.errors import SpecError
 from orchestrator.runtime import wire
+from orchestrator.runtime.worker_config import WorkerConfig
+from orchestrator.runtime.worker_config import check_common as _check_common
+
+__all__ = ["HeadConfig", "Polling", "PollingPolicy", "SendTimeouts", "WorkerAddress",
+           "WorkerConfig"]
 
 
 class Polling(Enum):
@@ -112,27 +117,6 @@ def _millis(value: Any, where: str) -> float | None:
 
 
 @dataclass(frozen=True)
-class WorkerConfig:
-    """Everything `python -m orchestrator.runtime worker` needs."""
-
-    uses: str
-    uses_with: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    host: str = "0.0.0.0"
-    port: int = 50051
-    name: str = "executor"
-    shard_id: int = 0
-    replica_id: int = 0
-    workspace: str | None = None
-    grace: float = 10.0
-    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
-
-    def __post_init__(self) -> None:
-        _check_common(self.port, self.grace, self.max_message_bytes)
-        if self.shard_id < 0 or self.replica_id < 0:
-            raise SpecError("shard and replica ids must be >= 0", field="shard_id")
-
-
-@dataclass(frozen=True)
 class WorkerAddress:
     """One worker replica as the head sees it."""
 
@@ -183,12 +167,3 @@ class HeadConfig:
             if w.shard >= self.shards:
                 raise SpecError(f"shard {w.shard} of {w.address} >= shards ({self.shards})",
                                 field="worker")
-
-
-def _check_common(port: int, grace: float, max_message_bytes: int) -> None:
-    if not 0 <= port <= 65535:
-        raise SpecError(f"{port} is not a TCP port", field="port")
-    if grace < 0:
-        raise SpecError("must be >= 0", field="grace")
-    if max_message_bytes < 1024:
-        raise SpecError("must be >= 1024", field="max_message_bytes")

@@ -6,8 +6,8 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -62,29 +62,31 @@ def load_executor(
 
 def _import(module_ref: str, uses: str) -> ModuleType:
     if module_ref.endswith(".py"):
-        return _import_file(Path(module_ref), uses)
+        return _import_file(module_ref, uses)
     try:
         return importlib.import_module(module_ref)
     except ImportError as exc:
         raise SpecError(f"{uses!r}: cannot import {module_ref!r} ({exc})", field="uses") from exc
 
 
-def _import_file(path: Path, uses: str) -> ModuleType:
-    if not path.is_file():
-        raise SpecError(f"{uses!r}: no such file {str(path)!r}", field="uses")
+def _import_file(path: str, uses: str) -> ModuleType:
+    # os.path, not pathlib: pathlib's imports would cost every worker 0.5 MB
+    if not os.path.isfile(path):
+        raise SpecError(f"{uses!r}: no such file {path!r}", field="uses")
     # A stable, unique module name: two files named executor.py must not collide.
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
-    name = f"_orchestrator_uses_{path.stem}_{digest}"
+    digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:10]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = f"_orchestrator_uses_{stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise SpecError(f"{uses!r}: cannot load {str(path)!r} as Python", field="uses")
+        raise SpecError(f"{uses!r}: cannot load {path!r} as Python", field="uses")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look modules up here
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise SpecError(f"{uses!r}: importing {str(path)!r} failed: {exc!r}",
+        raise SpecError(f"{uses!r}: importing {path!r} failed: {exc!r}",
                         field="uses") from exc
     return module
 

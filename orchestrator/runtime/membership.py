@@ -19,7 +19,6 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 VERSION = 1
 
@@ -45,7 +44,8 @@ def load(path: str | os.PathLike[str]) -> list[Member] | None:
         StateError: the file is unreadable or not a worker list of this version.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -79,17 +79,17 @@ def save(path: str | os.PathLike[str], members: list[Member]) -> None:
     Raises:
         OSError: the file cannot be written.
     """
-    target = Path(path)
+    folder, name = os.path.split(os.fspath(path))
     data = {"version": VERSION, "workers": [
         {"shard": m.shard, "address": m.address, "id": m.worker_id, "draining": m.draining}
         for m in members
     ]}
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = os.path.join(folder, f".{name}.tmp")
     with open(tmp, "w", encoding="utf-8") as out:
         json.dump(data, out, separators=(",", ":"))
         out.flush()
         os.fsync(out.fileno())
-    os.replace(tmp, target)
+    os.replace(tmp, path)
 
 
 def warn(line: str) -> None:

@@ -90,6 +90,20 @@ def test_security_defaults_on_every_container(sharded: Deployment) -> None:
         client.close()
 
 
+def test_the_heads_healthcheck_is_the_compiled_probe(sharded: Deployment,
+                                                     docker_engine: DockerEngine) -> None:
+    """The image's HEALTHCHECK program, run in the pods as Docker runs it: a static binary
+    (its own usage line, not the Python probe's), answering as the servers do."""
+    head = sharded.state.head_name
+    probe = "/usr/local/bin/orchestrator-probe"
+    assert docker_engine.exec_container(head, [probe]).exit_code == 0
+    worker = sharded.state.workers()[0].name  # grpcio's health service answers it too
+    assert docker_engine.exec_container(worker, [probe]).exit_code == 0
+    assert docker_engine.exec_container(head, [probe, "--port", "1"]).exit_code == 1
+    bad = docker_engine.exec_container(head, [probe, "--nope"])
+    assert bad.exit_code == 2 and "usage: orchestrator-probe" in bad.output
+
+
 def test_requests_reach_every_replica(runtime_image: str, dep_name: str) -> None:
     with Deployment(name=dep_name, uses=f"{ECHO}:Echo", replicas=3, image=runtime_image) as dep:
         seen = set()

@@ -117,8 +117,8 @@ def test_image_config_entrypoint_user_port_and_light_healthcheck(built: ImageRes
     assert config["User"] == f"{RUNTIME_UID}:{RUNTIME_UID}"
     assert "50051/tcp" in config["ExposedPorts"]
     health = config["Healthcheck"]
-    assert health["Test"][-1] == "probe" and "orchestrator.runtime" in health["Test"]
-    assert health["Interval"] >= 30 * 10**9  # light: an exec probe costs ~0.15 s of CPU
+    assert health["Test"] == ["CMD", "/usr/local/bin/orchestrator-probe"]
+    assert health["Interval"] >= 30 * 10**9  # a rare check: it is for `docker ps`
 
 
 def test_runtime_image_has_no_setuid_or_setgid_files(

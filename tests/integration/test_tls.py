@@ -87,11 +87,11 @@ def ping(address: str, *args: str) -> int:
 
 def probe_in_head(head: str) -> bool:
     """The image's HEALTHCHECK command, run in the head's container as Docker runs it (with
-    a longer deadline than its 2 s: under load an exec'd interpreter starts slowly),
-    polled until it answers SERVING."""
+    a longer deadline than its 2 s: under load an exec'd interpreter starts slowly), polled
+    until it answers SERVING. The compiled probe hands TLS to the Python one."""
     def serving() -> bool:
-        return subprocess.run(["docker", "exec", head, "/opt/venv/bin/python", "-m",
-                               "orchestrator.runtime", "probe", "--timeout", "10"],
+        return subprocess.run(["docker", "exec", head, "/usr/local/bin/orchestrator-probe",
+                               "--timeout", "10"],
                               capture_output=True, check=False).returncode == 0
 
     wait_until(serving, timeout=120, what=f"the probe in {head} to see SERVING over TLS")

@@ -164,7 +164,7 @@ def test_swarm_has_a_one_task_service_per_pod_that_the_head_dials_by_name() -> N
         assert deploy["labels"]["orchestrator.deployment"] == "shop"
         assert deploy["update_config"] == {"parallelism": 2, "order": "start-first",
                                            "failure_action": "rollback", "monitor": "3s"}
-        assert service["healthcheck"]["test"][-1] == "probe"
+        assert service["healthcheck"]["test"] == ["CMD", "/usr/local/bin/orchestrator-probe"]
         if name != "shop-head":
             assert service["configs"] == [{"source": config, "target": "/opt/uses/echo.py",
                                            "uid": "10001", "gid": "10001", "mode": 0o444}]

@@ -39,12 +39,13 @@ SWARM_TOKEN_TARGET = "/run/secrets/orchestrator-token"
 """On Swarm, the head reads its token from this file: the Swarm secret NAME-token."""
 
 SWARM_HEALTHCHECK: dict[str, Any] = {
-    "test": ["CMD", "/opt/venv/bin/python", "-m", "orchestrator.runtime", "probe"],
+    "test": ["CMD", "/usr/local/bin/orchestrator-probe"],
     "interval": "5s", "timeout": "3s", "retries": 3, "start_period": "60s",
 }
 """Swarm publishes a task (in DNS) and moves a start-first update on only once the task is
 healthy, and the first check runs one interval after the start: the image's 30 s would
-stall both. The stdlib probe costs ~0.17 s of CPU per exec."""
+stall both. The image's compiled probe makes an exec every 5 s cheap (the Python one it
+replaces cost ~0.17 s of CPU per exec)."""
 
 _SWARM_RESTART = {"no": "none", "on-failure": "on-failure", "always": "any",
                   "unless-stopped": "any"}

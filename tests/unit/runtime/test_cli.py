@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,55 @@ def test_usage_errors_exit_2() -> None:
     assert bad_polling.returncode == 2 and "'SOME' is not ANY or ALL" in bad_polling.stderr
     bad_with = run("worker", "--uses", "executors.echo:Echo", "--uses-with", "[1]")
     assert bad_with.returncode == 2 and "uses_with" in bad_with.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["worker"],
+    ["worker", "--uses", "executors.echo:Echo", "--port", "50052", "--shard-id", "1",
+     "--replica-id=2", "--grace", "0.5", "--uses-with", '{"tag": "v1"}', "--name", "w"],
+    ["head", "--shards", "2", "--worker", "0=a:1", "--worker=1=b:2", "--http", "--polling",
+     '{"/index":"ALL","*":"ANY"}', "--health-interval", "0.25", "--timeout-send", "100"],
+    ["head", "--shards=1", "--state", "/tmp/s", "--tls-cert", "c", "--tls-key", "k",
+     "--max-message-bytes", "1024", "--host", "127.0.0.1"],
+    ["probe"],
+    ["probe", "--port", "7", "--timeout", "3", "--tls", "--tls-cert", "c", "--tls-key", "k"],
+])
+def test_the_quick_parser_reads_what_argparse_reads(argv: list[str]) -> None:
+    from orchestrator.runtime.__main__ import _parser, parse
+
+    quick = parse(argv)
+    assert quick is not None
+    assert vars(quick) == vars(_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["nope"], ["worker", "--help"], ["worker", "-h"], ["head"],  # --shards missing
+    ["worker", "--port", "x"], ["worker", "--port"], ["worker", "--port", "--host"],
+    ["worker", "--prt", "1"], ["head", "--shard", "1"],  # argparse takes abbreviations
+    ["head", "--shards", "1", "--http=yes"], ["worker", "--port", "-1"], ["worker", "extra"],
+])
+def test_anything_unusual_is_left_to_argparse(argv: list[str]) -> None:
+    """help, errors and the forms argparse alone knows: the runtime then gives argparse's
+    own answer (usage, exit 2)."""
+    from orchestrator.runtime.__main__ import parse
+
+    assert parse(argv) is None
+
+
+def test_a_worker_starts_without_argparse_pathlib_dataclasses_or_the_heads_config() -> None:
+    """Every pod pays for what its runtime imports: argparse (0.4 MB) only for help and
+    errors; pathlib (0.5 MB with urllib.parse and ipaddress), dataclasses and the head's
+    configuration (0.4 MB) never. Run with -S: here the editable install's .pth imports
+    pathlib at start-up; the image installs a wheel."""
+    code = (f"import sys; sys.path.append({sysconfig.get_paths()['purelib']!r}); "
+            "from orchestrator.runtime.__main__ import parse, ROLES; "
+            "from orchestrator.runtime import worker, loader, worker_config; "
+            "parse(['worker', '--uses', 'executors.echo:Echo']); "
+            "loader.load_executor('executors/echo.py:Echo'); "
+            "bad = {'argparse', 'pathlib', 'dataclasses', 'orchestrator.runtime.config'} & "
+            "set(sys.modules); sys.exit(9 if bad else 0)")
+    assert subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, timeout=TIMEOUT
+                          ).returncode == 0
 
 
 GATE = """
