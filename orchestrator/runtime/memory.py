@@ -10,7 +10,6 @@ C library without `malloc_trim` (musl) gets nothing done, at no cost.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Callable
 
 IDLE = 2.0
@@ -41,7 +40,6 @@ async def trim_when_idle(activity: Callable[[], int], idle: float = IDLE,
         await asyncio.sleep(idle)
         now = activity()
         if now == last and now != trimmed_at:
-            gc.collect()  # what a burst left in reference cycles, before the trim
             trim(0)
             trimmed_at = now
         last = now
