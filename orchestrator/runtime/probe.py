@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from orchestrator.runtime.h2.frames import (  # no asyncio nor HPACK behind this import
     ACK,
     DATA,
+    DEFAULT_MAX_FRAME,
     END_HEADERS,
     END_STREAM,
     GOAWAY,
@@ -82,6 +83,8 @@ def _serving(sock: socket.socket, deadline: float) -> bool:
     while True:
         while len(buffered) >= 9:
             length = int.from_bytes(buffered[:3], "big")
+            if length > DEFAULT_MAX_FRAME:
+                return False  # more than our SETTINGS allow: a FRAME_SIZE_ERROR
             if len(buffered) < 9 + length:
                 break
             kind, flags = buffered[3], buffered[4]
@@ -90,12 +93,16 @@ def _serving(sock: socket.socket, deadline: float) -> bool:
             if kind == SETTINGS and not flags & ACK:
                 sock.sendall(frame(SETTINGS, ACK, 0))
             elif kind == PING and not flags & ACK:
+                if len(payload) != 8:
+                    return False  # a FRAME_SIZE_ERROR: the peer is broken
                 sock.sendall(frame(PING, ACK, 0, payload))
             elif kind == GOAWAY or (kind == RST_STREAM and stream == STREAM):
                 return False
             elif stream == STREAM and kind in (DATA, HEADERS):
                 if kind == DATA:
                     if flags & PADDED:
+                        if not payload or payload[0] >= len(payload):
+                            return False  # padding as long as the frame: a PROTOCOL_ERROR
                         payload = payload[1:len(payload) - payload[0]]
                     data += payload
                 if flags & END_STREAM:
