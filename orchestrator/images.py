@@ -55,6 +55,9 @@ RUNTIME_REPOSITORY = "orchestrator-runtime"
 DEFAULT_RUNTIME_IMAGE = f"{RUNTIME_REPOSITORY}:latest"
 CONTENT_HASH_LABEL = "orchestrator.content-hash"
 IMAGE_KIND_LABEL = "orchestrator.image"
+SOURCE_LABEL = "orchestrator.image.source"
+"""On runtime images: which checkout built it (a digest of its path), so that a build
+prunes only its own checkout's outdated images, never those another checkout's tests run."""
 RUNTIME_UID = 10001
 CONSTRAINTS_FILE = "constraints.txt"
 
@@ -636,13 +639,15 @@ def prepare_runtime_image(
             engine.build_image(
                 context,
                 tag=hash_ref,
-                labels={IMAGE_KIND_LABEL: "runtime", CONTENT_HASH_LABEL: content_hash},
+                labels={IMAGE_KIND_LABEL: "runtime", CONTENT_HASH_LABEL: content_hash,
+                        SOURCE_LABEL: source_id(project_dir)},
                 buildargs={"BASE": base_ref},
             )
         if tag is not None and tag != hash_ref:
             engine.tag_image(hash_ref, tag)
         if prune and not cached:
-            for old in prune_runtime_images(engine, keep=hash_ref):
+            for old in prune_runtime_images(engine, keep=hash_ref,
+                                            source=source_id(project_dir)):
                 log(f"removed the outdated {old}")
     seconds = time.monotonic() - started
     ref = hash_ref if tag is None else tag
@@ -726,16 +731,27 @@ def runtime_repository() -> str:
 
 
 
-def prune_runtime_images(engine: ContainerEngine, *, keep: str) -> list[str]:
+def source_id(project_dir: Path) -> str:
+    """The `SOURCE_LABEL` of images built from the checkout at `project_dir`."""
+    return hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def prune_runtime_images(engine: ContainerEngine, *, keep: str,
+                         source: str | None = None) -> list[str]:
     """Untag outdated `orchestrator-runtime:<hash12>` images; returns the removed tags.
 
     Only our own content-hash tags are touched (never `latest` or a tag a user gave),
     and an image a container still uses is kept: the engine refuses, and we let it.
+    With `source` (a `source_id`), images that another checkout built are kept too:
+    another checkout's test session may be about to start containers from them. Images
+    with no source label (built before it existed) count as this checkout's.
     """
     removed = []
     for tag in engine.image_tags({IMAGE_KIND_LABEL: "runtime"}):
         if tag == keep or not re.fullmatch(rf"{re.escape(runtime_repository())}:[0-9a-f]{{12}}",
                                            tag):
+            continue
+        if source is not None and engine.image_labels(tag).get(SOURCE_LABEL, source) != source:
             continue
         try:
             engine.remove_image(tag)

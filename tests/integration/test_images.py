@@ -22,11 +22,13 @@ from orchestrator.images import (
     DEFAULT_RUNTIME_IMAGE,
     IMAGE_KIND_LABEL,
     RUNTIME_UID,
+    SOURCE_LABEL,
     ImageResult,
     ensure_base_image,
     host_bootstrap_plan,
     prepare_runtime_image,
     project_source_files,
+    source_id,
 )
 from orchestrator.planning import labels
 from tests.support.images import ensure_test_image
@@ -90,13 +92,15 @@ def test_base_image_is_local_and_labelled(docker_engine: DockerEngine) -> None:
         assert docker_engine.image_labels(ref)[CONTENT_HASH_LABEL] == plan.content_hash
 
 
-def test_runtime_image_carries_its_content_hash(
-    docker_engine: DockerEngine, built: ImageResult
+def test_runtime_image_carries_its_content_hash_and_source(
+    docker_engine: DockerEngine, built: ImageResult, frozen_project: Path
 ) -> None:
     for ref in (built.ref, built.hash_ref):
         image_labels = docker_engine.image_labels(ref)
         assert image_labels[CONTENT_HASH_LABEL] == built.content_hash
         assert image_labels[IMAGE_KIND_LABEL] == "runtime"
+        # which checkout built it (the session's, or this frozen copy if it built first)
+        assert image_labels[SOURCE_LABEL] in {source_id(ROOT), source_id(frozen_project)}
     assert built.hash_ref.endswith(built.content_hash[:12])
 
 

@@ -229,6 +229,27 @@ def test_prune_untags_only_outdated_hash_tags_not_in_use() -> None:
     ]
 
 
+def test_prune_keeps_what_another_checkout_built() -> None:
+    """Two checkouts on one engine (a clone beside a working tree, CI beside a developer):
+    a build in one must not untag the image the other's tests are about to run."""
+    from orchestrator.engine.memory import MemoryEngine
+    from orchestrator.images import SOURCE_LABEL, prune_runtime_images, source_id
+
+    engine = MemoryEngine()
+    here, there = source_id(Path("/work/a")), source_id(Path("/work/b"))
+    assert here != there and source_id(Path("/work/a/../a")) == here
+    runtime = {"orchestrator.image": "runtime"}
+    engine.add_image("orchestrator-runtime:aaaaaaaaaaaa", {**runtime, SOURCE_LABEL: here})
+    engine.add_image("orchestrator-runtime:bbbbbbbbbbbb", {**runtime, SOURCE_LABEL: there})
+    engine.add_image("orchestrator-runtime:dddddddddddd", runtime)  # from before the label
+    engine.add_image("orchestrator-runtime:cccccccccccc", {**runtime, SOURCE_LABEL: here})
+    removed = prune_runtime_images(engine, keep="orchestrator-runtime:cccccccccccc",
+                                   source=here)
+    assert removed == ["orchestrator-runtime:aaaaaaaaaaaa", "orchestrator-runtime:dddddddddddd"]
+    assert engine.image_tags(runtime) == ["orchestrator-runtime:bbbbbbbbbbbb",
+                                          "orchestrator-runtime:cccccccccccc"]
+
+
 # -- declared dependencies ----------------------------------------------------------
 
 
