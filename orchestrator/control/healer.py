@@ -93,6 +93,7 @@ class Healer:
         self.down_since: dict[str, float] = {}  # head / uses pod -> first seen down
         self.replaced: list[Replacement] = []  # what the heal under way replaced
         self.quick_looks = FULL_LOOK_EVERY  # since the last full look (the first is full)
+        self.probed: dict[str, bool] = {}  # this look's probes of uses pods, by container id
 
     # -- converge ---------------------------------------------------------------------
     def converge(self, on_progress: ProgressCallback | None = None) -> list[str]:
@@ -183,6 +184,7 @@ class Healer:
         read again under it.
         """
         self.replaced = []
+        self.probed = {}
         if self._looks_well():
             self.sick_since.clear()
             self.down_since.clear()
@@ -227,7 +229,7 @@ class Healer:
                              self.state.head_name, uses):
             return False
         by_name = {c.name: c for c in containers}
-        return all(self.act.serving(by_name[name]) for name in uses)
+        return all(self._serving(by_name[name]) for name in uses)
 
     def _quick_look(self) -> bool:
         """Well by the head's word alone (planning.heal.well_at_head), and every uses pod
@@ -243,7 +245,15 @@ class Healer:
         except OrchestratorError:
             return False
         return plan.well_at_head(self.state.worker_names(), at_head) and \
-            all(info is not None and self.act.serving(info) for info in uses)
+            all(info is not None and self._serving(info) for info in uses)
+
+    def _serving(self, info: ContainerInfo) -> bool:
+        """A uses pod probed once per look, whichever of the quick, full and careful looks
+        asks (a hung pod costs the probe's whole timeout each time). Keyed by container
+        id: a pod recreated since is a new container, probed anew."""
+        if info.id not in self.probed:
+            self.probed[info.id] = self.act.serving(info)
+        return self.probed[info.id]
 
     def _tell_head(self, event: Replacement) -> None:
         """Count the replacement in the head's metrics (a head that does not answer, or
@@ -347,7 +357,7 @@ class Healer:
         (probed from here: the head does not check these pods). True when one was."""
         uses = self._uses_names()
         by_name = {c.name: c for c in containers}
-        serving = {n: self.act.serving(by_name[n]) for n in plan.uses_to_probe(containers, uses)}
+        serving = {n: self._serving(by_name[n]) for n in plan.uses_to_probe(containers, uses)}
         due, self.down_since = plan.uses_to_recreate(
             containers, uses, serving, self.down_since, self.clock(), unhealthy_for)
         spec = self.state.spec

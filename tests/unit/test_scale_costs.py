@@ -96,6 +96,48 @@ def test_heal_looks_at_rest_cost_one_engine_call_in_ten_whatever_the_replica_cou
         dep.close()
 
 
+class HungProbe(EngineProbe):
+    """An EngineProbe under which the pods named in `hung` never answer SERVING; it counts
+    the probes of each pod."""
+
+    def __init__(self, engine: MemoryEngine) -> None:
+        super().__init__(engine)
+        self.hung: set[str] = set()
+        self.calls: Counter[str] = Counter()
+
+    def serving(self, address: str, service: str = "") -> bool:
+        pod = self._pod(address)
+        name = pod.name if pod is not None else address
+        self.calls[name] += 1
+        return name not in self.hung and super().serving(address, service)
+
+
+def test_a_hung_uses_pod_is_probed_once_per_heal_look() -> None:
+    """Its probe waits out a whole timeout; the quick, the full and the careful look of one
+    heal share one probe of it (they took three)."""
+    engine = MemoryEngine()
+    engine.add_image(IMAGE)
+    probe = HungProbe(engine)
+    dep = Deployment(name=f"s{uuid.uuid4().hex[:8]}", uses="pkg.mod:Exec",
+                     uses_before="pkg.mod:Before", replicas=2, image=IMAGE, engine=engine,
+                     probe=probe, connect=FakeHeads(engine).connect, reaper=False)
+    dep.start()
+    try:
+        before = next(c.name for c in engine.list_containers(L.managed())
+                      if c.labels.get(L.ROLE) == "uses_before")
+        assert dep.heal(30.0) == []
+        probe.hung.add(before)
+        probe.calls.clear()
+        for look in range(1, 4):
+            assert dep.heal(30.0) == []  # down, not yet for 30 s
+            assert probe.calls[before] == look
+        probe.hung.clear()  # it answers again: the next look sees it well (a fresh probe)
+        assert dep.heal(30.0) == []
+        assert probe.calls[before] == 4
+    finally:
+        dep.close()
+
+
 def test_start_inspects_each_pod_a_bounded_number_of_times() -> None:
     engine = MemoryEngine()
     engine.add_image(IMAGE)
