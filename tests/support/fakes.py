@@ -11,14 +11,35 @@ removal, how many ready replicas the shard keeps: the zero-downtime invariant.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import labels as L
 from orchestrator.engine.memory import MemoryEngine
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.model import ContainerInfo, WorkerStatus
+
+if TYPE_CHECKING:
+    from orchestrator.deployment import Deployment
+
+IMAGE = "orchestrator-runtime:test"
+"""The image every in-memory deployment runs (`memory_deployment`)."""
+
+
+def memory_deployment(engine: Any, heads: FakeHeads, **fields: Any) -> Deployment:
+    """A Deployment (not started) of `pkg.mod:Exec` x 2 on `engine` (a MemoryEngine, or a
+    proxy of one), its heads faked by `heads`, readiness read from the fake engine, and no
+    reaper; `fields` override or add Deployment arguments."""
+    from orchestrator.deployment import Deployment
+
+    fields.setdefault("name", f"m{uuid.uuid4().hex[:8]}")
+    fields.setdefault("uses", "pkg.mod:Exec")
+    fields.setdefault("replicas", 2)
+    fields.setdefault("image", IMAGE)
+    fields.setdefault("probe", EngineProbe(heads.engine))
+    return Deployment(engine=engine, connect=heads.connect, reaper=False, **fields)
 
 
 class EngineProbe:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from orchestrator.engine.base import ContainerSpec
 from orchestrator.engine.memory import MemoryEngine
 from orchestrator.errors import SpecError
 from orchestrator.spec import DeploymentSpec
-from tests.support.fakes import EngineProbe, FakeHeads, RecordingEngine
+from tests.support.fakes import EngineProbe, FakeHeads, RecordingEngine, memory_deployment
 from tests.support.waiting import wait_until
 
 IMAGE = "orchestrator-runtime:test"
@@ -45,17 +44,9 @@ def heads(engine: MemoryEngine) -> FakeHeads:
     return FakeHeads(engine)
 
 
-def make(engine: Any, heads: FakeHeads, **fields: Any) -> Deployment:
-    fields.setdefault("name", f"b{uuid.uuid4().hex[:8]}")
-    fields.setdefault("uses", "pkg.mod:Exec")
-    fields.setdefault("replicas", 2)
-    return Deployment(image=IMAGE, engine=engine, probe=EngineProbe(heads.engine),
-                      connect=heads.connect, reaper=False, **fields)
-
-
 @pytest.fixture
 def dep(engine: MemoryEngine, heads: FakeHeads) -> Iterator[Deployment]:
-    with make(engine, heads, heal_after=0.3) as dep:
+    with memory_deployment(engine, heads, heal_after=0.3) as dep:
         yield dep
     assert engine.list_containers(L.for_deployment(dep.name)) == []
 
@@ -137,7 +128,7 @@ def test_the_head_is_recreated_and_reported(dep: Deployment, engine: MemoryEngin
 @pytest.mark.parametrize("off", [0, None])
 def test_heal_after_off_starts_no_healer(engine: MemoryEngine, heads: FakeHeads,
                                          off: float | None) -> None:
-    with make(engine, heads, heal_after=off) as dep:
+    with memory_deployment(engine, heads, heal_after=off) as dep:
         assert dep.healer is None
         assert dep.start_healing() is None  # the spec says off
         assert dep.start_healing(5) is not None  # asked for by hand
@@ -157,7 +148,7 @@ def test_listeners_get_reports(dep: Deployment, engine: MemoryEngine) -> None:
 def test_healthy_looks_list_once_in_ten_and_take_no_lock(
         heads: FakeHeads, monkeypatch: pytest.MonkeyPatch) -> None:
     recording = RecordingEngine(heads.engine)
-    with make(recording, heads, heal_after=None) as dep:
+    with memory_deployment(recording, heads, heal_after=None) as dep:
         taken: list[str] = []
         original = DeploymentLock.acquire
 
@@ -179,7 +170,7 @@ def test_healthy_looks_list_once_in_ten_and_take_no_lock(
 
 def test_an_update_is_never_refused_because_its_own_healer_holds_the_lock(
         engine: MemoryEngine, heads: FakeHeads) -> None:
-    with make(engine, heads, heal_after=3600) as dep:
+    with memory_deployment(engine, heads, heal_after=3600) as dep:
         sick = workers(engine, dep)[0]
         engine.stop_container(sick, grace=0)  # every tick now looks under the lock
         dep.start_healing(poll=0.001)
@@ -190,7 +181,7 @@ def test_an_update_is_never_refused_because_its_own_healer_holds_the_lock(
 
 def test_close_stops_the_healer_and_aborts_a_replacement_under_way(
         engine: MemoryEngine, heads: FakeHeads) -> None:
-    dep = make(engine, heads, heal_after=0.2, timeout_ready=120)
+    dep = memory_deployment(engine, heads, heal_after=0.2, timeout_ready=120)
     dep.start()
     healer = dep.healer
     assert healer is not None
@@ -232,7 +223,7 @@ def test_status_trusts_the_lock_not_the_pid_file(tmp_path: Path) -> None:
 
 def test_the_supervisor_heals_what_asks_for_it_and_leaves_when_none_is_left(
         engine: MemoryEngine, heads: FakeHeads, tmp_path: Path) -> None:
-    mine = make(engine, heads, heal_after=0.2, supervised=True)
+    mine = memory_deployment(engine, heads, heal_after=0.2, supervised=True)
     # another deployment's pod, not supervised: its own process heals it
     engine.run_container(ContainerSpec(name="other-head", image=IMAGE, labels={
         **L.for_deployment("other"), L.ROLE: "head"}))

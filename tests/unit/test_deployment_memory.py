@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from orchestrator.errors import RolloutError, RolloutInProgress, SpecError
 from orchestrator.planning.pods import PodContext, executor_pod
 from orchestrator.progress import ProgressEvent
 from orchestrator.spec import DeploymentSpec, UpdatePolicy
-from tests.support.fakes import EngineProbe, FakeHeads, RecordingEngine
+from tests.support.fakes import EngineProbe, FakeHeads, RecordingEngine, memory_deployment
 
 IMAGE = "orchestrator-runtime:test"
 
@@ -40,17 +39,9 @@ def heads(engine: MemoryEngine) -> FakeHeads:
     return FakeHeads(engine)
 
 
-def make(engine: Any, heads: FakeHeads, **fields: Any) -> Deployment:
-    fields.setdefault("name", f"m{uuid.uuid4().hex[:8]}")
-    fields.setdefault("uses", "pkg.mod:Exec")
-    fields.setdefault("replicas", 2)
-    return Deployment(image=IMAGE, engine=engine, probe=EngineProbe(heads.engine),
-                      connect=heads.connect, reaper=False, **fields)
-
-
 @pytest.fixture
 def dep(engine: MemoryEngine, heads: FakeHeads) -> Iterator[Deployment]:
-    with make(engine, heads) as dep:
+    with memory_deployment(engine, heads) as dep:
         yield dep
     assert engine.list_containers(L.for_deployment(dep.name)) == []
     assert engine.list_networks(L.for_deployment(dep.name)) == []
@@ -80,7 +71,7 @@ def test_start_registers_every_worker_and_close_removes_everything(
 
 def test_a_pod_that_never_serves_fails_the_start_and_leaves_nothing(
         engine: MemoryEngine, heads: FakeHeads) -> None:
-    dep = make(engine, heads, timeout_ready=0.5)
+    dep = memory_deployment(engine, heads, timeout_ready=0.5)
     engine.faults.never_healthy(f"{dep.name}-s0-r1-*")
     with pytest.raises(Exception, match=f"{dep.name}-s0-r1") as info:
         dep.start()
@@ -257,7 +248,7 @@ def test_heal_takes_over_what_another_handle_scaled(
 def test_async_update_and_scale_never_call_the_engine_on_the_event_loop_thread(
         heads: FakeHeads) -> None:
     recording = RecordingEngine(heads.engine)
-    dep = make(recording, heads)
+    dep = memory_deployment(recording, heads)
     with dep:
         recording.threads.clear()
         loop_thread: list[int] = []
@@ -332,7 +323,7 @@ class _StopWatcher:
 def test_close_stops_every_pod_at_once_under_the_lock(
         engine: MemoryEngine, heads: FakeHeads) -> None:
     watcher = _StopWatcher(engine)
-    dep = make(watcher, heads).start()
+    dep = memory_deployment(watcher, heads).start()
     dep.close()
     assert watcher.overlapped == [True, True]  # the head did not wait for the workers
     assert engine.list_containers(L.for_deployment(dep.name)) == []
@@ -344,7 +335,7 @@ def test_close_stops_the_head_last_while_another_process_holds_the_lock(
     from orchestrator.control.lock import DeploymentLock
 
     watcher = _StopWatcher(engine, patience=0.3)
-    dep = make(watcher, heads).start()
+    dep = memory_deployment(watcher, heads).start()
     other = DeploymentLock(dep.name)  # another process's heal or update, under way
     other.acquire(RolloutInProgress("the other process"))
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -38,7 +37,7 @@ from orchestrator.planning.history import (
     undo_target,
 )
 from orchestrator.spec import UpdatePolicy
-from tests.support.fakes import EngineProbe, FakeHeads
+from tests.support.fakes import EngineProbe, FakeHeads, memory_deployment
 
 IMAGE = "orchestrator-runtime:test"
 DEAD_PID = 2**22 + 12345  # above Linux's pid_max default: no such process
@@ -167,17 +166,9 @@ def heads(engine: MemoryEngine) -> FakeHeads:
     return FakeHeads(engine)
 
 
-def make(engine: Any, heads: FakeHeads, **fields: Any) -> Deployment:
-    fields.setdefault("name", f"h{uuid.uuid4().hex[:8]}")
-    fields.setdefault("uses", "pkg.mod:Exec")
-    fields.setdefault("replicas", 2)
-    return Deployment(image=IMAGE, engine=engine, probe=EngineProbe(heads.engine),
-                      connect=heads.connect, reaper=False, **fields)
-
-
 @pytest.fixture
 def dep(engine: MemoryEngine, heads: FakeHeads) -> Iterator[Deployment]:
-    with make(engine, heads) as dep:
+    with memory_deployment(engine, heads) as dep:
         yield dep
     assert not list_owned(engine, dep.name), "close leaves no container, network or record"
 
@@ -305,7 +296,7 @@ def test_the_history_survives_the_head_and_keeps_the_last_ten(
 
 
 def test_down_by_label_removes_the_records(engine: MemoryEngine, heads: FakeHeads) -> None:
-    dep = make(engine, heads)
+    dep = memory_deployment(engine, heads)
     dep.start()
     dep.rolling_update_sync(uses_with={"tag": "v2"})
     dep.detach()
@@ -329,7 +320,7 @@ class NoVolumes:
 
 def test_an_engine_without_volumes_runs_updates_and_keeps_no_history(
         engine: MemoryEngine, heads: FakeHeads) -> None:
-    with make(NoVolumes(engine), heads) as dep:
+    with memory_deployment(NoVolumes(engine), heads) as dep:
         dep.rolling_update_sync(uses_with={"tag": "v2"})
         assert [r.number for r in dep.rollout_history()] == [1]
         with pytest.raises(RolloutError, match="no earlier revision"):

@@ -18,7 +18,7 @@ from orchestrator.control.lifecycle import remove_network
 from orchestrator.deployment import Deployment
 from orchestrator.engine.memory import MemoryEngine
 from orchestrator.errors import ResourceConflict
-from tests.support.fakes import EngineProbe, FakeHeads
+from tests.support.fakes import EngineProbe, FakeHeads, memory_deployment
 
 IMAGE = "orchestrator-runtime:test"
 
@@ -53,11 +53,8 @@ class CallLog:
 def started(replicas: int) -> tuple[Deployment, CallLog]:
     engine = MemoryEngine()
     engine.add_image(IMAGE)
-    heads = FakeHeads(engine)
     log = CallLog(engine)
-    dep = Deployment(name=f"s{uuid.uuid4().hex[:8]}", uses="pkg.mod:Exec", replicas=replicas,
-                     image=IMAGE, engine=log, probe=EngineProbe(engine),  # type: ignore[arg-type]
-                     connect=heads.connect, reaper=False)
+    dep = memory_deployment(log, FakeHeads(engine), replicas=replicas)
     dep.start()
     return dep, log
 
@@ -118,9 +115,8 @@ def test_a_hung_uses_pod_is_probed_once_per_heal_look() -> None:
     engine = MemoryEngine()
     engine.add_image(IMAGE)
     probe = HungProbe(engine)
-    dep = Deployment(name=f"s{uuid.uuid4().hex[:8]}", uses="pkg.mod:Exec",
-                     uses_before="pkg.mod:Before", replicas=2, image=IMAGE, engine=engine,
-                     probe=probe, connect=FakeHeads(engine).connect, reaper=False)
+    dep = memory_deployment(engine, FakeHeads(engine), uses_before="pkg.mod:Before",
+                            probe=probe)
     dep.start()
     try:
         before = next(c.name for c in engine.list_containers(L.managed())
