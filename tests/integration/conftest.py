@@ -27,6 +27,21 @@ def runtime_image(docker_engine: DockerEngine) -> str:
     return ensure_runtime_image(docker_engine)
 
 
+@pytest.fixture(scope="session")
+def own_image(docker_engine: DockerEngine) -> Iterator[str]:
+    """This checkout's runtime image under a tag of the test session's own (test_parity,
+    test_reload): `latest` is shared with other checkouts building on the same engine (it
+    may move while these tests run), and no build ever untags this one. Untagged again at
+    the end."""
+    from orchestrator.images import prepare_runtime_image
+
+    built = prepare_runtime_image(docker_engine, tag=None, prune=False)
+    tag = f"orchestrator-test-parity:{built.content_hash[:12]}"
+    docker_engine.tag_image(built.hash_ref, tag)
+    yield tag
+    docker_engine.remove_image(tag)
+
+
 @pytest.fixture
 def dep_name(docker_engine: DockerEngine) -> Iterator[str]:
     """A unique deployment name; after the test nothing labelled with it may remain."""

@@ -4,7 +4,6 @@ Namespace built with Jina's option names, `head_port` known before start, `needs
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,21 +18,6 @@ if TYPE_CHECKING:
     from orchestrator.engine.docker_engine import DockerEngine
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def own_image(docker_engine: DockerEngine) -> Iterator[str]:
-    """This checkout's runtime image under a tag of this test module's own: `latest` is
-    shared with other checkouts building on the same engine (it may move while these tests
-    run), and their builds untag outdated `orchestrator-runtime:<hash>` tags, never this
-    one. Untagged again at the end."""
-    from orchestrator.images import prepare_runtime_image
-
-    built = prepare_runtime_image(docker_engine, tag=None, prune=False)
-    tag = f"orchestrator-test-parity:{built.content_hash[:12]}"
-    docker_engine.tag_image(built.hash_ref, tag)
-    yield tag
-    docker_engine.remove_image(tag)
 
 
 def jina_parser() -> argparse.ArgumentParser:

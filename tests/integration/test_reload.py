@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,20 +25,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="session")
-def own_image(docker_engine: DockerEngine) -> Iterator[str]:
-    """This checkout's runtime image under a tag of this test module's own: `latest` is
-    shared with other checkouts building on the same engine (it may move while these tests
-    run), and their builds untag outdated `orchestrator-runtime:<hash>` tags, never this
-    one. Untagged again at the end."""
-    from orchestrator.images import prepare_runtime_image
-
-    built = prepare_runtime_image(docker_engine, tag=None, prune=False)
-    tag = f"orchestrator-test-parity:{built.content_hash[:12]}"
-    docker_engine.tag_image(built.hash_ref, tag)
-    yield tag
-    docker_engine.remove_image(tag)
 
 LIVE = '''\
 from orchestrator import Executor, requests
