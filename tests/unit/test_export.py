@@ -164,7 +164,8 @@ def test_swarm_has_a_one_task_service_per_pod_that_the_head_dials_by_name() -> N
         assert deploy["labels"]["orchestrator.deployment"] == "shop"
         assert deploy["update_config"] == {"parallelism": 2, "order": "start-first",
                                            "failure_action": "rollback", "monitor": "3s"}
-        assert service["healthcheck"]["test"] == ["CMD", "/usr/local/bin/orchestrator-probe"]
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD-SHELL" and "exec /usr/local/bin/orchestrator-probe" in test[1]
         if name != "shop-head":
             assert service["configs"] == [{"source": config, "target": "/opt/uses/echo.py",
                                            "uid": "10001", "gid": "10001", "mode": 0o444}]

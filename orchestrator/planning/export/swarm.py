@@ -38,8 +38,11 @@ from orchestrator.spec import CONTAINER_PORT, DeploymentSpec, UsesRef
 SWARM_TOKEN_TARGET = "/run/secrets/orchestrator-token"
 """On Swarm, the head reads its token from this file: the Swarm secret NAME-token."""
 
+SWARM_PROBE = "/usr/local/bin/orchestrator-probe"
 SWARM_HEALTHCHECK: dict[str, Any] = {
-    "test": ["CMD", "/usr/local/bin/orchestrator-probe"],
+    # an executor image built FROM an older runtime image has only the Python probe
+    "test": ["CMD-SHELL", f"if [ -x {SWARM_PROBE} ]; then exec {SWARM_PROBE}; fi; "
+             "exec /opt/venv/bin/python -m orchestrator.runtime probe"],
     "interval": "5s", "timeout": "3s", "retries": 3, "start_period": "60s",
 }
 """Swarm publishes a task (in DNS) and moves a start-first update on only once the task is
