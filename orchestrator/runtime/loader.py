@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
 import os
 import sys
+import zlib
 from types import ModuleType
 from typing import Any
 
@@ -73,8 +73,9 @@ def _import_file(path: str, uses: str) -> ModuleType:
     # os.path, not pathlib: pathlib's imports would cost every worker 0.5 MB
     if not os.path.isfile(path):
         raise SpecError(f"{uses!r}: no such file {path!r}", field="uses")
-    # A stable, unique module name: two files named executor.py must not collide.
-    digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:10]
+    # A stable, unique module name: two files named executor.py must not collide. (CRC-32:
+    # zlib is loaded in every pod already, hashlib would cost each worker 0.1 MB.)
+    digest = f"{zlib.crc32(os.path.realpath(path).encode()):08x}"
     stem = os.path.splitext(os.path.basename(path))[0]
     name = f"_orchestrator_uses_{stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)

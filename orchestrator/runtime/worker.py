@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import queue
 import threading
 import traceback
+from _queue import SimpleQueue  # queue.py would cost each worker 0.07 MB for this class
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -41,7 +41,7 @@ class SerialRunner(concurrent.futures.Executor):
     """
 
     def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 

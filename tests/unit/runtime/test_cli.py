@@ -114,17 +114,18 @@ def test_anything_unusual_is_left_to_argparse(argv: list[str]) -> None:
     assert parse(argv) is None
 
 
-def test_a_worker_starts_without_argparse_pathlib_dataclasses_or_the_heads_config() -> None:
+def test_a_worker_starts_without_the_imports_it_does_not_need() -> None:
     """Every pod pays for what its runtime imports: argparse (0.4 MB) only for help and
     errors; pathlib (0.5 MB with urllib.parse and ipaddress), dataclasses and the head's
-    configuration (0.4 MB) never. Run with -S: here the editable install's .pth imports
-    pathlib at start-up; the image installs a wheel."""
+    configuration (0.4 MB), hashlib and queue (0.1 MB each) never. Run with -S: here the
+    editable install's .pth imports pathlib at start-up; the image installs a wheel."""
     code = (f"import sys; sys.path.append({sysconfig.get_paths()['purelib']!r}); "
             "from orchestrator.runtime.__main__ import parse, ROLES; "
             "from orchestrator.runtime import worker, loader, worker_config; "
             "parse(['worker', '--uses', 'executors.echo:Echo']); "
             "loader.load_executor('executors/echo.py:Echo'); "
-            "bad = {'argparse', 'pathlib', 'dataclasses', 'orchestrator.runtime.config'} & "
+            "bad = {'argparse', 'pathlib', 'dataclasses', 'hashlib', 'queue', "
+            "'orchestrator.runtime.config'} & "
             "set(sys.modules); sys.exit(9 if bad else 0)")
     assert subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, timeout=TIMEOUT
                           ).returncode == 0
