@@ -16,6 +16,7 @@ import contextlib
 import signal
 import subprocess
 import sys
+import threading
 
 GOODBYE = ("done", "detach")
 GRACE = 2.0
@@ -36,7 +37,9 @@ class ReaperHandle:
         ))
 
     def goodbye(self, word: str) -> None:
-        """Tell the reaper to exit without reaping, and wait for it."""
+        """Tell the reaper to exit without reaping. It exits by itself within milliseconds;
+        a daemon thread collects it (and kills it after 10 s), so that a close does not
+        wait for an interpreter's shutdown (7-11 ms of a 0.4 s close of one replica)."""
         assert word in GOODBYE
         stdin = self._process.stdin
         assert stdin is not None
@@ -45,6 +48,9 @@ class ReaperHandle:
             stdin.flush()
         with contextlib.suppress(OSError):
             stdin.close()
+        threading.Thread(target=self._collect, name="reaper-exit", daemon=True).start()
+
+    def _collect(self) -> None:
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
