@@ -150,7 +150,7 @@ class Lifecycle:
         live = self.act.engine.list_containers(mine, brief=True)  # names and labels only
         heads = [c.name for c in live if c.labels.get(L.ROLE) == "head"]
         grace = self.state.spec.stop_grace
-        took = not self.lock.held and self.lock.try_acquire()
+        took = self.lock.try_acquire()  # False when held, by this process or another
         try:
             if self.lock.held:
                 self.act.remove([c.name for c in live], grace=grace)
