@@ -22,6 +22,7 @@ from orchestrator.engine.cleanup import list_owned
 from orchestrator.errors import HealthCheckTimeout, PodStartError, SpecError
 from orchestrator.planning import labels as L
 from tests.support.paths import ECHO, ROOT, TEST_EXECUTORS
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from orchestrator.engine.docker_engine import DockerEngine
@@ -418,12 +419,26 @@ def test_pod_logs_rotate_at_log_max_size(runtime_image: str, dep_name: str,
             dep.post("/say", docs=[{}], parameters={"first": first, "lines": 100})
         worker = next(i for i in docker_engine.list_containers(L.for_deployment(dep.name))
                       if i.labels[L.ROLE] == "worker")
-        log = docker_engine.logs(worker.name)
-    assert "said up to line 000399" in log  # the newest lines are there either way
+        # The engine copies stdout and stderr into its log file asynchronously, each stream
+        # on its own, so the last lines may land a moment after the request returned. Only
+        # the order within one stream is kept: the stderr line printed last may be written
+        # before the stdout lines printed ahead of it, and then rotated out with them.
+        logs: list[str] = []
+
+        def delivered() -> bool:
+            logs.append(docker_engine.logs(worker.name))
+            return "\nline 000399 " in logs[-1] and (
+                log_max_size is not None or "said up to line 000399" in logs[-1])
+
+        wait_until(delivered, timeout=30, what="the last lines reach the engine's log")
+        log = logs[-1]
     kept = [line for line in log.splitlines() if line.startswith("line ")]
+    assert kept[-1].startswith("line 000399")  # the newest lines are there either way
     if log_max_size is None:
         assert len(kept) == 400
+        assert kept == [f"line {i:06d} " + "x" * 1000 for i in range(400)]
     else:
         # each line is ~1.1 KiB in the engine's JSON file: 2 files of 64 KiB hold < 120
         assert 0 < len(kept) < 120, len(kept)
-        assert kept[-1].startswith("line 000399")
+        first = int(kept[0].split()[1])
+        assert kept == [f"line {i:06d} " + "x" * 1000 for i in range(first, 400)]
