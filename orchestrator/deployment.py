@@ -437,7 +437,11 @@ class Deployment(PodArgsViews, RequestsApi, UpdatesApi, BackgroundApi, BaseDeplo
             self.watch()
 
     def control(self, head_info: Any = None) -> HeadControlLike:
-        """The head's control client (one channel, kept open)."""
+        """The head's control client (one channel, kept open). The head container is
+        looked at first: a head that the engine restarted after a crash may have a new
+        address on the network, and the channel is then re-aimed."""
+        if head_info is None:
+            self._follow_head()
         return self._parts().head.get(head_info)
 
     def activate(self) -> None:

@@ -379,8 +379,7 @@ def listed(dep: Deployment) -> list[str] | None:
     """The workers the head lists; None while it does not answer."""
     try:
         return [w.worker_id for w in dep.control().list_workers()]
-    except RequestError:
-        dep._follow_head()  # its address on the network may have changed too
+    except RequestError:  # control() re-aims at the head's new address, if it moved
         return None
 
 
