@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from orchestrator.config import DeploymentConfig
-from orchestrator.control.lock import DeploymentLock
+from orchestrator.control.lock import STOP, DeploymentLock
 from orchestrator.deployment import Deployment, running_deployments
 from orchestrator.engine.base import ContainerEngine
 from orchestrator.engine.cleanup import Owned, list_owned, remove_owned
@@ -294,7 +294,7 @@ def held_locks(names: Sequence[str], *, wait: float = LOCK_WAIT) -> Iterator[Non
         for lock in locks:
             while True:
                 try:
-                    lock.acquire(RolloutInProgress(lock.path))
+                    lock.acquire(RolloutInProgress(lock.path), STOP)
                     break
                 except RolloutInProgress:
                     if time.monotonic() >= deadline:

@@ -13,11 +13,12 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 from orchestrator import labels as L
 from orchestrator.actuator import Actuator
 from orchestrator.control.link import HeadLink
-from orchestrator.control.lock import DeploymentLock
+from orchestrator.control.lock import HEAL, UPDATE, DeploymentLock, Holder
 from orchestrator.control.rollout import Rollout, run_blocking
 from orchestrator.errors import (
     OrchestratorError,
@@ -65,9 +66,11 @@ class Replacement:
                 f"sick for {self.sick_for:.1f}s)")
 
 
-def busy(name: str) -> RolloutInProgress:
+def busy(name: str, holder: Holder | None = None) -> RolloutInProgress:
+    """The refusal of a second taker of `name`'s lock, naming the holder when known."""
+    by = f" ({holder})" if holder is not None else ""
     return RolloutInProgress(
-        f"deployment {name} is already being updated or scaled; a second update "
+        f"deployment {name} is already being updated or scaled{by}; a second update "
         "is refused, not queued: retry when the first one has finished",
         failed="refused: another rollout is running")
 
@@ -102,7 +105,7 @@ class Healer:
         Raises:
             RolloutInProgress: another update or scale is running.
         """
-        self.lock.acquire(busy(self.state.name))
+        self.lock.acquire(partial(busy, self.state.name), UPDATE)
         try:
             return self.converge_locked(on_progress)
         finally:
@@ -190,7 +193,7 @@ class Healer:
             self.down_since.clear()
             return []
         try:
-            self.lock.acquire(busy(self.state.name))
+            self.lock.acquire(busy(self.state.name), HEAL)
         except RolloutInProgress:
             return []
         try:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from orchestrator import labels as L
 from orchestrator.actuator import Actuator
 from orchestrator.control.link import HeadLink
-from orchestrator.control.lock import DeploymentLock
+from orchestrator.control.lock import START, STOP, DeploymentLock
 from orchestrator.engine.base import ContainerEngine, VolumeEngine, gpu_devices
 from orchestrator.errors import (
     OrchestratorError,
@@ -71,7 +71,7 @@ class Lifecycle:
                 f"`orchestrator down {name}`", field="name")
         self.state.set_gpus(engine_gpus(engine, self.state.spec))
         self.lock.acquire(SpecError(f"another process is starting or updating a deployment "
-                                    f"named {name!r}", field="name"))
+                                    f"named {name!r}", field="name"), START)
         self.act.check_images(self._images())
         for stale in engine.list_networks(L.for_deployment(name)):
             engine.remove_network(stale.id)
@@ -150,7 +150,7 @@ class Lifecycle:
         live = self.act.engine.list_containers(mine, brief=True)  # names and labels only
         heads = [c.name for c in live if c.labels.get(L.ROLE) == "head"]
         grace = self.state.spec.stop_grace
-        took = self.lock.try_acquire()  # False when held, by this process or another
+        took = self.lock.try_acquire(STOP)  # False when held, by this process or another
         try:
             if self.lock.held:
                 self.act.remove([c.name for c in live], grace=grace)

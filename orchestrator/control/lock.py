@@ -2,7 +2,12 @@
 
 A file lock (`flock`) in the temp directory, named after the deployment: held by a start
 until its workers are registered, and by every update, scale, heal and converge, in this
-process or any other. A second taker is refused at once, never queued.
+process or any other. The holder writes its pid and what it is doing (`start`, `update`,
+`heal`) into the file, so that a refusal can name it.
+
+A second taker is refused at once, never queued, with one exception: an update may wait
+a bounded time behind a heal (the supervisor's, or a background healer's), which is work
+the user did not start and which ends on its own.
 """
 
 from __future__ import annotations
@@ -10,9 +15,30 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
-from typing import IO
+import time
+from collections.abc import Callable, Collection
+from typing import IO, NamedTuple
 
 from orchestrator.errors import OrchestratorError
+
+START = "start"
+UPDATE = "update"
+HEAL = "heal"
+STOP = "stop"
+
+HEAL_WAIT = 60.0
+"""How long an update waits behind a heal before it is refused (a heal that replaces a pod
+waits for the new one's readiness; one that takes longer is refused as before)."""
+
+
+class Holder(NamedTuple):
+    """Who holds a lock, as its file says."""
+
+    pid: int
+    purpose: str
+
+    def __str__(self) -> str:
+        return f"{self.purpose or 'held'} by process {self.pid}"
 
 
 class DeploymentLock:
@@ -22,22 +48,34 @@ class DeploymentLock:
         self.path = os.path.join(directory or tempfile.gettempdir(),
                                  f"orchestrator-{name}.rollout.lock")
         self._handle: IO[str] | None = None
+        self._purpose = ""
 
     @property
     def held(self) -> bool:
         """Held by this object (so by this process)."""
         return self._handle is not None
 
-    def acquire(self, busy: OrchestratorError) -> None:
+    def acquire(self, busy: OrchestratorError | Callable[[Holder | None], OrchestratorError],
+                purpose: str = "", *, behind: Collection[str] = (),
+                wait: float = 0.0) -> None:
         """Take the lock, or raise `busy` when anyone (this object included) holds it.
+
+        `busy` may be a function of the holder (None when its file does not say), so that
+        the error names it. While the holder's purpose is one of `behind`, wait for it to
+        let go, for at most `wait` seconds; any other holder is refused at once.
 
         Blocking: a file open and a non-blocking flock; callers on an event loop run it in
         a thread with the rest of the operation.
         """
-        if not self.try_acquire():
-            raise busy
+        deadline = time.monotonic() + wait
+        while not self.try_acquire(purpose):
+            holder = self.holder()
+            if (self.held or holder is None or holder.purpose not in behind
+                    or time.monotonic() >= deadline):
+                raise busy if isinstance(busy, OrchestratorError) else busy(holder)
+            time.sleep(0.1)  # polling the lock itself: flock has no timed wait
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, purpose: str = "") -> bool:
         """Take the lock if nobody (this object included) holds it; True when taken."""
         if self._handle is not None:
             return False
@@ -47,12 +85,33 @@ class DeploymentLock:
         except BlockingIOError:
             handle.close()
             return False
-        self._handle = handle
+        os.ftruncate(handle.fileno(), 0)
+        handle.write(f"{os.getpid()} {purpose}\n")
+        handle.flush()
+        self._handle, self._purpose = handle, purpose
         return True
+
+    def holder(self) -> Holder | None:
+        """Who holds the lock, as its file says; None when it says nothing (nobody holds
+        it, or a holder of an older version, or one that has not written yet).
+
+        Meaningful after `try_acquire` was refused: a holder that was killed leaves its
+        words behind (the kernel lets go of its lock, the file stays as it was).
+        """
+        if self._handle is not None:
+            return Holder(os.getpid(), self._purpose)
+        try:
+            with open(self.path) as handle:  # read only: taking it, even shared, would
+                text = handle.read()         # refuse a taker at that moment
+        except OSError:
+            return None
+        pid, _, purpose = text.strip().partition(" ")
+        return Holder(int(pid), purpose) if pid.isdigit() else None
 
     def release(self) -> None:
         """Let the next taker in (a no-op when not held)."""
         handle, self._handle = self._handle, None
         if handle is not None:
+            os.ftruncate(handle.fileno(), 0)  # nobody holds it: the file says so
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 from orchestrator.actuator import Actuator
@@ -20,7 +21,7 @@ from orchestrator.control import history
 from orchestrator.control.healer import Healer, busy
 from orchestrator.control.lifecycle import engine_gpus
 from orchestrator.control.link import HeadLink
-from orchestrator.control.lock import DeploymentLock
+from orchestrator.control.lock import HEAL, HEAL_WAIT, UPDATE, DeploymentLock
 from orchestrator.control.rollout import Rollout, check_images
 from orchestrator.errors import DeploymentNotFound, RolloutError, SpecError
 from orchestrator.planning.history import Revision, undo_changes, undo_target
@@ -75,7 +76,8 @@ class Updates:
         if not self.state.started or self.state.spec.external:
             raise RolloutError(f"deployment {self.state.name} is not running (or is external)")
         with self.paused():
-            self.lock.acquire(busy(self.state.name))
+            self.lock.acquire(partial(busy, self.state.name), UPDATE, behind=(HEAL,),
+                              wait=HEAL_WAIT)
 
     def store(self) -> history.RevisionStore:
         return history.RevisionStore(self.act.engine, self.state.name, self.state.owner)

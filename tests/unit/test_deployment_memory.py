@@ -145,6 +145,29 @@ def test_a_second_concurrent_update_is_refused(dep: Deployment) -> None:
         dep._lock.release()
 
 
+def test_an_update_waits_for_another_process_s_heal_then_runs(
+        dep: Deployment, engine: MemoryEngine) -> None:
+    """The supervisor heals in its own process: an update that meets its heal waits for
+    it (bounded) instead of being refused; an update in the way is refused at once."""
+    from orchestrator.control.lock import HEAL, UPDATE, DeploymentLock
+
+    supervisor = DeploymentLock(dep.name)  # another process's lock on the same file
+    assert supervisor.try_acquire(UPDATE)
+    try:
+        with pytest.raises(RolloutInProgress, match=r"\(update by process \d+\)"):
+            dep.scale_sync(3)
+    finally:
+        supervisor.release()
+    assert supervisor.try_acquire(HEAL)
+    scaled = threading.Thread(target=dep.scale_sync, args=(3,))
+    scaled.start()
+    scaled.join(0.3)
+    assert scaled.is_alive() and len(workers(engine, dep)) == 2  # waiting, not refused
+    supervisor.release()
+    scaled.join()
+    assert len(workers(engine, dep)) == 3
+
+
 # -- scale -----------------------------------------------------------------------------
 def test_scale_up_then_down_removes_outdated_replicas_first(
         dep: Deployment, engine: MemoryEngine, heads: FakeHeads) -> None:
