@@ -54,11 +54,15 @@ class HeadLink:
         self._control: HeadControlLike | None = None
 
     def get(self, head: ContainerInfo | None = None) -> HeadControlLike:
-        """The control client; `head`: the head container as just seen (None: inspect it).
+        """The control client; `head`: the head container as just seen (None: inspect it
+        if no channel is open). A channel open to another address than `head`'s is
+        re-aimed (see `follow`).
 
         Raises:
             ResourceNotFound: no head container. PodStartError: it has no address.
         """
+        if head is not None:
+            self.follow(head)
         if self._control is None:
             info = head or self._actuator.engine.inspect_container(self._state.head_name)
             self._control = self._connect(self._actuator.address(info), self._state.token)
