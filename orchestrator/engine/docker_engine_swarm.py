@@ -27,6 +27,10 @@ What differs from one host, and why:
 - Swarm restarts a pod's task itself (condition any, also when its node is lost):
   `update_container` cannot change a service's restart policy without replacing the task,
   so it is a no-op, and `restart_count` counts the tasks that failed.
+- A task that failed before its container ran (`starting container failed`, exit code 128:
+  an overlay address still held, a host port taken meanwhile; known Swarm races) is
+  Swarm's to retry: the first `START_FAILURES_FORGIVEN` of a pod do not count (the pod
+  reads as still starting); the next one does, and a start fails with its error.
 - No equivalent through the manager, so these raise `EngineError`: `exec_container`,
   `container_stats`, `kill_container` (Swarm has no signal API), `connect_network`.
 - Images are local to each node: no registry is assumed, so every node must already have
@@ -88,6 +92,8 @@ _PASSING = ("context deadline exceeded", "code = Unavailable", "rpc error: code 
 _RUNNING = "running"
 _FAILED = ("failed", "rejected")
 _ENDED = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
+_NEVER_RAN = "starting container failed"
+START_FAILURES_FORGIVEN = 2
 _STATUS: dict[str, ContainerStatus] = {
     "running": "running", "complete": "exited", "failed": "exited", "rejected": "exited",
     "shutdown": "exited", "orphaned": "exited", "remove": "removing",
@@ -359,6 +365,7 @@ class SwarmEngine(DockerEngine):
     def _info(self, service: Mapping[str, Any], tasks: list[dict[str, Any]]) -> ContainerInfo:
         spec = service.get("Spec") or {}
         container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+        tasks = _forgiven(tasks)
         task = _current(tasks)
         status: ContainerStatus = "created"
         exit_code = None
@@ -521,15 +528,30 @@ class SwarmEngine(DockerEngine):
     def logs(self, name_or_id: str, *, tail: int | None = None) -> str:
         """The service's logs, and why its task failed if it did. Raises
         `ResourceNotFound`."""
-        lines = [line.text for line in self.log_lines(name_or_id, tail=tail)]
-        return "\n".join(lines + self._task_errors(name_or_id)) + ("\n" if lines else "")
+        try:
+            lines = [line.text for line in self.log_lines(name_or_id, tail=tail)]
+        except ResourceNotFound:
+            raise
+        except EngineError:  # a task that never started may have no log to stream
+            lines = []
+        errors = self._task_errors(name_or_id)
+        return "\n".join(lines + errors) + ("\n" if lines or errors else "")
 
     def _task_errors(self, name_or_id: str) -> list[str]:
+        """Why the current task failed, else why the newest failed one did (Swarm has
+        already started the next one: the error is the one worth reading)."""
         with self._call("container", name_or_id):
             tasks = self._sapi.tasks(filters={"service": name_or_id})
-        task = _current(tasks)
-        err = str((task or {}).get("Status", {}).get("Err") or "")
-        return [f"[swarm] task {_state(task or {})}: {err}"] if err else []
+        failed = sorted((t for t in tasks if _state(t) in _FAILED),
+                        key=lambda t: str(t.get("CreatedAt", "")))
+        current = _current(tasks)
+        if current is not None and _state(current) == _RUNNING:
+            failed = []  # running now: an earlier task's error is history, not the cause
+        for task in [t for t in [current] if t is not None] + failed[::-1]:
+            err = str((task.get("Status") or {}).get("Err") or "")
+            if err:
+                return [f"[swarm] task {_state(task)}: {err}"]
+        return []
 
     def log_lines(self, name_or_id: str, *, tail: int | None = None,
                   since: datetime | None = None) -> list[LogLine]:
@@ -631,6 +653,16 @@ class _Retrying:
 
 def _state(task: Mapping[str, Any]) -> str:
     return str((task.get("Status") or {}).get("State", ""))
+
+
+def _forgiven(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tasks, less the oldest `START_FAILURES_FORGIVEN` that failed before their
+    container ran: Swarm retries those, and the pod is still starting."""
+    never_ran = sorted((t for t in tasks if _state(t) == "failed" and str(
+        (t.get("Status") or {}).get("Err") or "").startswith(_NEVER_RAN)),
+        key=lambda t: str(t.get("CreatedAt", "")))
+    forgiven = {id(t) for t in never_ran[:START_FAILURES_FORGIVEN]}
+    return [t for t in tasks if id(t) not in forgiven]
 
 
 def _current(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -104,6 +104,54 @@ def test_no_task_yet_is_a_created_pod() -> None:
     assert pod().status == "created"
 
 
+class NoLogs(Api):
+    """A manager whose log stream fails, as for a task that never started."""
+
+    def service_logs(self, name: str, **kwargs: Any) -> Any:
+        import docker
+
+        raise docker.errors.APIError("no logs for a task that never started")
+
+
+def failed_to_start(created: str, err: str) -> dict[str, Any]:
+    failed = task("failed", created, desired="shutdown", exit_code=128)
+    failed["Status"]["Err"] = err
+    return failed
+
+
+def test_the_logs_of_a_pod_whose_task_failed_to_start_say_why() -> None:
+    """Swarm already runs the next task: the failed one's error is what explains it, and
+    a log stream that fails does not hide it."""
+    tasks = [task("pending", "2"), failed_to_start("1", "starting container failed: boom")]
+    engine = SwarmEngine(Client(NoLogs(tasks)), where="tcp://manager:2375")  # type: ignore[arg-type]
+    assert engine.logs("d-s0-r0-g1") == "[swarm] task failed: starting container failed: boom\n"
+
+
+def test_a_running_pod_s_logs_carry_no_earlier_task_s_error() -> None:
+    tasks = [task("running", "2"), failed_to_start("1", "starting container failed: boom")]
+    engine = SwarmEngine(Client(NoLogs(tasks)), where="tcp://manager:2375")  # type: ignore[arg-type]
+    assert engine.logs("d-s0-r0-g1") == ""
+
+
+def test_tasks_that_failed_before_their_container_ran_are_swarm_s_to_retry() -> None:
+    """`starting container failed` (an overlay address still held, a port taken): the
+    first two read as a pod still starting; the third fails it, with its exit code."""
+    from orchestrator.health import exited
+
+    once = pod(failed_to_start("1", "starting container failed: Address already in use"))
+    assert (once.status, once.restart_count, exited(once)) == ("created", 0, False)
+    retried = pod(task("pending", "3"), failed_to_start("1", "starting container failed: a"),
+                  failed_to_start("2", "starting container failed: b"))
+    assert (retried.status, retried.restart_count, exited(retried)) == ("created", 0, False)
+    ran = pod(task("running", "2", published=30004),
+              failed_to_start("1", "starting container failed: a"))
+    assert (ran.status, ran.restart_count) == ("running", 0)
+    third = pod(*[failed_to_start(str(i), "starting container failed: x") for i in (1, 2, 3)])
+    assert (third.status, third.exit_code, exited(third)) == ("exited", 128, True)
+    crashed = pod(task("pending", "2"), task("failed", "1", desired="shutdown", exit_code=1))
+    assert crashed.restart_count == 1 and exited(crashed)  # a task that ran and failed
+
+
 def test_no_equivalent_through_a_manager_says_so() -> None:
     engine = SwarmEngine(Client(Api([])), where="tcp://manager:2375")  # type: ignore[arg-type]
     for call in (lambda: engine.exec_container("p", ["true"]),
