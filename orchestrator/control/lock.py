@@ -31,6 +31,11 @@ HEAL_WAIT = 60.0
 waits for the new one's readiness; one that takes longer is refused as before)."""
 
 
+UNSAID_WAIT = 0.2
+"""A lock held by someone whose file says nothing is looked at again for this long: its
+holder is letting go (the file is emptied just before) or has just taken it."""
+
+
 class Holder(NamedTuple):
     """Who holds a lock, as its file says."""
 
@@ -67,11 +72,19 @@ class DeploymentLock:
         Blocking: a file open and a non-blocking flock; callers on an event loop run it in
         a thread with the rest of the operation.
         """
-        deadline = time.monotonic() + wait
+        started = time.monotonic()
+        unsaid_since: float | None = None  # since when its file has said nothing
         while not self.try_acquire(purpose):
-            holder = self.holder()
-            if (self.held or holder is None or holder.purpose not in behind
-                    or time.monotonic() >= deadline):
+            holder = None if self.held else self.holder()
+            now = time.monotonic()
+            if holder is None and not self.held:
+                unsaid_since = now if unsaid_since is None else unsaid_since
+                if now - unsaid_since < UNSAID_WAIT:
+                    time.sleep(0.01)  # letting go (its file is emptied first), or just taken
+                    continue
+            else:
+                unsaid_since = None
+            if holder is None or holder.purpose not in behind or now - started >= wait:
                 raise busy if isinstance(busy, OrchestratorError) else busy(holder)
             time.sleep(0.1)  # polling the lock itself: flock has no timed wait
 
