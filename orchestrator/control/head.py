@@ -20,6 +20,19 @@ from orchestrator.tls import ClientTLS
 
 T = TypeVar("T")
 
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 250),
+)
+"""A head restarted by the engine is back within a second or two, usually at the same
+address: the channel tries again within a quarter of a second, not after gRPC's default
+backoff (1 s, growing to 2 min)."""
+
+RECONNECT_GRACE = 0.5
+"""A call that could not connect waits this long for a connection, once: the channel may
+be between two attempts at a head that was down a moment ago and is back."""
+
 
 class HeadControl:
     """Synchronous control client of one head; a context manager that closes its channel.
@@ -30,7 +43,7 @@ class HeadControl:
         self.address = address
         self.timeout = timeout
         self._metadata = ((wire.TOKEN_KEY, token),)
-        self._channel = sync_channel(address, (), tls)
+        self._channel = sync_channel(address, CHANNEL_OPTIONS, tls)
         self._stub = pb_grpc.ControlStub(self._channel)
 
     def add_worker(self, shard: int, address: str, worker_id: str = "") -> None:
@@ -96,12 +109,24 @@ class HeadControl:
                   pb.NoteReplacedRequest(pod=pod, role=role, reason=reason))
 
     def _rpc(self, method: Callable[..., T], request: Any, rpc_timeout: float | None = None) -> T:
+        timeout = rpc_timeout or self.timeout
         try:
-            return method(request, timeout=rpc_timeout or self.timeout, metadata=self._metadata)
+            return method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            if exc.code() is grpc.StatusCode.NOT_FOUND:
-                raise RequestError(f"{self.address}: {exc.details()}") from exc
-            raise map_rpc_error(exc, self.address, rpc_timeout or self.timeout) from exc
+            error = exc
+        if error.code() is grpc.StatusCode.UNAVAILABLE \
+                and "failed to connect" in (error.details() or ""):
+            # Never sent (so safe to send again): the channel failed fast on its last
+            # connection error. Once more, waiting briefly for its next attempt.
+            try:
+                return method(request, timeout=min(timeout, RECONNECT_GRACE),
+                              metadata=self._metadata, wait_for_ready=True)
+            except grpc.RpcError as again:
+                if again.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                    error = again  # the head answered this time (a wrong token, say)
+        if error.code() is grpc.StatusCode.NOT_FOUND:
+            raise RequestError(f"{self.address}: {error.details()}") from error
+        raise map_rpc_error(error, self.address, timeout) from error
 
     def close(self) -> None:
         """Close the channel."""

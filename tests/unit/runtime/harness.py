@@ -89,10 +89,10 @@ class Cluster:
         return server
 
     def head(self, shards: int = 1, workers: list[tuple[int, WorkerServer]] = (),  # type: ignore[assignment]
-             **kwargs: Any) -> HeadServer:
+             port: int = 0, **kwargs: Any) -> HeadServer:
         kwargs.setdefault("token", TOKEN)
         kwargs.setdefault("health_interval", 0.05)
-        cfg = HeadConfig(shards=shards, host="127.0.0.1", port=0, grace=1.0,
+        cfg = HeadConfig(shards=shards, host="127.0.0.1", port=port, grace=1.0,
                          workers=tuple(WorkerAddress(s, addr(w)) for s, w in workers), **kwargs)
         server = HeadServer(cfg)
         self.lt.run(server.start())

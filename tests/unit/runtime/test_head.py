@@ -205,6 +205,22 @@ def test_wrong_or_missing_token_is_rejected(cluster: Cluster) -> None:
         assert [s.state for s in ctl.list_workers()] == ["ready"]
 
 
+def test_control_reaches_a_head_back_at_its_address_at_once(cluster: Cluster) -> None:
+    """A head restarted in its container is back at the same address: the control client
+    that failed while it was down reaches it on the first call after, not once gRPC's
+    reconnect backoff (1 s, growing) has run out."""
+    head = cluster.head()
+    port = head.port
+    with control(head) as ctl:
+        assert ctl.list_workers() == []
+        cluster.stop(head)
+        for _ in range(4):  # each failure lengthens gRPC's default backoff
+            with pytest.raises(ServiceUnavailable, match="failed to connect"):
+                ctl.list_workers()
+        cluster.head(port=port)  # listening when this returns
+        assert ctl.list_workers() == []
+
+
 def test_control_rejects_bad_arguments(cluster: Cluster) -> None:
     head = cluster.head(1)
     with control(head) as ctl:
