@@ -72,12 +72,14 @@ class DeploymentLock:
         Blocking: a file open and a non-blocking flock; callers on an event loop run it in
         a thread with the rest of the operation.
         """
+        if self.held:  # by this object: nothing to wait for
+            raise busy if isinstance(busy, OrchestratorError) else busy(None)
         started = time.monotonic()
         unsaid_since: float | None = None  # since when its file has said nothing
         while not self.try_acquire(purpose):
-            holder = None if self.held else self.holder()
+            holder = self.holder()
             now = time.monotonic()
-            if holder is None and not self.held:
+            if holder is None:
                 unsaid_since = now if unsaid_since is None else unsaid_since
                 if now - unsaid_since < UNSAID_WAIT:
                     time.sleep(0.01)  # letting go (its file is emptied first), or just taken

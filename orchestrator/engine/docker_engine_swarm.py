@@ -542,15 +542,14 @@ class SwarmEngine(DockerEngine):
         already started the next one: the error is the one worth reading)."""
         with self._call("container", name_or_id):
             tasks = self._sapi.tasks(filters={"service": name_or_id})
-        failed = sorted((t for t in tasks if _state(t) in _FAILED),
-                        key=lambda t: str(t.get("CreatedAt", "")))
         current = _current(tasks)
-        if current is not None and _state(current) == _RUNNING:
-            failed = []  # running now: an earlier task's error is history, not the cause
-        for task in [t for t in [current] if t is not None] + failed[::-1]:
-            err = str((task.get("Status") or {}).get("Err") or "")
-            if err:
-                return [f"[swarm] task {_state(task)}: {err}"]
+        candidates = [current] if current is not None else []
+        if current is None or _state(current) != _RUNNING:  # running: the rest is history
+            candidates += sorted((t for t in tasks if _state(t) in _FAILED),
+                                 key=lambda t: str(t.get("CreatedAt", "")), reverse=True)
+        for task in candidates:
+            if _err(task):
+                return [f"[swarm] task {_state(task)}: {_err(task)}"]
         return []
 
     def log_lines(self, name_or_id: str, *, tail: int | None = None,
@@ -655,12 +654,17 @@ def _state(task: Mapping[str, Any]) -> str:
     return str((task.get("Status") or {}).get("State", ""))
 
 
+def _err(task: Mapping[str, Any]) -> str:
+    """Why Swarm says the task failed ("" when it does not)."""
+    return str((task.get("Status") or {}).get("Err") or "")
+
+
 def _forgiven(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The tasks, less the oldest `START_FAILURES_FORGIVEN` that failed before their
     container ran: Swarm retries those, and the pod is still starting."""
-    never_ran = sorted((t for t in tasks if _state(t) == "failed" and str(
-        (t.get("Status") or {}).get("Err") or "").startswith(_NEVER_RAN)),
-        key=lambda t: str(t.get("CreatedAt", "")))
+    never_ran = sorted((t for t in tasks
+                        if _state(t) == "failed" and _err(t).startswith(_NEVER_RAN)),
+                       key=lambda t: str(t.get("CreatedAt", "")))
     forgiven = {id(t) for t in never_ran[:START_FAILURES_FORGIVEN]}
     return [t for t in tasks if id(t) not in forgiven]
 
